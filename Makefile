@@ -1,0 +1,38 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LIBWATCH := $(VENV)/bin/libwatch
+# `make run` keeps its catalog and cache inside the checkout, so it never
+# touches a real installation's state.
+RUN_ENV := LIBWATCH_HOME=$(CURDIR)/.run/home LIBWATCH_CACHE_DIR=$(CURDIR)/.run/cache \
+	LIBWATCH_CONFIG=/dev/null -u LIBWATCH_MONGO_URI -u LIBWATCH_AMQP_URL
+
+.PHONY: run test venv bench-deps clean
+
+$(VENV)/.stamp-run: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-run
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.stamp-run
+
+run: $(VENV)/.stamp-run
+	env $(RUN_ENV) $(LIBWATCH) scan examples/library --name example
+	env $(RUN_ENV) $(LIBWATCH) rebuild example --run
+	env $(RUN_ENV) $(LIBWATCH) status example
+
+test: $(VENV)/.stamp-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Baselines the benchmarks compare against (xxh128sum, vipsthumbnail).
+bench-deps:
+	apt-get install -y xxhash libvips-tools
+
+clean:
+	rm -rf $(VENV) .run

@@ -1,0 +1,3 @@
+from libwatch.cli.app import main
+
+main()
