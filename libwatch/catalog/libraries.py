@@ -1,0 +1,66 @@
+"""The `libraries` collection."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from libwatch.catalog.schema import DURABLE
+from libwatch.errors import NotFound, UsageError
+from libwatch.library import Library
+
+
+def _coll(db: Database[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    return db.get_collection("libraries", write_concern=DURABLE)
+
+
+def insert(db: Database[dict[str, Any]], library: Library) -> Library:
+    """Store a new library; a duplicate name is refused."""
+    doc = library.to_document()
+    doc["created_at"] = datetime.now(UTC)
+    doc["state"] = {"status": "new", "generation": 0}
+    try:
+        _coll(db).insert_one(doc)
+    except DuplicateKeyError:
+        raise UsageError(f"a library named {library.name!r} already exists") from None
+    return Library.from_document(doc)
+
+
+def get(db: Database[dict[str, Any]], name: str) -> Library:
+    """The library called `name`, or NotFound."""
+    doc = _coll(db).find_one({"_id": name})
+    if doc is None:
+        raise NotFound(f"no library named {name!r} (see `libwatch library list`)")
+    return Library.from_document(doc)
+
+
+def find_by_path(db: Database[dict[str, Any]], path: str) -> Library | None:
+    doc = _coll(db).find_one({"path": path})
+    return None if doc is None else Library.from_document(doc)
+
+
+def all_libraries(db: Database[dict[str, Any]]) -> list[Library]:
+    return [Library.from_document(doc) for doc in _coll(db).find().sort("_id", 1)]
+
+
+def update(db: Database[dict[str, Any]], name: str, fields: Mapping[str, Any]) -> Library:
+    """Set document fields (dotted paths allowed) and return the updated library."""
+    result = _coll(db).update_one({"_id": name}, {"$set": dict(fields)})
+    if result.matched_count == 0:
+        raise NotFound(f"no library named {name!r}")
+    return get(db, name)
+
+
+def delete(db: Database[dict[str, Any]], name: str, *, purge: bool) -> dict[str, int]:
+    """Remove a library; with `purge` also its files, collections and events (runs are history)."""
+    removed = {"libraries": _coll(db).delete_one({"_id": name}).deleted_count}
+    if removed["libraries"] == 0:
+        raise NotFound(f"no library named {name!r}")
+    if purge:
+        for collection in ("files", "collections", "events"):
+            removed[collection] = db.get_collection(collection, write_concern=DURABLE).delete_many(
+                {"library": name}).deleted_count
+    return removed

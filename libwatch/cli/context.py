@@ -1,0 +1,57 @@
+"""What every command shares: the global options, the settings, the open catalog."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import typer
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from libwatch import config
+from libwatch.catalog import store
+from libwatch.catalog.schema import ensure_schema
+from libwatch.config import Settings
+from libwatch.errors import CatalogUnavailable
+
+
+@dataclass(slots=True)
+class CliState:
+    """The global options as parsed; settings are resolved on first use."""
+
+    flags: dict[str, Any]
+    json: bool = False
+    verbosity: int = 0
+    debug: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = config.load(self.flags)
+        return self._settings
+
+
+# The error boundary in app.main() needs --debug before Typer hands a context around.
+CURRENT = CliState(flags={})
+
+
+def state(ctx: typer.Context) -> CliState:
+    return ctx.find_root().obj or CURRENT
+
+
+def wants_json(ctx: typer.Context, local: bool) -> bool:
+    return local or state(ctx).json
+
+
+@contextlib.contextmanager
+def catalog(ctx: typer.Context) -> Iterator[Database[dict[str, Any]]]:
+    """The catalog database, schema ensured; a MongoDB failure mid-command becomes exit 69."""
+    with store.connect(state(ctx).settings) as connection:
+        ensure_schema(connection.db)
+        try:
+            yield connection.db
+        except PyMongoError as error:
+            raise CatalogUnavailable(f"catalog error ({connection.description}): {str(error).splitlines()[0]}") from error

@@ -1,0 +1,156 @@
+"""Settings: flags beat `LIBWATCH_*` environment beat the TOML file beat defaults.
+
+The resolution is done here, not by Typer's `envvar=`, so that the file can sit between
+the environment and the defaults and every source reports its own errors.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from libwatch.errors import ConfigError
+
+SYSTEM_CONFIG: Final = Path("/etc/libwatch/config.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a command may need to know about where things live and how to behave."""
+
+    mongo_uri: str | None = None
+    database: str = "libwatch"
+    amqp_url: str | None = None
+    cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
+    home: Path = field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
+    store_wait_s: float = 30.0
+    lease_s: float = 60.0
+    cache_edge: int = 1920
+    thumbnail_edge: int = 320
+    image_format: str = "jpeg"
+    retention_days: float = 30.0
+    config_file: Path | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """True when no MongoDB is configured and the in-process store is used."""
+        return self.mongo_uri is None
+
+    @property
+    def store_dir(self) -> Path:
+        return self.home / "db"
+
+
+# key -> (environment variable, parser). Only these keys are accepted in the file.
+_KEYS: Final[dict[str, tuple[str, type]]] = {
+    "mongo_uri": ("LIBWATCH_MONGO_URI", str),
+    "database": ("LIBWATCH_DATABASE", str),
+    "amqp_url": ("LIBWATCH_AMQP_URL", str),
+    "cache_dir": ("LIBWATCH_CACHE_DIR", Path),
+    "home": ("LIBWATCH_HOME", Path),
+    "store_wait_s": ("LIBWATCH_STORE_WAIT", float),
+    "lease_s": ("LIBWATCH_LEASE", float),
+    "cache_edge": ("LIBWATCH_CACHE_EDGE", int),
+    "thumbnail_edge": ("LIBWATCH_THUMBNAIL_EDGE", int),
+    "image_format": ("LIBWATCH_IMAGE_FORMAT", str),
+    "retention_days": ("LIBWATCH_RETENTION_DAYS", float),
+}
+_IMAGE_FORMATS: Final = ("jpeg", "webp")
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    base = os.environ.get(variable) or str(Path.home() / fallback)
+    return Path(base) / "libwatch"
+
+
+def config_path(environ: Mapping[str, str]) -> Path | None:
+    """The config file to read: `$LIBWATCH_CONFIG`, else the XDG one, else `/etc`, if present."""
+    explicit = environ.get("LIBWATCH_CONFIG")
+    if explicit:
+        return Path(explicit)
+    xdg = Path(environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "libwatch" / "config.toml"
+    for candidate in (xdg, SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if path == Path(os.devnull):
+        return {}
+    try:
+        with path.open("rb") as stream:
+            return tomllib.load(stream)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def _convert(key: str, value: Any, source: str) -> Any:
+    kind = _KEYS[key][1]
+    try:
+        if kind is Path:
+            if not isinstance(value, str) or not value:
+                raise ValueError("expected a path")
+            return Path(value).expanduser()
+        if kind is str:
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        number = kind(value)
+        if number < 0:
+            raise ValueError("must not be negative")
+        return number
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: bad value for {key!r}: {value!r} ({error})") from None
+
+
+def _validate(settings: Settings) -> Settings:
+    if settings.image_format not in _IMAGE_FORMATS:
+        raise ConfigError(f"image_format must be one of {', '.join(_IMAGE_FORMATS)}, not {settings.image_format!r}")
+    for key in ("cache_edge", "thumbnail_edge"):
+        if getattr(settings, key) < 16:
+            raise ConfigError(f"{key} must be at least 16 pixels")
+    return settings
+
+
+def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve the settings from flags, environment, config file and defaults, in that order."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_path(environ)
+    if path is not None:
+        for key, value in _read_file(path).items():
+            if key not in _KEYS:
+                raise ConfigError(f"config file {path}: unknown key {key!r} (known: {', '.join(_KEYS)})")
+            values[key] = _convert(key, value, f"config file {path}")
+    for key, (variable, _) in _KEYS.items():
+        if environ.get(variable):
+            values[key] = _convert(key, environ[variable], f"environment {variable}")
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key] = _convert(key, value if not isinstance(value, Path) else str(value), f"option --{key.replace('_', '-')}")
+    defaults = Settings()
+    known = {f.name for f in fields(Settings)}
+    return _validate(replace(defaults, config_file=path, **{k: v for k, v in values.items() if k in known}))
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by `***`, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
