@@ -1,0 +1,224 @@
+"""Decoding and rendering images with Pillow: the only module of libwatch that imports PIL.
+
+``render`` turns a source image into a cache image or a thumbnail; ``probe``
+reads only its header. Every way Pillow can fail on a bad file becomes an
+``ImageError`` with a one-line reason; an I/O error opening the source (it
+vanished, permission denied) is left as the ``OSError`` it is, so that callers
+can tell "this image is broken" from "this file is not there".
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Final
+
+import pillow_heif
+from PIL import ExifTags, Image, UnidentifiedImageError, features
+
+pillow_heif.register_heif_opener()
+if not features.check("avif") and hasattr(pillow_heif, "register_avif_opener"):
+    # Pillow < 11.2 has no AVIF plugin; pillow-heif < 0.22 can supply one.
+    pillow_heif.register_avif_opener()
+
+FORMATS: Final = {"jpeg": "jpg", "webp": "webp"}
+RESAMPLE: Final = Image.Resampling.LANCZOS
+# Pillow's own default gap: reduce() by integer steps while at least 2x too large, then resample.
+REDUCING_GAP: Final = 2.0
+WHITE: Final = (255, 255, 255)
+MAX_REASON: Final = 200
+
+# EXIF orientation → the transpose that displays the image upright (as ImageOps.exif_transpose does).
+_TRANSPOSE: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSpec:
+    """How to render: longest edge in pixels (never enlarged), output format and quality."""
+
+    max_edge: int
+    format: str = "jpeg"  # "jpeg" | "webp"
+    quality: int = 85
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        if self.max_edge < 1:
+            raise ValueError(f"max_edge must be at least 1, not {self.max_edge}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be 1-100, not {self.quality}")
+
+    @property
+    def ext(self) -> str:
+        """The file extension of this format (``jpg``, ``webp``)."""
+        return FORMATS[self.format]
+
+
+DEFAULT_SPECS: Final = {"cache": RenderSpec(1920, "jpeg", 85), "thumbnail": RenderSpec(320, "jpeg", 80)}
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """An image's size as displayed (EXIF orientation applied) and its format as Pillow names it."""
+
+    width: int
+    height: int
+    format: str
+
+
+class ImageError(Exception):
+    """The file is not an image Pillow can decode; ``reason`` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def probe(path: str | bytes) -> ImageInfo:
+    """Size and format from the header alone (the pixels are not decoded).
+
+    Raises ImageError for a file that is not a decodable image, OSError when it cannot be opened.
+    """
+    with _open_regular(path) as fp, _pillow_errors():
+        with Image.open(fp) as im:
+            # The PNG plugin's getexif() decodes the whole image to look for a late
+            # eXIf chunk; the base class reads only what the header already gave.
+            orientation = Image.Image.getexif(im).get(ExifTags.Base.Orientation, 1)
+            width, height = im.size
+            # The TIFF plugin already reports the upright size (it rotates while loading).
+            if orientation in _SWAPS_AXES and im.format != "TIFF":
+                width, height = height, width
+            return ImageInfo(width, height, im.format or "unknown")
+
+
+def render(path: str | bytes, spec: RenderSpec) -> bytes:
+    """The encoded ``spec`` rendering of the image at ``path``: upright, RGB, longest edge at most ``max_edge``.
+
+    JPEGs are decoded at a reduced scale (``draft``) and EXIF orientation is applied
+    to the small result, so a 12 MP photo is never decoded at full size. Animated
+    images give their first frame. Raises ImageError for any decoding problem
+    (decompression bombs and truncated files included), OSError when the file
+    cannot be opened.
+    """
+    with _open_regular(path) as fp, _pillow_errors():
+        with Image.open(fp) as im:
+            im.draft("RGB", _fitted(im.size, spec.max_edge))
+            im.load()
+            # Read after load(): the TIFF plugin applies and removes the orientation while loading.
+            orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+            icc = _rgb_icc_profile(im)
+            small = _to_rgb(im)
+            small.thumbnail((spec.max_edge, spec.max_edge), RESAMPLE, reducing_gap=REDUCING_GAP)
+            if orientation in _TRANSPOSE:
+                small = small.transpose(_TRANSPOSE[orientation])
+            _check_gif_frames(im)
+            return _encode(small, spec, icc)
+
+
+def _open_regular(path: str | bytes) -> IO[bytes]:
+    # O_NONBLOCK: opening a FIFO named *.jpg must not hang; it is refused below.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fp = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        fp.close()
+        raise ImageError("not a regular file")
+    return fp
+
+
+def _check_gif_frames(im: Image.Image) -> None:
+    """Seek through a GIF's later frames, so one that declares a bomb-sized canvas fails the file.
+
+    Only the first frame is rendered, but a GIF frame may grow the canvas beyond
+    the header's size, and any viewer that animates the file would decode it.
+    """
+    if im.format == "GIF":
+        for frame in range(1, getattr(im, "n_frames", 1)):
+            im.seek(frame)
+
+
+def _fitted(size: tuple[int, int], max_edge: int) -> tuple[int, int]:
+    """The size ``size`` shrinks to inside a ``max_edge`` square (at least 1x1)."""
+    width, height = size
+    scale = min(1.0, max_edge / max(width, height, 1))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def _rgb_icc_profile(im: Image.Image) -> bytes | None:
+    """The embedded ICC profile when it describes RGB data, so colours survive the re-encode."""
+    icc = im.info.get("icc_profile")
+    if im.mode in ("RGB", "RGBA") and isinstance(icc, bytes) and icc[16:20] == b"RGB ":
+        return icc
+    return None
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` as RGB, or RGBA when it has transparency (palette, LA, tRNS …)."""
+    if im.mode.startswith("I") or im.mode == "F":
+        im = _to_8bit(im)
+    target = "RGBA" if im.has_transparency_data else "RGB"
+    return im if im.mode == target else im.convert(target)
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """High bit depth grey (I;16*, I, F) scaled into L: 16-bit by /256, others stretched to their range."""
+    if im.mode.startswith("I;16"):
+        return im.convert("I").point(lambda v: v / 256).convert("L")
+    low, high = im.getextrema()
+    if low >= 0 and high <= 255:
+        return im.convert("L")
+    scale = 255 / (high - low)
+    return im.point(lambda v: (v - low) * scale).convert("L")
+
+
+def _encode(im: Image.Image, spec: RenderSpec, icc: bytes | None) -> bytes:
+    if spec.format == "jpeg" and im.mode == "RGBA":
+        flat = Image.new("RGB", im.size, WHITE)
+        flat.paste(im, mask=im.getchannel("A"))
+        im = flat
+    out = io.BytesIO()
+    im.save(out, spec.format.upper(), quality=spec.quality, icc_profile=icc)
+    return out.getvalue()
+
+
+@contextmanager
+def _pillow_errors() -> Iterator[None]:
+    """Turns decompression-bomb warnings and every exception Pillow raises for a bad file into ImageError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's warnings about odd but readable metadata
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except ImageError:
+            raise
+        except Exception as exc:  # Pillow raises a dozen unrelated types for corrupt input
+            raise ImageError(_reason(exc)) from exc
+
+
+def _reason(exc: Exception) -> str:
+    """One line saying what is wrong with the file."""
+    detail = " ".join(str(exc).split())
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        reason = f"decompression bomb ({detail})"
+    elif isinstance(exc, UnidentifiedImageError):
+        reason = "cannot identify image"
+    elif isinstance(exc, MemoryError):
+        reason = "out of memory while decoding"
+    elif "truncated" in detail.lower() or isinstance(exc, EOFError):
+        reason = f"truncated file ({detail or type(exc).__name__})"
+    else:
+        reason = f"cannot decode ({type(exc).__name__}: {detail})" if detail else f"cannot decode ({type(exc).__name__})"
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
