@@ -1,0 +1,83 @@
+"""Topology names, declaration, mismatches and the status helpers."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pika
+import pytest
+from pika.adapters.blocking_connection import BlockingChannel
+
+from libwatch.bus import (
+    Publisher,
+    PublishResult,
+    Topology,
+    TopologyMismatch,
+    check,
+    declare,
+    mask_url,
+    purge,
+    queue_depths,
+)
+
+pytestmark = pytest.mark.broker
+
+
+def test_default_names_follow_the_design() -> None:
+    topo = Topology()
+    assert topo.exchange == "libwatch"
+    assert dict(topo.queues) == {"cache": "libwatch.rebuild.cache", "thumbnail": "libwatch.rebuild.thumbnail"}
+    assert (topo.dead_letter_exchange, topo.dead_letter_queue, topo.max_priority) == ("libwatch.dlx", "libwatch.dead", 10)
+    assert Topology.routing_key("thumbnail") == "rebuild.thumbnail"
+
+
+def test_prefixed_renames_everything_and_stays_frozen_and_hashable() -> None:
+    topo = Topology.prefixed("test-x.")
+    assert topo.exchange == "test-x.libwatch"
+    assert dict(topo.queues) == {"cache": "test-x.libwatch.rebuild.cache",
+                                 "thumbnail": "test-x.libwatch.rebuild.thumbnail"}
+    assert (topo.dead_letter_exchange, topo.dead_letter_queue) == ("test-x.libwatch.dlx", "test-x.libwatch.dead")
+    with pytest.raises(TypeError):
+        topo.queues["cache"] = "other"  # type: ignore[index]
+    assert hash(topo) == hash(Topology.prefixed("test-x.")) and topo == Topology.prefixed("test-x.")
+
+
+def test_mask_url_hides_only_the_password() -> None:
+    assert mask_url("amqp://user:s3cret@broker.lan:5672/vhost") == "amqp://user:***@broker.lan:5672/vhost"
+    assert mask_url("amqp://broker.lan/") == "amqp://broker.lan/"
+
+
+def test_declare_creates_the_queues_with_priority_and_dead_lettering_idempotently(
+        amqp_url: str, topology: Topology, channel: BlockingChannel) -> None:
+    declare(channel, topology)
+    declare(channel, topology)
+    for queue in topology.queues.values():
+        # An active declare with the same arguments succeeds only if they are equal.
+        channel.queue_declare(queue, durable=True, arguments=topology.queue_arguments())
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.queue_declare(topology.queues["cache"], durable=True, arguments={"x-max-priority": 3})
+    assert refused.value.reply_code == 406
+    assert queue_depths(amqp_url, topology) == {"cache": 0, "thumbnail": 0, "dead": 0}
+
+
+def test_existing_queue_with_other_arguments_is_a_one_line_topology_mismatch(
+        amqp_url: str, topology: Topology, channel: BlockingChannel) -> None:
+    queue = topology.queues["thumbnail"]
+    channel.queue_declare(queue, durable=True, arguments={**topology.queue_arguments(), "x-max-priority": 5})
+    with pytest.raises(TopologyMismatch) as mismatch, Publisher(amqp_url, topology):
+        pass
+    text = str(mismatch.value)
+    assert "\n" not in text
+    assert repr(queue) in text and "'x-max-priority'" in text and "delete" in text
+
+
+def test_queue_depths_and_purge(amqp_url: str, topology: Topology,
+                                publish: Callable[[list[tuple[str, str, int]]], dict[str, PublishResult]]) -> None:
+    assert queue_depths(amqp_url, topology) == {"cache": 0, "thumbnail": 0, "dead": 0}  # nothing declared yet
+    publish([("cache", "a", 5), ("cache", "b", 5), ("thumbnail", "c", 5)])
+    assert queue_depths(amqp_url, topology) == {"cache": 2, "thumbnail": 1, "dead": 0}
+    assert purge(amqp_url, topology) == {"cache": 2, "thumbnail": 1}
+    assert queue_depths(amqp_url, topology) == {"cache": 0, "thumbnail": 0, "dead": 0}
+
+
+def test_check_names_the_broker(amqp_url: str) -> None:
+    assert check(amqp_url, 3).startswith("RabbitMQ ")
