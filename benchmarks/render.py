@@ -1,0 +1,155 @@
+"""Thumbnail rendering speed: libwatch against plain Pillow and vipsthumbnail, measured in the same run.
+
+Makes ``--count`` 12 MP (4000x3000) JPEGs with photo-like content (gradients and
+noise, quality 90) in a temporary folder, then renders a 320 px thumbnail of each
+with:
+
+* plain Pillow: ``Image.open``, a full decode (``load()``, so no draft), ``thumbnail((320, 320))``, JPEG encode;
+* ``vipsthumbnail -s 320`` with ``VIPS_CONCURRENCY=1`` (one core), one invocation for all files;
+* libwatch's ``Renderer`` with the thumbnail spec, 1 process and 2 processes
+  (output fsync'ed into a cache folder, as in production; ``force`` so that every
+  repeat renders again).
+
+Each figure is the best of ``--repeat`` runs (the machine is shared). ``--noise``
+sets the grain: the default 0.3 gives files of about 4.8 MB, the size of a
+12 MP camera JPEG. Huffman decoding, which no draft mode can skip, grows with the
+file size, so the lower the noise, the larger libwatch's lead over a full decode.
+
+Targets (issue 4): libwatch >= 3x plain Pillow and >= 1.2x vipsthumbnail on one
+core; 2 processes >= 1.7x one.
+
+    .venv/bin/python benchmarks/render.py --count 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import xxhash
+from PIL import Image
+
+from libwatch.imaging import DEFAULT_SPECS
+from libwatch.renderer import DONE, Renderer, RenderJob
+
+SIZE: Final = (4000, 3000)
+EDGE: Final = 320
+TARGETS: Final = {"ours/plain": 3.0, "ours/vips": 1.2, "2proc/1proc": 1.7}
+
+
+def make_photos(folder: Path, count: int, noise_level: float, seed: int = 4) -> list[Path]:
+    """``count`` distinct 12 MP JPEGs: smooth colour gradients under sensor-like noise."""
+    rng = random.Random(seed)
+    noise = Image.effect_noise((SIZE[0] + 64, SIZE[1] + 64), 40).convert("RGB")
+    paths = []
+    for i in range(count):
+        bands = [
+            Image.linear_gradient("L").rotate(rng.uniform(0, 360)).resize(SIZE, Image.Resampling.BILINEAR),
+            Image.radial_gradient("L").resize(SIZE, Image.Resampling.BILINEAR),
+            Image.linear_gradient("L").transpose(Image.Transpose.ROTATE_90).resize(SIZE),
+        ]
+        rng.shuffle(bands)
+        dx, dy = rng.randrange(64), rng.randrange(64)
+        photo = Image.blend(Image.merge("RGB", bands), noise.crop((dx, dy, dx + SIZE[0], dy + SIZE[1])), noise_level)
+        path = folder / f"photo-{i:04d}.jpg"
+        photo.save(path, "JPEG", quality=90)
+        paths.append(path)
+    return paths
+
+
+def plain_pillow(paths: list[Path]) -> None:
+    """The baseline: a full decode, then Pillow's thumbnail and a JPEG encode."""
+    for path in paths:
+        with Image.open(path) as im:
+            im.load()
+            im.thumbnail((EDGE, EDGE))
+            im.save(io.BytesIO(), "JPEG", quality=80)
+
+
+def vips(paths: list[Path], out: Path) -> None:
+    env = dict(os.environ, VIPS_CONCURRENCY="1")
+    subprocess.run(
+        ["vipsthumbnail", "-s", str(EDGE), "-o", f"{out}/%s.jpg[Q=80]", *map(str, paths)], check=True, env=env
+    )
+
+
+def libwatch(paths: list[Path], cache_dir: Path, processes: int) -> tuple[Renderer, Callable[[], None]]:
+    """A warmed-up Renderer (children started) and the timed call that renders ``paths``."""
+    spec = DEFAULT_SPECS["thumbnail"]
+    jobs = [
+        RenderJob(p, str(p), "thumbnail", "xxh3-128:" + xxhash.xxh3_128_hexdigest(p.read_bytes()), spec, force=True)
+        for p in paths
+    ]
+    renderer = Renderer(cache_dir, processes=processes)
+    warmup = cache_dir.parent / f"warmup-{processes}.jpg"
+    Image.new("RGB", (64, 48), "gray").save(warmup)
+    warm_jobs = [RenderJob(i, str(warmup), f"warmup{i}", "xxh3-128:" + "0" * 32, spec) for i in range(processes)]
+    list(renderer.render_many(warm_jobs))
+
+    def run() -> None:
+        failed = [o for o in renderer.render_many(jobs) if o.status != DONE]
+        assert not failed, failed
+
+    return renderer, run
+
+
+def timed(label: str, count: int, repeat: int, run: Callable[[], None]) -> float:
+    """The best rate of ``repeat`` runs."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    rate = count / best
+    print(f"{label:<38} {rate:7.1f} images/s")
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=40, help="number of 12 MP JPEGs (default 40)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement, best kept (default 3)")
+    parser.add_argument("--noise", type=float, default=0.3, help="grain, 0-1 (default 0.3: about 4.8 MB a file)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="libwatch-bench-") as tmp:
+        root = Path(tmp)
+        (root / "src").mkdir()
+        (root / "vips").mkdir()
+        start = time.perf_counter()
+        paths = make_photos(root / "src", args.count, args.noise)
+        size_mb = sum(p.stat().st_size for p in paths) / args.count / 1e6
+        print(f"{args.count} images of {SIZE[0]}x{SIZE[1]}, {size_mb:.1f} MB each "
+              f"(made in {time.perf_counter() - start:.0f} s); thumbnails of {EDGE} px")
+        n, rep = args.count, args.repeat
+        rates = {"plain": timed("plain Pillow (full decode)", n, rep, lambda: plain_pillow(paths))}
+        if shutil.which("vipsthumbnail"):
+            rates["vips"] = timed("vipsthumbnail (1 thread)", n, rep, lambda: vips(paths, root / "vips"))
+        else:
+            print("vipsthumbnail: baseline missing (apt-get install -y libvips-tools)")
+        for processes in (1, 2):
+            renderer, run = libwatch(paths, root / f"cache-{processes}", processes)
+            with renderer:
+                rates[f"{processes}proc"] = timed(f"libwatch Renderer, {processes} process(es)", n, rep, run)
+        report(rates)
+
+
+def report(rates: dict[str, float]) -> None:
+    ratios = {"ours/plain": rates["1proc"] / rates["plain"], "2proc/1proc": rates["2proc"] / rates["1proc"]}
+    if "vips" in rates:
+        ratios["ours/vips"] = rates["1proc"] / rates["vips"]
+    for name, ratio in ratios.items():
+        verdict = "meets" if ratio >= TARGETS[name] else "MISSES"
+        print(f"{name:<12} {ratio:5.2f}x  ({verdict} the {TARGETS[name]}x target)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Rendering cache images and thumbnails in child processes, with a time and memory limit per image.
+
+Pillow runs only in the children (``libwatch.imaging`` is imported there, never
+here), one image at a time per child. A child that crashes (a segfault in a
+decoder) or exceeds its time limit costs only its own job: that job fails with
+the reason, the child is replaced and the other jobs go on. ``processes=1``
+still renders in a child, so nothing Pillow does can kill the caller.
+
+Each child renders and writes its output itself (``cachefiles.write_atomic``),
+so the pixels never cross a pipe. Outputs are content-addressed: a job whose
+(kind, hash) is already in the cache is done without rendering, which is what
+makes a renamed or duplicated image free.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import resource
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from libwatch import cachefiles
+
+if TYPE_CHECKING:
+    from libwatch.imaging import RenderSpec
+
+DONE: Final = "done"
+FAILED: Final = "failed"
+SKIPPED: Final = "skipped"
+DEFAULT_TIMEOUT_S: Final = 60.0
+DEFAULT_MEMORY_LIMIT: Final = 1 << 30
+STARTUP_TIMEOUT_S: Final = 60.0
+STOP_GRACE_S: Final = 2.0
+# Reading the source failed in a way that may heal by itself (NAS hiccup): retry later.
+TRANSIENT_READ_ERRNOS: Final = frozenset(
+    {errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.EINTR, errno.ENOTCONN, errno.EHOSTDOWN, errno.ENOMEM}
+)
+# spawn, not fork: the caller may hold threads (pymongo's monitors) and sockets a fork would copy.
+_CONTEXT: Final = multiprocessing.get_context("spawn")
+_READY: Final = "ready"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderJob:
+    """One rendering to make; ``key`` is the caller's, returned untouched in the outcome.
+
+    ``force`` renders even when the cache already holds this (kind, hash), e.g.
+    after the render size changed (``forceRegenerate`` of a message).
+    """
+
+    key: object
+    source: str | bytes
+    kind: str
+    content_hash: str
+    spec: RenderSpec
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        cachefiles.hash_hex(self.content_hash)  # ValueError here, not halfway through a batch
+        if not self.kind or "/" in self.kind or self.kind.startswith("."):
+            raise ValueError(f"kind must be a plain folder name, not {self.kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOutcome:
+    """How a job ended: ``done`` (``path`` is the cache file), ``failed`` or ``skipped`` (``error`` says why).
+
+    ``transient`` marks a failure that is not the image's fault (the cache disk is
+    full, the source's NAS timed out): retry later instead of recording it failed.
+    """
+
+    key: object
+    status: str
+    path: Path | None = None
+    error: str = ""
+    transient: bool = False
+
+
+class Renderer:
+    """A pool of rendering child processes; a context manager. Not thread-safe: one caller at a time."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        processes: int | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT,
+    ) -> None:
+        """``processes`` defaults to the CPUs this process may use; ``memory_limit_bytes=None`` sets no limit."""
+        self.cache_dir = Path(cache_dir)
+        self.timeout_s = timeout_s
+        self.memory_limit_bytes = memory_limit_bytes
+        count = processes or len(os.sched_getaffinity(0))
+        self._children = [_Child() for _ in range(max(1, count))]
+
+    def __enter__(self) -> Renderer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the child processes (each finishes the image it is on, within the time limit)."""
+        for child in self._children:
+            child.stop(self.timeout_s)
+
+    def render_one(self, job: RenderJob) -> RenderOutcome:
+        """Render one job and wait for it."""
+        (outcome,) = self.render_many([job])
+        return outcome
+
+    def render_many(self, jobs: Iterable[RenderJob]) -> Iterator[RenderOutcome]:
+        """Render ``jobs`` on all children, yielding each outcome as it finishes.
+
+        ``jobs`` is consumed lazily, as children become free. A caller that stops
+        iterating early still gets the images being rendered written, not killed halfway.
+        """
+        pending = iter(jobs)
+        try:
+            while True:
+                yield from self._dispatch(pending)
+                busy = [child for child in self._children if child.job is not None]
+                if not busy:
+                    return
+                yield from self._collect(busy)
+        finally:
+            busy = [child for child in self._children if child.job is not None]
+            while busy:
+                list(self._collect(busy))
+                busy = [child for child in busy if child.job is not None]
+
+    def _dispatch(self, pending: Iterator[RenderJob]) -> Iterator[RenderOutcome]:
+        """Hand jobs to idle children; jobs whose output already exists are done at once."""
+        for child in self._children:
+            while child.job is None:
+                job = next(pending, None)
+                if job is None:
+                    return
+                done = None if job.force else cachefiles.existing(self.cache_dir, job.kind, job.content_hash)
+                if done is not None:
+                    yield RenderOutcome(job.key, DONE, done)
+                    continue
+                child.start(self.cache_dir, self.memory_limit_bytes)
+                child.send(job, time.monotonic() + self.timeout_s)
+
+    def _collect(self, busy: list[_Child]) -> Iterator[RenderOutcome]:
+        """Wait until at least one busy child finishes, crashes or runs out of time."""
+        timeout = max(0.0, min(child.deadline for child in busy) - time.monotonic())
+        wait([w for child in busy for w in child.waitables()], timeout)
+        now = time.monotonic()
+        for child in busy:
+            outcome = child.outcome(now, self.timeout_s)
+            if outcome is not None:
+                yield outcome
+
+
+class _Child:
+    """One rendering child process and the job it is on."""
+
+    def __init__(self) -> None:
+        self.process: BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.job: RenderJob | None = None
+        self.deadline = 0.0
+
+    def start(self, cache_dir: Path, memory_limit_bytes: int | None) -> None:
+        """Start the process unless it runs; returns once it has imported Pillow and set its limits."""
+        if self.process is not None and self.process.is_alive():
+            return
+        self.conn, child_end = _CONTEXT.Pipe()
+        self.process = _CONTEXT.Process(
+            target=_child_main, args=(child_end, str(cache_dir), memory_limit_bytes), daemon=True,
+            name="libwatch-render",
+        )
+        self.process.start()
+        child_end.close()
+        if not self.conn.poll(STARTUP_TIMEOUT_S) or self.conn.recv() != _READY:
+            self._kill()
+            raise RuntimeError(f"a rendering process did not start within {STARTUP_TIMEOUT_S:.0f} s")
+
+    def send(self, job: RenderJob, deadline: float) -> None:
+        assert self.conn is not None
+        self.job, self.deadline = job, deadline
+        self.conn.send((job.source, job.kind, job.content_hash, job.spec))
+
+    def waitables(self) -> list[object]:
+        assert self.conn is not None and self.process is not None
+        return [self.conn, self.process.sentinel]
+
+    def outcome(self, now: float, timeout_s: float) -> RenderOutcome | None:
+        """The finished job's outcome, or None while it is still running within its time."""
+        assert self.conn is not None and self.process is not None and self.job is not None
+        job = self.job
+        if self.conn.poll():
+            try:
+                status, path, error, transient = self.conn.recv()
+            except (EOFError, OSError):
+                return self._lost(job, self._death())
+            self.job = None
+            return RenderOutcome(job.key, status, Path(path) if path else None, error, transient)
+        if not self.process.is_alive():
+            return self._lost(job, self._death())
+        if now >= self.deadline:
+            self._kill()
+            return self._lost(job, f"timed out after {timeout_s:g} s")
+        return None
+
+    def _lost(self, job: RenderJob, reason: str) -> RenderOutcome:
+        self._kill()
+        self.job = None
+        return RenderOutcome(job.key, FAILED, error=reason)
+
+    def _death(self) -> str:
+        assert self.process is not None
+        self.process.join(STOP_GRACE_S)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            return f"renderer crashed ({signal.Signals(-code).name})"
+        return f"renderer exited unexpectedly (code {code})"
+
+    def stop(self, timeout_s: float) -> None:
+        """Ask the process to exit after its current image; kill it if it does not."""
+        if self.process is None or self.conn is None:
+            return
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass  # already gone
+        self.process.join(timeout_s if self.job is not None else STOP_GRACE_S)
+        self._kill()
+        self.job = None
+
+    def _kill(self) -> None:
+        if self.process is not None:
+            if self.process.is_alive():
+                self.process.kill()
+            self.process.join()
+            self.process.close()
+        if self.conn is not None:
+            self.conn.close()
+        self.process, self.conn = None, None
+
+
+def _child_main(conn: Connection, cache_dir: str, memory_limit_bytes: int | None) -> None:
+    """The child's loop: render each job received until told to stop or the parent is gone."""
+    # Ctrl-C and systemd's SIGTERM reach the whole process group; the parent
+    # decides when to stop, so that an image in progress is finished, not lost.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from libwatch import imaging  # noqa: F401  Pillow lives in the children only; import before the limit
+
+    if memory_limit_bytes is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    conn.send(_READY)
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        conn.send(_render_and_store(Path(cache_dir), *request))
+
+
+def _render_and_store(
+    cache_dir: Path, source: str | bytes, kind: str, content_hash: str, spec: RenderSpec
+) -> tuple[str, str | None, str, bool]:
+    """(status, path, error, transient) for one job; runs in the child."""
+    from libwatch import imaging
+
+    try:
+        data = imaging.render(source, spec)
+    except (FileNotFoundError, NotADirectoryError):
+        return SKIPPED, None, "vanished", False
+    except imaging.ImageError as exc:
+        return FAILED, None, exc.reason, False
+    except OSError as exc:
+        return FAILED, None, f"cannot read the image: {exc.strerror or exc}", exc.errno in TRANSIENT_READ_ERRNOS
+    dest = cachefiles.cache_path(cache_dir, kind, content_hash, spec.ext)
+    try:
+        cachefiles.write_atomic(dest, data)
+        cachefiles.discard_other_formats(dest)
+    except OSError as exc:
+        # The cache disk, not the image, is at fault (full, read-only, gone): retry later.
+        return FAILED, None, f"cannot write {dest}: {exc.strerror or exc}", True
+    return DONE, str(dest), "", False
