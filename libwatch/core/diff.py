@@ -1,0 +1,342 @@
+"""The diff engine: pure functions from sorted disk and catalog streams to changes.
+
+:func:`match` merges the walk with the catalog and decides, per path, whether a
+file is unchanged, needs hashing, is gone, or must be kept untouched because
+the disk could not be read there. :func:`classify` turns the hashed results and
+the gone records into changes, pairing renames in a second pass. No I/O here.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from libwatch.core.hashing import Fingerprint
+from libwatch.core.paths import collection_of
+from libwatch.core.walk import UNSTABLE, DiskEntry, Skip, sort_key
+
+ADDED: Final = "added"
+MODIFIED: Final = "modified"
+TOUCHED: Final = "touched"
+RENAMED: Final = "renamed"
+DELETED: Final = "deleted"
+CORRUPTED: Final = "corrupted"
+CHANGE_TYPES: Final = (ADDED, MODIFIED, TOUCHED, RENAMED, DELETED, CORRUPTED)
+
+# Reasons a file is sent to the hash check (greppable, one per branch of quick_check).
+NEW: Final = "new"
+SIZE: Final = "size"
+MTIME: Final = "mtime"
+CTIME: Final = "ctime"
+INODE: Final = "inode"
+NO_HASH: Final = "no-hash"
+RACY: Final = "racy"
+VERIFY: Final = "verify"
+
+DEFAULT_COMPARE: Final[frozenset[str]] = frozenset({CTIME, INODE})
+SETTLING: Final = "settling"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The catalog's view of one present file."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    hash: str | None
+    racy: bool = False
+    id: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """The quick check passed: the record stands as it is."""
+
+    entry: DiskEntry
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsHash:
+    """The file must be hashed to decide; ``reason`` is the first quick-check field that failed."""
+
+    entry: DiskEntry
+    record: Record | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """A record whose path the walk did not find."""
+
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A record shadowed by a skip (the file or a folder above it could not be read): left untouched."""
+
+    record: Record
+    skip: Skip
+
+
+Matched = Unchanged | NeedsHash | Gone | Kept | Skip
+
+
+def quick_check(entry: DiskEntry, record: Record, *, verify: bool = False, compare: frozenset[str] = DEFAULT_COMPARE) -> str | None:
+    """Why ``entry`` must be hashed against ``record``, or ``None`` when it is unchanged.
+
+    Size and mtime are always compared (as rsync does); ctime and inode when in
+    ``compare`` (inodes are unstable on some network mounts, as borg notes).
+    """
+    if entry.size != record.size:
+        return SIZE
+    if entry.mtime_ns != record.mtime_ns:
+        return MTIME
+    if CTIME in compare and entry.ctime_ns != record.ctime_ns:
+        return CTIME
+    if INODE in compare and entry.inode != record.inode:
+        return INODE
+    if record.hash is None:
+        return NO_HASH
+    if record.racy:
+        return RACY
+    if verify:
+        return VERIFY
+    return None
+
+
+def match(
+    disk: Iterable[DiskEntry | Skip],
+    catalog: Iterable[Record],
+    *,
+    verify: bool = False,
+    settle_cutoff_ns: int | None = None,
+    compare: frozenset[str] = DEFAULT_COMPARE,
+) -> Iterator[Matched]:
+    """Merge the sorted walk with the sorted catalog, one verdict per item.
+
+    Every disk item and every record is accounted for exactly once: a disk
+    entry as ``Unchanged``/``NeedsHash`` (or, when written after
+    ``settle_cutoff_ns``, as ``Skip("unstable", "settling")``), a disk skip as
+    itself, a record as ``Unchanged``/``NeedsHash``/``Gone``, or ``Kept`` when
+    a skip covers its path (the same path, or a skipped folder above it).
+    Raises ValueError when either stream is not in strictly ascending order.
+    """
+    disk_it = iter(disk)
+    cat_it = iter(catalog)
+    d = next(disk_it, None)
+    r = next(cat_it, None)
+    last_d: str | None = None
+    last_r: str | None = None
+    folders: list[Skip] = []  # skipped folders enclosing the merge position, outermost first
+    while d is not None or r is not None:
+        dk = sort_key(d) if d is not None else None
+        if dk is not None and last_d is not None and dk <= last_d:
+            raise ValueError(f"disk stream out of order: {dk!r} after {last_d!r}")
+        if r is not None and last_r is not None and r.path <= last_r:
+            raise ValueError(f"catalog stream out of order: {r.path!r} after {last_r!r}")
+        if r is None or (dk is not None and dk < r.path):
+            assert d is not None
+            yield _disk_only(d, settle_cutoff_ns, folders)
+            last_d, d = dk, next(disk_it, None)
+        elif d is None or r.path < dk:  # type: ignore[operator]
+            while folders and not r.path.startswith(sort_key(folders[-1])):
+                folders.pop()
+            yield Kept(r, folders[-1]) if folders else Gone(r)
+            last_r, r = r.path, next(cat_it, None)
+        else:
+            yield from _both(d, r, verify, settle_cutoff_ns, compare)
+            last_d, d = dk, next(disk_it, None)
+            last_r, r = r.path, next(cat_it, None)
+
+
+def _settling(entry: DiskEntry, settle_cutoff_ns: int | None) -> Skip | None:
+    if settle_cutoff_ns is not None and entry.mtime_ns > settle_cutoff_ns:
+        return Skip(entry.path, entry.raw, UNSTABLE, SETTLING)
+    return None
+
+
+def _disk_only(item: DiskEntry | Skip, settle_cutoff_ns: int | None, folders: list[Skip]) -> NeedsHash | Skip:
+    if type(item) is Skip:
+        if item.subtree:
+            while folders and not item.path.startswith(sort_key(folders[-1])):
+                folders.pop()
+            folders.append(item)
+        return item
+    assert type(item) is DiskEntry
+    return _settling(item, settle_cutoff_ns) or NeedsHash(item, None, NEW)
+
+
+def _both(
+    item: DiskEntry | Skip, record: Record, verify: bool, settle_cutoff_ns: int | None, compare: frozenset[str]
+) -> Iterator[Matched]:
+    if type(item) is Skip:
+        yield item
+        yield Kept(record, item)
+        return
+    assert type(item) is DiskEntry
+    settling = _settling(item, settle_cutoff_ns)
+    if settling is not None:
+        yield settling
+        yield Kept(record, settling)
+        return
+    reason = quick_check(item, record, verify=verify, compare=compare)
+    yield Unchanged(item, record) if reason is None else NeedsHash(item, record, reason)
+
+
+def is_racy(entry: DiskEntry, scan_started_ns: int, granularity_ns: int) -> bool:
+    """Whether a file may still change without its size or mtime showing it (git's racy clean)."""
+    return entry.mtime_ns >= scan_started_ns - granularity_ns
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One detected change; ``record`` is the catalog state before (the old record for a rename)."""
+
+    type: str
+    path: str
+    hash: str | None
+    entry: DiskEntry | None
+    record: Record | None
+    old_path: str | None = None
+    racy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """A record hashed again (racy, verify, no hash) and found unchanged, whose hash or racy flag must be stored."""
+
+    record: Record
+    fingerprint: Fingerprint
+    racy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """Changes in path order, skips met while hashing (with the record to keep), and records to refresh."""
+
+    changes: tuple[Change, ...]
+    skipped: tuple[tuple[Skip, Record | None], ...]
+    confirmed: tuple[Confirmed, ...] = ()
+
+
+def classify(
+    hashed: Iterable[tuple[NeedsHash, Fingerprint | Skip]],
+    gone: Iterable[Gone],
+    *,
+    scan_started_ns: int,
+    granularity_ns: int,
+) -> Classified:
+    """Decide the change of every hashed file and gone record, then pair renames.
+
+    Same hash → touched (or, with identical stat, only ``Confirmed`` when the
+    record was racy or unhashed); a different hash → modified, or corrupted when
+    a ``verify`` re-hash found size and mtime unchanged. A deleted record and an
+    added file with the same (size, hash) become one rename, paired in path order.
+    """
+    changes: list[Change] = []
+    skipped: list[tuple[Skip, Record | None]] = []
+    confirmed: list[Confirmed] = []
+    for needs, result in hashed:
+        if type(result) is Skip:
+            skipped.append((result, needs.record))
+            continue
+        assert type(result) is Fingerprint
+        racy = is_racy(result.entry, scan_started_ns, granularity_ns)
+        verdict = _verdict(needs, result)
+        if verdict is None:
+            record = needs.record
+            assert record is not None
+            if record.racy or racy or record.hash is None:
+                confirmed.append(Confirmed(record, result, racy))
+            continue
+        changes.append(Change(verdict, result.entry.path, result.hash, result.entry, needs.record, racy=racy))
+    changes.extend(Change(DELETED, g.record.path, g.record.hash, None, g.record) for g in gone)
+    return Classified(tuple(sorted(_pair_renames(changes), key=_change_order)), tuple(skipped), tuple(confirmed))
+
+
+def _verdict(needs: NeedsHash, fp: Fingerprint) -> str | None:
+    """The change type of a hashed file, ``None`` when nothing about it changed."""
+    record = needs.record
+    if record is None:
+        return ADDED
+    entry = fp.entry
+    same_quick = entry.size == record.size and entry.mtime_ns == record.mtime_ns
+    if record.hash is None:
+        return _touch_or_none(entry, record) if same_quick else MODIFIED
+    if fp.hash == record.hash:
+        return _touch_or_none(entry, record)
+    if needs.reason == VERIFY and same_quick:
+        return CORRUPTED
+    return MODIFIED
+
+
+def _touch_or_none(entry: DiskEntry, record: Record) -> str | None:
+    same = (entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode) == (
+        record.size,
+        record.mtime_ns,
+        record.ctime_ns,
+        record.inode,
+    )
+    return None if same else TOUCHED
+
+
+def _pair_renames(changes: list[Change]) -> list[Change]:
+    deleted: defaultdict[tuple[int, str], list[Change]] = defaultdict(list)
+    for change in changes:
+        if change.type == DELETED and change.hash is not None and change.record is not None:
+            deleted[(change.record.size, change.hash)].append(change)
+    if not deleted:
+        return changes
+    for candidates in deleted.values():
+        candidates.sort(key=_path_of)
+    paired: set[int] = set()
+    out: list[Change] = []
+    for change in sorted(changes, key=_path_of):
+        if change.type != ADDED or change.entry is None:
+            continue
+        candidates = deleted.get((change.entry.size, change.hash or ""))
+        if candidates:
+            old = candidates.pop(0)
+            paired.add(id(old))
+            out.append(Change(RENAMED, change.path, change.hash, change.entry, old.record, old.path, change.racy))
+            paired.add(id(change))
+    out.extend(c for c in changes if id(c) not in paired)
+    return out
+
+
+def _path_of(change: Change) -> str:
+    return change.path
+
+
+def _change_order(change: Change) -> tuple[str, int]:
+    return change.path, CHANGE_TYPES.index(change.type)
+
+
+def summarise(changes: Iterable[Change]) -> dict[str, int]:
+    """The number of changes of each type (every type present, zero included)."""
+    counts = Counter(change.type for change in changes)
+    return {kind: counts.get(kind, 0) for kind in CHANGE_TYPES}
+
+
+def collection_deltas(changes: Iterable[Change]) -> dict[str, int]:
+    """The change in present images per collection that ``changes`` make (zero deltas left out)."""
+    deltas: Counter[str] = Counter()
+    for change in changes:
+        if change.type in (ADDED, RENAMED):
+            deltas[collection_of(change.path)] += 1
+        if change.type in (DELETED, RENAMED):
+            deltas[collection_of(change.old_path or change.path)] -= 1
+    return {folder: delta for folder, delta in deltas.items() if delta}
+
+
+def collection_changes(before: Mapping[str, int], after: Mapping[str, int]) -> tuple[list[str], list[str]]:
+    """Collections that appeared and that disappeared, given present-image counts per folder."""
+    added = sorted(c for c, n in after.items() if n > 0 and before.get(c, 0) <= 0)
+    removed = sorted(c for c, n in before.items() if n > 0 and after.get(c, 0) <= 0)
+    return added, removed

@@ -1,0 +1,312 @@
+"""The disk walk: every image under a library root, in catalog key order.
+
+One ``scandir`` per folder and one ``stat`` per image, on bytes paths so that
+names round-trip exactly. Per-path problems become :class:`Skip` items in the
+stream; only a missing or unreadable root raises (:class:`RootUnavailable`).
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+import operator
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+from libwatch.core.paths import SEP, SEP_BYTES, key_of
+
+IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
+    {"jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff", "heic", "heif", "avif"}
+)
+
+UNSTABLE: Final = "unstable"
+NOT_REGULAR: Final = "not-regular"
+PERMISSION_DENIED: Final = "permission-denied"
+VANISHED: Final = "vanished"
+SYMLINK_LOOP: Final = "symlink-loop"
+IO_ERROR: Final = "io-error"
+NAME_TOO_LONG: Final = "name-too-long"
+MOUNT_POINT: Final = "mount-point"
+SKIP_REASONS: Final[frozenset[str]] = frozenset(
+    {UNSTABLE, NOT_REGULAR, PERMISSION_DENIED, VANISHED, SYMLINK_LOOP, IO_ERROR, NAME_TOO_LONG, MOUNT_POINT}
+)
+
+_REASON_BY_ERRNO: Final[dict[int, str]] = {
+    errno.ENOENT: VANISHED,
+    errno.ENOTDIR: VANISHED,
+    errno.EACCES: PERMISSION_DENIED,
+    errno.EPERM: PERMISSION_DENIED,
+    errno.ENAMETOOLONG: NAME_TOO_LONG,
+    errno.ELOOP: SYMLINK_LOOP,
+}
+
+
+class RootUnavailable(OSError):
+    """The library root is missing, not a folder, or cannot be listed."""
+
+
+@dataclass(frozen=True, slots=True)
+class WalkOptions:
+    """Which files of a library are images, and how the walk treats links and mounts.
+
+    With ``include`` globs an image is a file matching one of them; without, a file
+    whose extension (case-insensitive) is in ``extensions``. ``exclude`` globs are
+    matched (fnmatch, ``*`` crosses ``/``) against each file's relative path and
+    each folder's relative path with and without a trailing ``/``, so ``raw/*`` and
+    ``*/.thumbs`` prune whole folders.
+    """
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    extensions: frozenset[str] = IMAGE_EXTENSIONS
+    hidden: bool = False
+    follow_symlinks: bool = False
+    cross_mounts: bool = False
+
+
+class DiskEntry(NamedTuple):
+    """One regular image file as stat'ed on disk.
+
+    A named tuple rather than a frozen dataclass: the walk makes one per file and a
+    dataclass costs about 2 µs more each, half of ``find``'s whole per-file time.
+    """
+
+    path: str
+    raw: bytes
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    dev: int
+    nlink: int
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A path left alone this round; ``subtree`` when it is a folder whose records must be kept."""
+
+    path: str
+    raw: bytes
+    reason: str
+    detail: str = ""
+    subtree: bool = False
+
+
+def sort_key(item: DiskEntry | Skip) -> str:
+    """The position of a walk item: its path, with a ``/`` appended for a skipped folder."""
+    if type(item) is Skip and item.subtree:
+        return item.path + SEP
+    return item.path
+
+
+def reason_of(err: OSError) -> str:
+    """The skip reason for an ``OSError`` met on a path."""
+    return _REASON_BY_ERRNO.get(err.errno or 0, IO_ERROR)
+
+
+def entry_of(path: str, raw: bytes, st: os.stat_result) -> DiskEntry:
+    """A :class:`DiskEntry` from a stat result."""
+    return DiskEntry(path, raw, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, st.st_nlink)
+
+
+def _globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+class _Sub(NamedTuple):
+    """A child folder, entered when the walk reaches its position."""
+
+    key: str
+    name: bytes
+    dirent: os.DirEntry[bytes]
+    linked: os.stat_result | None
+
+
+class _Ready(NamedTuple):
+    """A per-file skip found while listing, kept in sort position."""
+
+    key: str
+    skip: Skip
+
+
+_Child = DiskEntry | _Sub | _Ready
+
+
+@dataclass(frozen=True, slots=True)
+class _Folder:
+    path: str
+    raw: bytes
+    abs: bytes
+    dev_ino: tuple[int, int]
+
+
+class _Walker:
+    """The state of one walk: options compiled once."""
+
+    def __init__(self, root: bytes, options: WalkOptions, root_stat: os.stat_result) -> None:
+        self.root = root
+        self.opts = options
+        self.root_dev = root_stat.st_dev
+        self.exts = frozenset(e.lower().encode() for e in options.extensions)
+        self.include = _globs(options.include)
+        self.exclude = _globs(options.exclude)
+
+    def list(self, folder: _Folder) -> list[_Child]:
+        """The children of a folder in sort order, files already stat'ed; raises OSError."""
+        prefix = folder.path + SEP if folder.path else ""
+        raw_prefix = folder.raw + SEP_BYTES if folder.raw else b""
+        hidden, follow = self.opts.hidden, self.opts.follow_symlinks
+        include, exclude, exts = self.include, self.exclude, self.exts
+        children: list[_Child] = []
+        append = children.append
+        with os.scandir(folder.abs) as listing:
+            for dirent in listing:
+                name = dirent.name
+                if not hidden and name[0] == 0x2E:
+                    continue
+                linked: os.stat_result | None = None
+                if dirent.is_dir(follow_symlinks=False) or (
+                    follow and dirent.is_symlink() and (linked := _dir_target(dirent)) is not None
+                ):
+                    path = prefix + name.decode("utf-8", "backslashreplace")
+                    if exclude is None or not (exclude.match(path) or exclude.match(path + SEP)):
+                        append(_Sub(path + SEP, name, dirent, linked))
+                    continue
+                if include is None:
+                    dot = name.rfind(b".")
+                    if dot < 0 or name[dot + 1 :].lower() not in exts:
+                        continue
+                    path = prefix + name.decode("utf-8", "backslashreplace")
+                elif include.match(path := prefix + name.decode("utf-8", "backslashreplace")) is None:
+                    continue
+                if exclude is not None and exclude.match(path):
+                    continue
+                try:
+                    st = dirent.stat(follow_symlinks=follow)
+                except OSError as err:
+                    append(_Ready(path, _stat_failure(path, raw_prefix + name, dirent, err)))
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    append(
+                        _new_entry(
+                            DiskEntry,
+                            (path, raw_prefix + name, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                             st.st_ino, st.st_dev, st.st_nlink),
+                        )
+                    )
+                else:
+                    append(_Ready(path, Skip(path, raw_prefix + name, NOT_REGULAR, _kind_name(st.st_mode))))
+        children.sort(key=_first)
+        return children
+
+    def enter(
+        self, path: str, raw: bytes, dirent: os.DirEntry[bytes], linked: os.stat_result | None, ancestors: set[tuple[int, int]]
+    ) -> tuple[_Folder, list[_Child]] | Skip:
+        try:
+            st = linked or dirent.stat(follow_symlinks=False)
+        except OSError as err:
+            return Skip(path, raw, reason_of(err), err.strerror or "", subtree=True)
+        if st.st_dev != self.root_dev and not self.opts.cross_mounts:
+            return Skip(path, raw, MOUNT_POINT, "another filesystem", subtree=True)
+        dev_ino = (st.st_dev, st.st_ino)
+        if dev_ino in ancestors:
+            return Skip(path, raw, SYMLINK_LOOP, "folder is its own ancestor", subtree=True)
+        folder = _Folder(path, raw, self.root + SEP_BYTES + raw, dev_ino)
+        try:
+            return folder, self.list(folder)
+        except OSError as err:
+            return Skip(path, raw, reason_of(err), err.strerror or "", subtree=True)
+
+
+_first: Final = operator.itemgetter(0)
+_new_entry: Final = tuple.__new__
+
+
+def _dir_target(dirent: os.DirEntry[bytes]) -> os.stat_result | None:
+    """The stat of a symlink's target when it is a folder."""
+    try:
+        st = dirent.stat(follow_symlinks=True)
+    except OSError:
+        return None
+    return st if stat.S_ISDIR(st.st_mode) else None
+
+
+def _stat_failure(path: str, raw: bytes, dirent: os.DirEntry[bytes], err: OSError) -> Skip:
+    if err.errno == errno.ENOENT and dirent.is_symlink():
+        return Skip(path, raw, NOT_REGULAR, "dangling symlink")
+    return Skip(path, raw, reason_of(err), err.strerror or "")
+
+
+def _kind_name(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISDIR, "folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_root(root: str | bytes) -> tuple[bytes, os.stat_result]:
+    """The root as bytes and its stat; raises :class:`RootUnavailable` unless it is a listable folder."""
+    root_b = os.fsencode(root)
+    root_b = root_b.rstrip(SEP_BYTES) or SEP_BYTES
+    try:
+        st = os.stat(root_b)
+    except OSError as err:
+        raise RootUnavailable(err.errno, f"library root unavailable: {err.strerror}", os.fsdecode(root_b)) from err
+    if not stat.S_ISDIR(st.st_mode):
+        raise RootUnavailable(errno.ENOTDIR, "library root is not a folder", os.fsdecode(root_b))
+    return root_b, st
+
+
+def walk(root: str | bytes, options: WalkOptions = WalkOptions()) -> Iterator[DiskEntry | Skip]:
+    """Yield every image under ``root`` and every skipped path, in ascending ``sort_key`` order.
+
+    Folders that cannot be entered yield ``Skip(subtree=True)`` at their position;
+    raises :class:`RootUnavailable` (before yielding) when the root itself cannot be listed.
+    """
+    root_b, root_stat = open_root(root)
+    walker = _Walker(root_b, options, root_stat)
+    top = _Folder("", b"", root_b, (root_stat.st_dev, root_stat.st_ino))
+    try:
+        children = walker.list(top)
+    except OSError as err:
+        raise RootUnavailable(err.errno, f"library root unreadable: {err.strerror}", os.fsdecode(root_b)) from err
+    return _run(walker, top, children)
+
+
+def _run(walker: _Walker, top: _Folder, children: list[_Child]) -> Iterator[DiskEntry | Skip]:
+    folders = [top]
+    stack = [iter(children)]
+    ancestors = {top.dev_ino}
+    while stack:
+        for child in stack[-1]:
+            if type(child) is DiskEntry:
+                yield child
+            elif type(child) is _Ready:
+                yield child.skip
+            else:
+                parent = folders[-1]
+                raw = parent.raw + SEP_BYTES + child.name if parent.raw else child.name
+                entered = walker.enter(child.key[:-1], raw, child.dirent, child.linked, ancestors)
+                if type(entered) is Skip:
+                    yield entered
+                    continue
+                folder, grandchildren = entered  # type: ignore[misc]
+                folders.append(folder)
+                ancestors.add(folder.dev_ino)
+                stack.append(iter(grandchildren))
+                break
+        else:
+            stack.pop()
+            ancestors.discard(folders.pop().dev_ino)

@@ -1,0 +1,40 @@
+"""Builders for real temp trees of real images."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pillow-images"
+if not CORPUS.is_dir():
+    CORPUS = Path("/work/shared/corpus/pillow-images")
+
+Tree = Callable[[Mapping[str | bytes, bytes | None]], bytes]
+
+
+@pytest.fixture(scope="session")
+def jpeg() -> bytes:
+    """A real JPEG from the corpus."""
+    return (CORPUS / "hopper.jpg").read_bytes()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Tree:
+    """Build files (relative path -> content; None makes a folder) under tmp_path/lib, return the root as bytes."""
+    root = os.fsencode(tmp_path / "lib")
+    os.makedirs(root, exist_ok=True)
+
+    def build(spec: Mapping[str | bytes, bytes | None]) -> bytes:
+        for rel, content in spec.items():
+            path = root + b"/" + os.fsencode(rel)
+            if content is None:
+                os.makedirs(path, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(content)
+        return root
+
+    return build
