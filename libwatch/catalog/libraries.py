@@ -64,3 +64,9 @@ def delete(db: Database[dict[str, Any]], name: str, *, purge: bool) -> dict[str,
             removed[collection] = db.get_collection(collection, write_concern=DURABLE).delete_many(
                 {"library": name}).deleted_count
     return removed
+
+
+def raw_update(db: Database[dict[str, Any]], name: str, update: Mapping[str, Any]) -> None:
+    """Apply an update document (e.g. `$set` + `$inc` of state counters) to a library."""
+    if _coll(db).update_one({"_id": name}, dict(update)).matched_count == 0:
+        raise NotFound(f"no library named {name!r}")

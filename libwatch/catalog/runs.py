@@ -51,3 +51,10 @@ def mark_interrupted(db: Database[dict[str, Any]], run_id: str, reason: str) -> 
 
 def get(db: Database[dict[str, Any]], run_id: str) -> dict[str, Any] | None:
     return _coll(db).find_one({"_id": run_id})
+
+
+def record_skipped(db: Database[dict[str, Any]], job: str, library: str | None, trigger: str, why: str) -> str:
+    """Record a run that did nothing on purpose (e.g. a paused library)."""
+    run_id = start(db, job, library, trigger, status=SKIPPED, reason=why)
+    _coll(db).update_one({"_id": run_id}, {"$set": {"finished_at": datetime.now(UTC)}})
+    return run_id

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from libwatch import __version__, logs
-from libwatch.cli import context, library
+from libwatch.cli import context, library, scan
+from libwatch.cli import cleanup, doctor, reports
 from libwatch.errors import EXIT_INTERRUPTED, EXIT_SOFTWARE, EXIT_USAGE, LibwatchError, exit_code_for
 
 app = typer.Typer(
@@ -24,6 +25,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(library.app, name="library")
+app.command()(scan.scan)
+app.command()(scan.diff)
+app.command()(cleanup.cleanup)
+app.command()(reports.status)
+app.command()(reports.history)
+app.command()(reports.events)
+app.command()(doctor.doctor)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,218 @@
+"""The `files`, `collections` and `events` collections, as a scan reads and writes them.
+
+Reads go in pages keyed on the sort key (`path > last`), never one cursor over a whole
+library (SecantusDB holds a cursor's whole result in memory). Writes are unordered
+`bulk_write`s of idempotent operations keyed on (library, path), so a scan killed at
+any point and run again converges to the same catalog.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from pymongo import InsertOne, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from libwatch.catalog.schema import DURABLE
+from libwatch.core.diff import ADDED, CORRUPTED, DELETED, MODIFIED, RENAMED, TOUCHED, Change, Confirmed, Record
+from libwatch.core.paths import b64_of, collection_of, is_exact
+
+PAGE: Final = 5000
+BATCH: Final = 1000
+_RECORD_FIELDS: Final = {"_id": 1, "path": 1, "size": 1, "mtime_ns": 1, "ctime_ns": 1, "inode": 1, "hash": 1, "racy": 1}
+
+Db = Database[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """Image metadata read from a file's header, or why it could not be read."""
+
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    error: str | None = None
+
+
+def _files(db: Db):  # type: ignore[no-untyped-def]
+    return db.get_collection("files", write_concern=DURABLE)
+
+
+def present_records(db: Db, library: str, *, page: int = PAGE) -> Iterator[Record]:
+    """The library's present files in path order, read page by page."""
+    last: str | None = None
+    while True:
+        query: dict[str, Any] = {"library": library}
+        if last is not None:
+            query["path"] = {"$gt": last}
+        docs = list(_files(db).find(query, _RECORD_FIELDS | {"status": 1}).sort("path", 1).limit(page))
+        for doc in docs:
+            if doc.get("status") == "present":
+                yield Record(doc["path"], doc["size"], doc["mtime_ns"], doc.get("ctime_ns", 0), doc.get("inode", 0),
+                             doc.get("hash"), bool(doc.get("racy")), doc["_id"])
+        if len(docs) < page:
+            return
+        last = docs[-1]["path"]
+
+
+def count_present(db: Db, library: str) -> int:
+    return _files(db).count_documents({"library": library, "status": "present"})
+
+
+def with_missing_records(db: Db, library: str, paths: Sequence[str]) -> set[str]:
+    """Which of `paths` have a record marked missing (a re-added file revives it)."""
+    found: set[str] = set()
+    for start in range(0, len(paths), BATCH):
+        batch = list(paths[start:start + BATCH])
+        found.update(doc["path"] for doc in _files(db).find(
+            {"library": library, "path": {"$in": batch}, "status": "missing"}, {"path": 1}))
+    return found
+
+
+def _state(change: Change) -> dict[str, Any]:
+    entry = change.entry
+    assert entry is not None
+    return {"path": entry.path, "path_b64": None if is_exact(entry.raw) else b64_of(entry.raw),
+            "collection": collection_of(entry.path), "size": entry.size, "mtime_ns": entry.mtime_ns,
+            "ctime_ns": entry.ctime_ns, "inode": entry.inode, "hash": change.hash, "racy": change.racy,
+            "status": "present", "missing_since": None}
+
+
+def _rebuild(kinds: Sequence[str], digest: str | None, now: datetime, priority: int) -> dict[str, Any]:
+    fields: dict[str, Any] = {"rebuild.hash": digest, "rebuild.priority": priority}
+    for kind in ("cache", "thumbnail"):
+        fields[f"rebuild.{kind}"] = "pending" if kind in kinds else None
+        fields[f"rebuild.{kind}_at"] = now
+        fields[f"rebuild.{kind}_error"] = None
+    return fields
+
+
+def _probe_fields(probe: Probe | None) -> dict[str, Any]:
+    probe = probe or Probe()
+    return {"width": probe.width, "height": probe.height, "format": probe.format, "probe_error": probe.error}
+
+
+def file_operations(library: str, changes: Iterable[Change], *, revive: set[str], probes: Mapping[str, Probe],
+                    rebuild_kinds: Sequence[str], now: datetime, priority: int) -> Iterator[Any]:
+    """The bulk operations that record `changes` (pure: builds, does not send)."""
+    for change in changes:
+        key = {"library": library, "path": change.path}
+        if change.type == DELETED:
+            yield UpdateOne(key, {"$set": {"status": "missing", "missing_since": now, "updated_at": now}})
+        elif change.type == RENAMED:
+            yield UpdateOne({"library": library, "path": change.old_path},
+                            {"$set": {**_state(change), "updated_at": now}})
+        elif change.type == TOUCHED:
+            yield UpdateOne(key, {"$set": {**_state(change), "updated_at": now}})
+        elif change.type in (MODIFIED, CORRUPTED) or (change.type == ADDED and change.path in revive):
+            yield UpdateOne(key, {"$set": {**_state(change), **_probe_fields(probes.get(change.path)),
+                                           **_rebuild(rebuild_kinds, change.hash, now, priority), "updated_at": now},
+                                  "$setOnInsert": {"first_seen": now}}, upsert=True)
+        elif change.type == ADDED:
+            doc = {"library": library, **_state(change), **_probe_fields(probes.get(change.path)),
+                   "rebuild": {}, "first_seen": now, "updated_at": now}
+            for dotted, value in _rebuild(rebuild_kinds, change.hash, now, priority).items():
+                doc["rebuild"][dotted.split(".", 1)[1]] = value
+            yield InsertOne(doc)
+
+
+def refresh_operations(library: str, confirmed: Iterable[Confirmed], now: datetime) -> Iterator[Any]:
+    """Operations for records hashed again and found unchanged: store the hash and the racy flag."""
+    for item in confirmed:
+        yield UpdateOne({"library": library, "path": item.record.path},
+                        {"$set": {"hash": item.fingerprint.hash, "racy": item.racy, "updated_at": now}})
+
+
+def clear_missing_targets(db: Db, library: str, paths: Sequence[str]) -> None:
+    """Drop missing records that sit where a renamed file now is (they would clash on the unique key)."""
+    for start in range(0, len(paths), BATCH):
+        _files(db).delete_many({"library": library, "status": "missing", "path": {"$in": list(paths[start:start + BATCH])}})
+
+
+def write_batches(db: Db, collection: str, operations: Iterable[Any], *, before_batch: Callable[[], None]) -> int:
+    """Send operations in unordered batches; `before_batch` runs before each (the lease check)."""
+    target = db.get_collection(collection, write_concern=DURABLE)
+    sent, batch = 0, []
+    for operation in operations:
+        batch.append(operation)
+        if len(batch) == BATCH:
+            sent += _send(target, batch, before_batch)
+            batch = []
+    if batch:
+        sent += _send(target, batch, before_batch)
+    return sent
+
+
+def _send(target: Any, batch: list[Any], before_batch: Callable[[], None]) -> int:
+    before_batch()
+    try:
+        target.bulk_write(batch, ordered=False)
+    except BulkWriteError as error:
+        # An insert that meets an existing record (a scan killed after inserting it and
+        # run again) is retried as an upsert; anything else is a real failure.
+        retry = [_as_upsert(batch[e["index"]]) for e in error.details.get("writeErrors", []) if e.get("code") == 11000]
+        if len(retry) != len(error.details.get("writeErrors", [])) or error.details.get("writeConcernErrors"):
+            raise
+        target.bulk_write(retry, ordered=False)
+    return len(batch)
+
+
+def _as_upsert(operation: Any) -> UpdateOne:
+    doc = dict(operation._doc)
+    doc.pop("_id", None)
+    first_seen = doc.pop("first_seen")
+    return UpdateOne({"library": doc["library"], "path": doc["path"]},
+                     {"$set": doc, "$setOnInsert": {"first_seen": first_seen}}, upsert=True)
+
+
+def event_operations(library: str, changes: Iterable[Change], run_id: str, now: datetime) -> Iterator[InsertOne]:
+    """One `events` document per change."""
+    for change in changes:
+        entry = change.entry
+        size = entry.size if entry is not None else change.record.size if change.record else None
+        yield InsertOne({"library": library, "collection": collection_of(change.path), "path": change.path,
+                         "old_path": change.old_path, "type": change.type, "detected_at": now, "size": size,
+                         "hash": change.hash, "run_id": run_id, "processed": False, "processed_at": None})
+
+
+def collection_event_operations(library: str, added: Iterable[str], removed: Iterable[str], run_id: str,
+                                now: datetime) -> Iterator[InsertOne]:
+    for kind, paths in (("collection_added", added), ("collection_removed", removed)):
+        for path in paths:
+            yield InsertOne({"library": library, "collection": path, "path": path, "old_path": None, "type": kind,
+                             "detected_at": now, "size": None, "hash": None, "run_id": run_id,
+                             "processed": True, "processed_at": now})
+
+
+def collection_documents(db: Db, library: str) -> dict[str, dict[str, Any]]:
+    """The library's collection records by path (one per folder: far fewer than files)."""
+    return {doc["path"]: doc for doc in db.collections.find({"library": library})}
+
+
+def collection_operations(library: str, tallies: Mapping[str, tuple[int, int]], before: Mapping[str, dict[str, Any]],
+                          activity: Mapping[str, Mapping[str, int]], now: datetime) -> Iterator[UpdateOne]:
+    """Upsert each collection whose counters or sync state changed; mark vanished ones missing."""
+    for path, (count, total) in tallies.items():
+        seen = activity.get(path, {})
+        previous = before.get(path)
+        unchanged = (previous is not None and previous.get("missing_since") is None
+                     and previous.get("file_count") == count and previous.get("total_bytes") == total and not seen)
+        if unchanged:
+            continue
+        pending = seen.get("pending", 0)
+        yield UpdateOne({"library": library, "path": path}, {
+            "$set": {"file_count": count, "total_bytes": total, "updated_at": now, "missing_since": None,
+                     "sync": {"last_scan": now, "added": seen.get(ADDED, 0), "modified": seen.get(MODIFIED, 0)
+                              + seen.get(CORRUPTED, 0), "deleted": seen.get(DELETED, 0), "pending_rebuilds": pending,
+                              "status": "rebuild_required" if pending else "in_sync"}},
+            "$setOnInsert": {"first_seen": now}}, upsert=True)
+    for path, previous in before.items():
+        if path not in tallies and previous.get("missing_since") is None:
+            seen = activity.get(path, {})
+            yield UpdateOne({"library": library, "path": path}, {"$set": {
+                "file_count": 0, "total_bytes": 0, "missing_since": now, "updated_at": now,
+                "sync": {"last_scan": now, "added": 0, "modified": 0, "deleted": seen.get(DELETED, 0),
+                         "pending_rebuilds": 0, "status": "missing"}}})

@@ -1,0 +1,168 @@
+"""`libwatch scan` and `libwatch diff`."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from libwatch.catalog import libraries as repo
+from libwatch.cli import context, output
+from libwatch.cli.options import JsonOption
+from libwatch.errors import EXIT_CHANGES, UsageError
+from libwatch.library import Library
+from libwatch.services import libraries as library_service
+from libwatch.services import scan as service
+from libwatch.services.scan import ScanOptions, ScanReport
+
+WAIT_LOCK_S: Final = 600.0
+TRIGGERS: Final = ("manual", "timer", "path", "cron")
+
+TargetsArgument = Annotated[list[str] | None, typer.Argument(help="Library names or folders (a new folder is registered).", show_default=False)]
+VerifyOption = Annotated[bool, typer.Option(help="Hash every file, like rsync --checksum (finds bit rot).")]
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[service.Progress]:
+    """A progress bar on stderr, only when stderr is a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda phase, amount: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}"), TimeElapsedColumn())
+    with Progress(*columns, console=output.errors, transient=True) as bar:
+        tasks = {"walk": bar.add_task("files seen", total=None), "hash": bar.add_task("bytes hashed", total=None)}
+        yield lambda phase, amount: bar.advance(tasks[phase], amount)
+
+
+def _libraries(ctx: typer.Context, db: Any, targets: list[str], all_: bool, name: str | None) -> list[Library]:
+    if all_:
+        if targets:
+            raise UsageError("give library names or --all, not both")
+        return [lib for lib in repo.all_libraries(db) if lib.enabled]
+    if not targets:
+        raise UsageError("name a library or folder to scan, or use --all (see `libwatch library list`)")
+    found = []
+    for target in targets:
+        library = library_service.find_for_target(db, target)
+        if library is None:
+            library = library_service.add(db, name, target)
+            output.errors.print(f"registered {library.path} as library [bold]{library.name}[/]")
+        found.append(library)
+    return found
+
+
+def _summary(console: Console, doc: dict[str, Any], verbose: bool) -> None:
+    if doc.get("skipped_run"):
+        console.print(f"{doc['library']}: {doc['skipped_run']}, scan skipped")
+        return
+    counts = doc["counts"]
+    title = f"{'diff' if doc['dry_run'] else 'scan'} of {doc['library']} ({doc['root']})"
+    console.print(f"[bold]{title}[/]")
+    table = Table(show_header=False)
+    for key, value in counts.items():
+        if value or key in ("scanned", "unchanged"):
+            table.add_row(key.replace("_", " "), output.size(value) if key == "hashed_bytes" else f"{value:,}")
+    elapsed = (doc["finished_at"] - doc["started_at"]).total_seconds()
+    table.add_row("time", output.duration(elapsed))
+    rebuild = doc["rebuild"]
+    if rebuild["requested"] or rebuild["pending"]:
+        table.add_row("rebuilds", f"{rebuild['requested']} requested, {rebuild['published']} published, "
+                                  f"{rebuild['pending']} pending")
+    console.print(table)
+    if verbose:
+        for change in doc["changes"]:
+            extra = f" (from {change['old_path']})" if change.get("old_path") else ""
+            console.print(f"  {change['type']:<18} {change['path']}{extra}", markup=False)
+    for item in doc["skipped"]:
+        console.print(f"  skipped {item['path']}: {item['reason']}", markup=False)
+    for item in doc["errors"]:
+        console.print(f"  error   {item['path']}: {item['error']}", markup=False)
+
+
+def _emit(ctx: typer.Context, json_output: bool, reports: list[ScanReport]) -> int:
+    as_json = context.wants_json(ctx, json_output)
+    docs = [report.document for report in reports]
+    verbose = context.state(ctx).verbosity > 0
+    document: Any = docs[0] if len(docs) == 1 else {"scans": docs}
+
+    def human(console: Console) -> None:
+        for doc in docs:
+            _summary(console, doc, verbose)
+
+    output.emit(as_json, document, human)
+    codes = [report.exit_code for report in reports]
+    return max(codes, default=0)
+
+
+def scan(
+    ctx: typer.Context,
+    targets: TargetsArgument = None,
+    all_: Annotated[bool, typer.Option("--all", help="Scan every enabled library in turn.")] = False,
+    verify: VerifyOption = False,
+    settle: Annotated[float, typer.Option(help="Skip files written less than this many seconds ago (as unstable).")] = 0.0,
+    trigger: Annotated[str, typer.Option(help="What started this run: manual, timer, path or cron.")] = "manual",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be recorded; write nothing.")] = False,
+    publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish rebuild requests after recording.")] = True,
+    allow_mass_delete: Annotated[bool, typer.Option(help="Allow deleting more than --max-delete of the files.")] = False,
+    max_delete: Annotated[float | None, typer.Option(help="Largest fraction of a library's files one scan may delete (default: the library's, 0.5).")] = None,
+    wait_lock: Annotated[bool, typer.Option(help="Wait for the library's lock instead of exiting 75.")] = False,
+    rescan_on_change: Annotated[bool, typer.Option(help="Scan again if anything changed while scanning (path units).")] = False,
+    name: Annotated[str | None, typer.Option(help="Name for a folder that is registered by this scan.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Walk libraries, record what changed, and request rebuilds of new and changed images.
+
+    Example: libwatch scan photos --trigger timer
+    """
+    if trigger not in TRIGGERS:
+        raise UsageError(f"--trigger must be one of {', '.join(TRIGGERS)}")
+    if max_delete is not None and not 0 <= max_delete <= 1:
+        raise UsageError("--max-delete is a fraction from 0 to 1 (0.5 = 50 %)")
+    cli = context.state(ctx)
+    if wait_lock:
+        cli.flags["store_wait_s"] = WAIT_LOCK_S
+    options = ScanOptions(verify=verify, settle_s=settle, trigger=trigger, dry_run=dry_run, publish=publish,
+                          allow_mass_delete=allow_mass_delete, max_delete=max_delete,
+                          wait_lock_s=WAIT_LOCK_S if wait_lock else 0.0)
+    reports = []
+    with context.catalog(ctx) as db, _progress(not context.wants_json(ctx, json_output)) as progress:
+        publisher = _publisher(cli.settings)
+        for library in _libraries(ctx, db, targets or [], all_, name):
+            run = service.scan_until_quiet if rescan_on_change else service.scan
+            reports.append(run(db, cli.settings, library, options, progress=progress, publish=publisher))
+    raise typer.Exit(_emit(ctx, json_output, reports))
+
+
+def _publisher(settings: Any) -> service.Publish | None:
+    if settings.amqp_url is None:
+        return None
+    from libwatch.services import outbox
+
+    return lambda db, library: outbox.publish_pending(db, settings, library=library.name)
+
+
+def diff(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="Library name or its root folder.")],
+    verify: VerifyOption = False,
+    exit_code: Annotated[bool, typer.Option("--exit-code", help="Exit 1 when there are changes, like git diff.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Show what a scan would record, writing nothing.
+
+    Example: libwatch diff photos --exit-code || libwatch scan photos
+    """
+    with context.catalog(ctx) as db, _progress(not context.wants_json(ctx, json_output)) as progress:
+        library = library_service.find_for_target(db, target)
+        if library is None:
+            raise UsageError(f"{target} is not a library (register it: libwatch library add NAME {target})")
+        report = service.diff(db, context.state(ctx).settings, library, ScanOptions(verify=verify),
+                              progress=progress)
+    _emit(ctx, json_output, [report])
+    raise typer.Exit(EXIT_CHANGES if exit_code and report.exit_code else 0)
