@@ -33,6 +33,18 @@ def describe_holder(doc: dict[str, Any]) -> str:
     return f"run {doc.get('owner')} (pid {doc.get('pid')} on {doc.get('host')}, lease until {doc.get('expires_at')})"
 
 
+def _holder_is_dead(holder: dict[str, Any]) -> bool:
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class Lease:
     """A held lease on `key` (e.g. "scan:photos"), renewed by a background thread."""
 
@@ -58,6 +70,11 @@ class Lease:
                 break
             except DuplicateKeyError:
                 holder = _coll(self.db).find_one({"_id": self.key}) or {}
+                if _holder_is_dead(holder):
+                    # Same host, process gone (kill -9, OOM): no need to wait for the lease to run out.
+                    _coll(self.db).update_one({"_id": self.key, "owner": holder.get("owner")},
+                                              {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}})
+                    continue
                 if time.monotonic() >= deadline:
                     raise Locked(f"{self.key} is held by {describe_holder(holder)}") from None
                 time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
