@@ -1,0 +1,532 @@
+"""systemd integration: render, install and inspect libwatch's units.
+
+The rendering half is pure (templates in ``libwatch/units`` in, file texts out).
+The other half is the only place in libwatch that runs ``systemctl`` or
+``systemd-analyze`` or reads the kernel's inotify limits.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+SYSTEM_UNIT_DIR: Final = Path("/etc/systemd/system")
+SYSTEM_ENV_FILE: Final = "/etc/libwatch/libwatch.env"
+DEFAULT_WATCH_CAP: Final = 200
+DEFAULT_SETTLE: Final = 10.0
+TEMPLATE_NAMES: Final = (
+    "libwatch-scan@.service",
+    "libwatch-scan@.timer",
+    "libwatch-watch@.path",
+    "libwatch-watch@.service",
+    "libwatch-worker.service",
+    "libwatch-cleanup.service",
+    "libwatch-cleanup.timer",
+    "libwatch-store.service",
+)
+SCHEDULE_DROPIN: Final = "schedule.conf"
+PATHS_DROPIN: Final = "paths.conf"
+LIBRARY_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# Path units cannot watch these (no inotify events for changes made by other hosts).
+NETWORK_FS_TYPES: Final = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "afs", "ceph", "glusterfs",
+    "lustre", "gpfs", "davfs", "sshfs", "fuse.sshfs", "fuse.glusterfs", "fuse.s3fs",
+    "fuse.rclone", "fuse.davfs2", "fuse.cephfs", "fuse.gcsfuse", "virtiofs",
+})
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+_NEEDS_QUOTES: Final = re.compile(r"[\s\"'\\;]")
+_HEADER: Final = "# Written by libwatch from the library's settings; `libwatch units install` rewrites it.\n"
+_NOT_RUNNING: Final = ("systemd is not running here (not PID 1, e.g. a container): "
+                       "wrote the unit files but could not reload or enable them")
+
+
+class SystemdError(Exception):
+    """systemd integration failed: {0}"""
+
+
+class UnitError(SystemdError):
+    """Cannot express this in a unit file: {0}"""
+
+
+class CalendarError(SystemdError):
+    """Invalid calendar expression {0!r}: {1}"""
+
+    def __str__(self) -> str:
+        return f"invalid calendar expression {self.args[0]!r}: {self.args[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class UnitContext:
+    """What the templates need from the host: where libwatch, its state and its cache live."""
+
+    executable: str
+    state_dir: str
+    cache_dir: str
+    user: bool = False
+    env_file: str = SYSTEM_ENV_FILE
+    settle: float = DEFAULT_SETTLE
+
+    @classmethod
+    def for_host(cls, *, user: bool = False, executable: str | None = None,
+                 state_dir: str | None = None, cache_dir: str | None = None,
+                 settle: float = DEFAULT_SETTLE) -> UnitContext:
+        """The defaults of DESIGN.md for system units (/var/lib, /var/cache, /etc) or user units (XDG)."""
+        if user:
+            data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local/share")
+            cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+            defaults = (f"{data}/libwatch", f"{cache}/libwatch", f"{config}/libwatch/libwatch.env")
+        else:
+            defaults = ("/var/lib/libwatch", "/var/cache/libwatch", SYSTEM_ENV_FILE)
+        return cls(executable=executable or find_executable(), state_dir=state_dir or defaults[0],
+                   cache_dir=cache_dir or defaults[1], user=user, env_file=defaults[2], settle=settle)
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryUnits:
+    """One library as its units see it; ``watch_dirs`` are collection paths relative to ``root``."""
+
+    name: str
+    root: str
+    on_calendar: str = "*:0/30"
+    watch: bool = True
+    watch_dirs: tuple[str, ...] = ()
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """Unit files by path relative to the unit directory, and what the user should know."""
+
+    files: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InstallResult:
+    """What install/uninstall/refresh did; ``notice`` is the one-line reason systemd was not told."""
+
+    unit_dir: Path
+    written: tuple[Path, ...] = ()
+    removed: tuple[Path, ...] = ()
+    enabled: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    notice: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NextRun:
+    """A library's timer and watcher as systemd reports them."""
+
+    library: str
+    state: str  # "scheduled", "not scheduled" or "systemd not running"
+    next_run: datetime | None = None
+    last_run: datetime | None = None
+    watch: str = "not watched"  # "watching", "not watched", "failed" or "systemd not running"
+
+
+# ---------------------------------------------------------------- rendering (pure)
+
+def find_executable() -> str:
+    """The absolute path of the ``libwatch`` script next to this interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / "libwatch"
+    found = str(beside) if beside.exists() else shutil.which("libwatch")
+    if not found:
+        raise SystemdError("cannot find the libwatch executable (next to the interpreter or on PATH)")
+    return os.path.abspath(found)
+
+
+def unit_dir(user: bool) -> Path:
+    """Where units are installed: /etc/systemd/system, or ~/.config/systemd/user for --user."""
+    if not user:
+        return SYSTEM_UNIT_DIR
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "systemd" / "user"
+
+
+def timer_unit(name: str) -> str:
+    """The timer unit of library ``name``."""
+    return f"libwatch-scan@{name}.timer"
+
+
+def path_unit(name: str) -> str:
+    """The path (watch) unit of library ``name``."""
+    return f"libwatch-watch@{name}.path"
+
+
+def library_units(name: str) -> tuple[str, ...]:
+    """Every unit instance of library ``name``, in the order ``systemd-analyze verify`` takes them."""
+    return (f"libwatch-scan@{name}.service", timer_unit(name), path_unit(name), f"libwatch-watch@{name}.service")
+
+
+def render_templates(ctx: UnitContext) -> dict[str, str]:
+    """The shared unit files (templates and the worker/cleanup/store units), file name -> text."""
+    fields = _template_fields(ctx)
+    pattern = re.compile(r"@([A-Z_]+)@")
+    texts = {}
+    for name in TEMPLATE_NAMES:
+        template = (resources.files("libwatch") / "units" / name).read_text(encoding="utf-8")
+        texts[name] = pattern.sub(lambda m: fields[m.group(1)], template)
+    return texts
+
+
+def render_library_dropins(lib: LibraryUnits, *, watch_cap: int = DEFAULT_WATCH_CAP) -> Rendered:
+    """The per-library drop-ins: the timer's schedule and, when watched, the path unit's folders."""
+    check_library_name(lib.name)
+    if _CONTROL.search(lib.on_calendar) or not lib.on_calendar.strip():
+        raise CalendarError(lib.on_calendar, "empty or contains control characters")
+    files = {f"{timer_unit(lib.name)}.d/{SCHEDULE_DROPIN}":
+             f"{_HEADER}[Timer]\nOnCalendar=\nOnCalendar={_specifier_escape(lib.on_calendar.strip())}\n"}
+    if not lib.watch:
+        return Rendered(files)
+    paths, warnings = _watch_paths(lib, watch_cap)
+    lines = "".join(f"PathChanged={_specifier_escape(p)}\n" for p in paths)
+    files[f"{path_unit(lib.name)}.d/{PATHS_DROPIN}"] = f"{_HEADER}[Path]\n{lines}"
+    return Rendered(files, tuple(warnings))
+
+
+def render_all(ctx: UnitContext, libraries: Iterable[LibraryUnits], *,
+               watch_cap: int = DEFAULT_WATCH_CAP) -> Rendered:
+    """Everything ``libwatch units render`` writes: the templates plus each library's drop-ins."""
+    files: dict[str, str] = render_templates(ctx)
+    warnings: list[str] = []
+    for lib in libraries:
+        dropins = render_library_dropins(lib, watch_cap=watch_cap)
+        files.update(dropins.files)
+        warnings.extend(dropins.warnings)
+    return Rendered(files, tuple(warnings))
+
+
+def check_library_name(name: str) -> str:
+    """``name`` if it is a library slug (safe as a systemd instance name), else UnitError."""
+    if not LIBRARY_NAME.fullmatch(name):
+        raise UnitError(f"library name {name!r} is not a slug [a-z0-9][a-z0-9_-]{{0,62}}")
+    return name
+
+
+def _template_fields(ctx: UnitContext) -> dict[str, str]:
+    state, cache = _absolute(ctx.state_dir), _absolute(ctx.cache_dir)
+    environment = " ".join(_quote(f"{key}={value}") for key, value in
+                           (("LIBWATCH_HOME", state), ("LIBWATCH_CACHE_DIR", cache)))
+    if ctx.user:
+        # File system namespacing is unavailable to user services (systemd.exec(5)).
+        sandbox = "# ProtectSystem= and friends need a mount namespace, which user services lack."
+        scan_sandbox = sandbox
+        dependencies = "After=libwatch-store.service"
+    else:
+        writable = f"ReadWritePaths={_quote(state)} {_quote(cache)}"
+        sandbox = f"ProtectSystem=strict\nProtectHome=read-only\nPrivateTmp=yes\n{writable}"
+        # The scan refreshes its own watch list (new collection folders) in this one directory.
+        dropin_dir = _quote(f"-{unit_dir(False)}/libwatch-watch@%i.path.d", specifiers=False)
+        scan_sandbox = f"{sandbox} {dropin_dir}"
+        dependencies = "Wants=network-online.target\nAfter=network-online.target libwatch-store.service"
+    return {
+        "LIBWATCH": _quote(_absolute(ctx.executable), exec_line=True),
+        "SETTLE": f"{ctx.settle:g}",
+        "ENVIRONMENT": environment,
+        "ENV_FILE": _specifier_escape(_absolute(ctx.env_file)),
+        "DEPENDENCIES": dependencies,
+        "SANDBOX": sandbox,
+        "SANDBOX_SCAN": scan_sandbox,
+        "DEFAULT_TARGET": "default.target" if ctx.user else "multi-user.target",
+    }
+
+
+def _watch_paths(lib: LibraryUnits, cap: int) -> tuple[list[str], list[str]]:
+    """The root first, then shallow folders before deep ones: a watched parent sees new subfolders."""
+    root = _absolute(lib.root)
+    warnings: list[str] = []
+    candidates: set[str] = {root}
+    for rel in lib.watch_dirs:
+        path = os.path.normpath(os.path.join(root, rel)) if rel else root
+        if _CONTROL.search(path) or path != path.strip() or not path.startswith(root):
+            warnings.append(f"library {lib.name}: cannot watch folder {rel!r} (name not expressible in a unit)")
+        else:
+            candidates.add(path)
+    ordered = sorted(candidates, key=lambda p: (p != root, p.count("/"), p))
+    if len(ordered) > cap:
+        warnings.append(
+            f"library {lib.name}: watching {cap} of {len(ordered)} folders (the watch cap is {cap}); "
+            f"changes in the other {len(ordered) - cap} are found by the scheduled scan ({lib.on_calendar})")
+    return ordered[:cap], warnings
+
+
+def _absolute(path: str) -> str:
+    if _CONTROL.search(path) or not os.path.isabs(path):
+        raise UnitError(f"{path!r} must be an absolute path without control characters")
+    return os.path.normpath(path)
+
+
+def _specifier_escape(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+def _quote(word: str, *, exec_line: bool = False, specifiers: bool = True) -> str:
+    """One word of a unit setting, escaped for specifiers ('%') and, on Exec lines, variables ('$')."""
+    if specifiers:
+        word = _specifier_escape(word)
+    if exec_line:
+        word = word.replace("$", "$$")
+    if not _NEEDS_QUOTES.search(word):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# ---------------------------------------------------------------- systemd-analyze
+
+def validate_calendar(expr: str) -> str:
+    """The normalised form of an OnCalendar= expression, from ``systemd-analyze calendar``."""
+    if _CONTROL.search(expr) or not expr.strip():
+        raise CalendarError(expr, "empty or contains control characters")
+    proc = _run(["systemd-analyze", "calendar", "--iterations=1", expr.strip()])
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["rejected by systemd-analyze"])[-1]
+        raise CalendarError(expr, reason)
+    for line in proc.stdout.splitlines():
+        key, _, value = line.strip().partition(": ")
+        if key == "Normalized form":
+            return value
+    raise CalendarError(expr, f"unexpected systemd-analyze output: {proc.stdout.strip()!r}")
+
+
+def verify(directory: Path, units: Sequence[str], *, user: bool = False) -> list[str]:
+    """``systemd-analyze verify`` of ``units`` found in ``directory``; every output line is a problem.
+
+    verify prints warnings yet exits 0, so any output counts. As root it runs in a private
+    mount namespace with a tmpfs /run: its test-mode manager otherwise touches the host's /run/systemd.
+    """
+    command = ["systemd-analyze", *(["--user"] if user else []), "verify", *units]
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        command = ["unshare", "--mount", "--propagation", "private", "--",
+                   "sh", "-c", 'mount -t tmpfs tmpfs /run && exec "$@"', "sh", *command]
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{directory}:", "SYSTEMD_LOG_COLOR": "0"}
+    with tempfile.TemporaryDirectory(prefix="libwatch-verify-") as runtime:
+        # A user manager, even verify's test-mode one, needs a runtime directory.
+        env.setdefault("XDG_RUNTIME_DIR", runtime)
+        proc = _run(command, env=env)
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    if proc.returncode != 0 and not problems:
+        problems.append(f"systemd-analyze verify exited {proc.returncode}")
+    return problems
+
+
+# ---------------------------------------------------------------- install / uninstall
+
+def manager_running(user: bool) -> bool:
+    """Whether a systemd manager (system, or this user's) is there to be told about units."""
+    if not Path("/run/systemd/system").is_dir():  # sd_booted(3)
+        return False
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return not user or bool(runtime and Path(runtime, "systemd", "private").exists())
+
+
+def install(ctx: UnitContext, libraries: Sequence[LibraryUnits], *, enable: bool = True,
+            worker: bool = False, store: bool = False, watch_cap: int = DEFAULT_WATCH_CAP,
+            directory: Path | None = None) -> InstallResult:
+    """Write the units and drop-ins, reload systemd and enable --now each library's timer and watcher.
+
+    Calendars are validated first. Without a running systemd the files are still written and
+    ``notice`` says that systemd was not told.
+    """
+    for lib in libraries:
+        validate_calendar(lib.on_calendar)
+    rendered = render_all(ctx, libraries, watch_cap=watch_cap)
+    target = directory or unit_dir(ctx.user)
+    for folder in (ctx.state_dir, ctx.cache_dir):  # ReadWritePaths= fails the unit when missing
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    written = write_units(target, rendered.files)
+    removed = tuple(p for lib in libraries if not lib.watch
+                    for p in _remove_dropin(target, path_unit(lib.name), PATHS_DROPIN))
+    base = InstallResult(target, written, removed, warnings=rendered.warnings)
+    if not manager_running(ctx.user):
+        return replace(base, notice=_NOT_RUNNING)
+    wanted = [u for lib in libraries for u, on in ((timer_unit(lib.name), lib.enabled),
+                                                    (path_unit(lib.name), lib.watch)) if on]
+    wanted += ["libwatch-cleanup.timer"] + ["libwatch-worker.service"] * worker + ["libwatch-store.service"] * store
+    unwanted = [u for lib in libraries for u, on in ((timer_unit(lib.name), lib.enabled),
+                                                      (path_unit(lib.name), lib.watch)) if not on]
+    problems = [*_systemctl_step(ctx.user, "daemon-reload")]
+    if enable:
+        problems += _systemctl_step(ctx.user, "enable", "--now", *wanted)
+    if unwanted:
+        problems += _systemctl_step(ctx.user, "disable", "--now", *unwanted)
+    return replace(base, enabled=tuple(wanted) if enable else (), disabled=tuple(unwanted), problems=tuple(problems))
+
+
+def uninstall(name: str | None, *, user: bool = False, directory: Path | None = None) -> InstallResult:
+    """Stop and remove library ``name``'s timer and watcher; ``None`` removes every libwatch unit."""
+    target = directory or unit_dir(user)
+    names = [check_library_name(name)] if name is not None else installed_libraries(user, directory=target)
+    units = [u for n in names for u in (timer_unit(n), path_unit(n))]
+    if name is None:
+        units += ["libwatch-cleanup.timer", "libwatch-worker.service", "libwatch-store.service"]
+    running = manager_running(user)
+    problems = _systemctl_step(user, "disable", "--now", *units) if running and units else []
+    removed = [p for n in names for unit, dropin in ((timer_unit(n), SCHEDULE_DROPIN), (path_unit(n), PATHS_DROPIN))
+               for p in _remove_dropin(target, unit, dropin)]
+    if name is None:
+        for template in TEMPLATE_NAMES:
+            if (target / template).exists():
+                (target / template).unlink()
+                removed.append(target / template)
+    if not running:
+        return InstallResult(target, removed=tuple(removed), notice=_NOT_RUNNING)
+    problems += _systemctl_step(user, "daemon-reload")
+    return InstallResult(target, removed=tuple(removed), disabled=tuple(units), problems=tuple(problems))
+
+
+def refresh_watch(lib: LibraryUnits, *, user: bool | None = None, watch_cap: int = DEFAULT_WATCH_CAP,
+                  directory: Path | None = None) -> InstallResult:
+    """Rewrite a watched library's folder list after a scan found new collection folders.
+
+    Does nothing unless the library's watcher is installed; reloads systemd only when the list
+    changed, so calling it after every scan is cheap. ``user=None``: user units unless running as root.
+    """
+    scope = os.geteuid() != 0 if user is None else user
+    target = directory or unit_dir(scope)
+    if not lib.watch or not (target / f"{path_unit(lib.name)}.d").is_dir():
+        return InstallResult(target)
+    rendered = render_library_dropins(lib, watch_cap=watch_cap)
+    paths_file = f"{path_unit(lib.name)}.d/{PATHS_DROPIN}"
+    written = write_units(target, {paths_file: rendered.files[paths_file]})
+    if not written:
+        return InstallResult(target, warnings=rendered.warnings)
+    if not manager_running(scope):
+        return InstallResult(target, written, warnings=rendered.warnings, notice=_NOT_RUNNING)
+    problems = _systemctl_step(scope, "daemon-reload")
+    return InstallResult(target, written, warnings=rendered.warnings, problems=tuple(problems))
+
+
+def installed_libraries(user: bool, *, directory: Path | None = None) -> list[str]:
+    """Libraries that have a schedule or watch drop-in in the unit directory."""
+    target = directory or unit_dir(user)
+    found = re.compile(r"libwatch-(?:scan|watch)@([a-z0-9][a-z0-9_-]{0,62})\.(?:timer|path)\.d")
+    return sorted({m.group(1) for p in (target.iterdir() if target.is_dir() else ())
+                   if (m := found.fullmatch(p.name))})
+
+
+def write_units(directory: Path, files: Mapping[str, str]) -> tuple[Path, ...]:
+    """Write each file (relative path -> text) atomically; returns those whose content changed."""
+    written = []
+    for rel, text in sorted(files.items()):
+        path = directory / rel
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".libwatch-")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        written.append(path)
+    return tuple(written)
+
+
+def _remove_dropin(directory: Path, unit: str, dropin: str) -> list[Path]:
+    folder = directory / f"{unit}.d"
+    path = folder / dropin
+    if not path.exists():
+        return []
+    path.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    return [path]
+
+
+def _systemctl_step(user: bool, *args: str) -> list[str]:
+    proc = _run(["systemctl", *(["--user"] if user else []), *args])
+    if proc.returncode == 0:
+        return []
+    detail = " ".join(proc.stderr.split()) or f"exit {proc.returncode}"
+    return [f"systemctl {' '.join(args)}: {detail}"]
+
+
+# ---------------------------------------------------------------- status, doctor
+
+def timers_status(names: Iterable[str], *, user: bool = False) -> dict[str, NextRun]:
+    """Next and last scheduled run and watcher state of each library, from ``systemctl show``."""
+    names = [check_library_name(n) for n in names]
+    if not manager_running(user):
+        return {n: NextRun(n, "systemd not running", watch="systemd not running") for n in names}
+    systemctl = ["systemctl", *(["--user"] if user else [])]
+    units = [u for n in names for u in (timer_unit(n), path_unit(n))]
+    if not units:
+        return {}
+    shown = _parse_show(_run([*systemctl, "show", "-p", "Id,LoadState,ActiveState", "--", *units]).stdout)
+    # `show --timestamp=unix` still prints local dates in systemd 252; list-timers' JSON has microseconds.
+    listed = _run([*systemctl, "list-timers", "--all", "--output=json", "--", *units[::2]])
+    times = {t["unit"]: t for t in json.loads(listed.stdout or "[]")}
+    return {n: _next_run(n, shown.get(timer_unit(n), {}), times.get(timer_unit(n), {}), shown.get(path_unit(n), {}))
+            for n in names}
+
+
+def _parse_show(text: str) -> dict[str, dict[str, str]]:
+    units: dict[str, dict[str, str]] = {}
+    for block in text.strip().split("\n\n"):
+        props = dict(line.partition("=")[::2] for line in block.splitlines() if "=" in line)
+        if "Id" in props:
+            units[props["Id"]] = props
+    return units
+
+
+def _next_run(name: str, timer: Mapping[str, str], times: Mapping[str, object],
+              path: Mapping[str, str]) -> NextRun:
+    watch = {"active": "watching", "failed": "failed"}.get(path.get("ActiveState", ""), "not watched")
+    if timer.get("LoadState") != "loaded" or timer.get("ActiveState") != "active":
+        return NextRun(name, "not scheduled", watch=watch)
+    return NextRun(name, "scheduled", _timestamp(times.get("next")), _timestamp(times.get("last")), watch)
+
+
+def _timestamp(usec: object) -> datetime | None:
+    """Microseconds since the epoch (0 or null: never) as an aware datetime."""
+    if not isinstance(usec, int) or usec <= 0:
+        return None
+    return datetime.fromtimestamp(usec / 1_000_000, tz=timezone.utc)
+
+
+def inotify_limits() -> dict[str, int]:
+    """The kernel's inotify limits (max_user_watches, max_user_instances, max_queued_events)."""
+    base = Path("/proc/sys/fs/inotify")
+    return {p.name: int(p.read_text()) for p in sorted(base.iterdir()) if p.name.startswith("max_")}
+
+
+def filesystem_type(path: str | os.PathLike[str], *, mountinfo: str | None = None) -> str:
+    """The type of the file system holding ``path`` (longest mount point prefix in mountinfo)."""
+    real = os.path.realpath(path)
+    text = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
+    best, fstype = "", ""
+    for line in text.splitlines():
+        fields, _, rest = line.partition(" - ")
+        mount = _unescape_mount(fields.split()[4])
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, fstype = mount, rest.split()[0]
+    return fstype
+
+
+def is_network_fs(path: str | os.PathLike[str], *, mountinfo: str | None = None) -> bool:
+    """Whether ``path`` is on a network file system, where path units see no changes."""
+    return filesystem_type(path, mountinfo=mountinfo) in NETWORK_FS_TYPES
+
+
+def _unescape_mount(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _run(command: Sequence[str], *, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(list(command), capture_output=True, text=True, env=env, timeout=120, check=False)
+    except FileNotFoundError as exc:
+        raise SystemdError(f"{command[0]} not found: is systemd installed?") from exc

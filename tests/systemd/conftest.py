@@ -1,0 +1,34 @@
+"""Fixtures of the systemd tests: a real systemd booted in namespaces by harness.sh."""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from systemd_box import HARNESS, Container, missing_requirement
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> Iterator[Container]:
+    """A freshly booted systemd (harness.sh), powered off and removed afterwards."""
+    reason = missing_requirement()
+    if reason:
+        if os.environ.get("LIBWATCH_REQUIRE_SYSTEMD") == "1":
+            pytest.fail(f"LIBWATCH_REQUIRE_SYSTEMD=1 but {reason}")
+        pytest.skip(f"cannot boot systemd: {reason}")
+    log = tmp_path / "harness.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(["bash", str(HARNESS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        ready = proc.stdout.readline().split()
+        if ready[:1] != ["READY"]:
+            pytest.fail(f"harness.sh did not boot systemd:\n{log.read_text()}")
+        yield Container(int(ready[1]), Path(ready[2]))
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.wait(timeout=60)
