@@ -119,6 +119,13 @@ def _ping(client: pymongo.MongoClient[dict[str, Any]], shown: str) -> None:
 
 
 @contextlib.contextmanager
+def exclusive_store(settings: Settings) -> Iterator[Path]:
+    """Hold the embedded store's lock (waiting at most `store_wait_s`); yields its data folder."""
+    with _exclusive(settings.home / "db.lock", settings.store_wait_s):
+        yield settings.store_dir
+
+
+@contextlib.contextmanager
 def connect(settings: Settings) -> Iterator[Connection]:
     """Open the catalog the settings name; close (and stop the embedded store) on exit."""
     if settings.mongo_uri:
@@ -130,8 +137,7 @@ def connect(settings: Settings) -> Iterator[Connection]:
         finally:
             client.close()
         return
-    with _exclusive(settings.home / "db.lock", settings.store_wait_s), \
-            embedded_server(settings.store_dir) as server:
+    with exclusive_store(settings) as data_dir, embedded_server(data_dir) as server:
         client = _client(server.uri)
         _ping(client, server.uri)
         try:
