@@ -138,3 +138,12 @@ def test_a_channel_lost_mid_batch_reports_the_unconfirmed_and_resumes(
     assert results[-1].ok and all(r.ok for r in results if int(r.key[1:]) >= 200)
     queued = {props.message_id for _method, props, _body in drain(topology.queues["cache"])}
     assert {r.key for r in results if r.ok} <= queued  # at-least-once: ok means it is in the queue
+
+
+def test_an_abandoned_batch_does_not_leak_results_into_the_next(amqp_url: str, topology: Topology) -> None:
+    with Publisher(amqp_url, topology, max_in_flight=100) as publisher:
+        batch = publisher.publish_batch(_message("cache", f"old{i}") for i in range(1000))
+        next(batch)
+        batch.close()
+        results = list(publisher.publish_batch([_message("cache", "new")]))
+    assert [(r.key, r.ok) for r in results] == [("new", True)]
