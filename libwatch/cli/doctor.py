@@ -1,0 +1,36 @@
+"""`libwatch doctor`."""
+from __future__ import annotations
+
+from typing import Final
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from libwatch.cli import context, output
+from libwatch.cli.options import JsonOption
+from libwatch.services import doctor as service
+
+MARKS: Final = {service.OK: "ok", service.WARN: "WARN", service.FAIL: "FAIL", service.SKIP: "-"}
+
+
+def _show(console: Console, report: service.Report) -> None:
+    table = Table("check", "status", "detail")
+    for check in report.checks:
+        name = check.name + ("" if check.required else " (optional)")
+        table.add_row(name, MARKS[check.status], check.detail)
+    console.print(table)
+    console.print("all required parts work" if report.ok else "a required part does not work (exit 1)")
+
+
+def doctor(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Check MongoDB, RabbitMQ, the cache folder, inotify limits, the installed units and the libraries.
+
+    Exits 0 when every required part works, 1 otherwise; warnings do not fail it.
+
+    Example: libwatch doctor --json
+    """
+    report = service.diagnose(context.state(ctx).settings)
+    output.emit(context.wants_json(ctx, json_output), report.to_document(), lambda console: _show(console, report))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)

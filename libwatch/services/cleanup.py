@@ -1,0 +1,354 @@
+"""`libwatch cleanup`: plan what is stale or orphaned, then (unless a dry run) remove it.
+
+The plan is pure data read from the catalog and the cache folder; `--dry-run` renders it
+and stops, a real run applies it. Cache files are only ever removed after a successful
+catalog query said no present record has their hash: a catalog that cannot be read ends
+the command (exit 69) before anything is deleted, and a library whose root is missing
+stops orphan removal altogether, because its records may be all that still names a hash.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any, Final
+
+from pymongo.database import Database
+
+from libwatch import cachefiles
+from libwatch.catalog import libraries as library_repo
+from libwatch.catalog import reports as repo
+from libwatch.catalog import runs
+from libwatch.catalog.schema import EVENTS_TTL_S
+from libwatch.config import Settings
+from libwatch.errors import EXIT_OK, EXIT_ROOT_UNAVAILABLE, UsageError
+from libwatch.library import Library
+
+RUNS_RETENTION: Final = timedelta(days=90)
+EVENTS_RETENTION: Final = timedelta(seconds=EVENTS_TTL_S)
+QUEUED_TIMEOUT: Final = timedelta(hours=1)
+# Changes that need no rendering: their events are done as soon as they are recorded.
+NO_REBUILD: Final = frozenset({"touched", "renamed", "deleted", "collection_added", "collection_removed"})
+_AGE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_AGE_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+Db = Database[dict[str, Any]]
+
+
+def parse_age(text: str) -> timedelta:
+    """`90m`, `12h`, `30d`, `2w` (or `45s`) as a duration; UsageError otherwise."""
+    match = _AGE.fullmatch(text.strip().lower())
+    if not match:
+        raise UsageError(f"bad age {text!r}: use a number and a unit, e.g. 90m, 12h, 30d, 2w")
+    return timedelta(**{_AGE_UNITS[match[2]]: float(match[1])})
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A cache file whose content hash no present file record has."""
+
+    kind: str
+    hash: str
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StaleRun:
+    """A run recorded as running whose process is gone; `lock` is the lease it still holds."""
+
+    run_id: str
+    job: str
+    library: str | None
+    reason: str
+    lock: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryPlan:
+    """What goes for one library: records missing since before `cutoff`, stuck rebuild requests."""
+
+    library: str
+    cutoff: datetime
+    files: tuple[tuple[Any, str], ...]
+    collections: tuple[tuple[Any, str], ...]
+    stuck: dict[str, int]
+    stuck_before: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything one cleanup would do; applying it is a separate step."""
+
+    library: str | None
+    now: datetime
+    orphans: tuple[Orphan, ...]
+    temp_files: tuple[Path, ...]
+    libraries: tuple[LibraryPlan, ...]
+    events_done: tuple[Any, ...]
+    old_events: int
+    events_before: datetime
+    old_runs: tuple[Any, ...]
+    stale_runs: tuple[StaleRun, ...]
+    expired_locks: tuple[tuple[str, Any], ...]
+    skipped: tuple[dict[str, str], ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """The plan's counts, with the same keys `apply` returns."""
+        return {
+            "orphan_files": len(self.orphans), "orphan_bytes": sum(o.size for o in self.orphans),
+            "temp_files": len(self.temp_files),
+            "missing_files": sum(len(lib.files) for lib in self.libraries),
+            "missing_collections": sum(len(lib.collections) for lib in self.libraries),
+            "events_processed": len(self.events_done), "old_events": self.old_events,
+            "old_runs": len(self.old_runs), "stale_runs": len(self.stale_runs),
+            "locks_released": sum(1 for run in self.stale_runs if run.lock) + len(self.expired_locks),
+            "requeued": sum(sum(lib.stuck.values()) for lib in self.libraries),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupResult:
+    """What a cleanup did (or, dry, would do); `exit_code` is 74 when orphan removal was skipped."""
+
+    library: str | None
+    run_id: str | None
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime
+    counts: dict[str, int]
+    plan: Plan
+    exit_code: int = EXIT_OK
+    problems: tuple[str, ...] = field(default=())
+
+    def to_document(self) -> dict[str, Any]:
+        """The `cleanup --json` document."""
+        plan = self.plan
+        return {
+            "library": self.library, "run_id": self.run_id, "dry_run": self.dry_run,
+            "started_at": self.started_at, "finished_at": self.finished_at, "counts": self.counts,
+            "orphans": [{"kind": o.kind, "hash": o.hash, "path": str(o.path), "size": o.size} for o in plan.orphans],
+            "missing_files": [{"library": lib.library, "path": path} for lib in plan.libraries for _, path in lib.files],
+            "missing_collections": [{"library": lib.library, "path": path}
+                                    for lib in plan.libraries for _, path in lib.collections],
+            "stale_runs": [{"run_id": s.run_id, "job": s.job, "library": s.library, "reason": s.reason}
+                           for s in plan.stale_runs],
+            "skipped": list(plan.skipped),
+        }
+
+
+# ---------------------------------------------------------------- planning
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _orphans(db: Db, cache_dir: Path) -> tuple[Orphan, ...]:
+    """Walk the cache once; ask the catalog about the hashes a batch at a time."""
+    found: list[Orphan] = []
+    for batch in _batched(cachefiles.iter_cache_files(cache_dir), repo.BATCH):
+        referenced = repo.present_hashes(db, {content_hash for _, content_hash, _ in batch})
+        for kind, content_hash, path in batch:
+            if content_hash not in referenced:
+                try:
+                    found.append(Orphan(kind, content_hash, path, path.stat().st_size))
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+    return tuple(found)
+
+
+def _unavailable_roots(libraries: Sequence[Library]) -> list[str]:
+    return [f"the root of library {lib.name} ({lib.path}) is missing or unreadable" for lib in libraries
+            if not (os.path.isdir(lib.path) and os.access(lib.path, os.R_OK | os.X_OK))]
+
+
+def _library_plan(db: Db, lib: Library, *, now: datetime, retention: timedelta,
+                  queued_timeout: timedelta) -> LibraryPlan:
+    cutoff = now - retention
+    stuck_before = now - queued_timeout
+    return LibraryPlan(
+        library=lib.name, cutoff=cutoff,
+        files=tuple((doc["_id"], doc["path"]) for doc in repo.missing_before(db, "files", lib.name, cutoff)),
+        collections=tuple((doc["_id"], doc["path"])
+                          for doc in repo.missing_before(db, "collections", lib.name, cutoff)),
+        stuck={kind: repo.count_stuck(db, lib.name, kind, stuck_before) for kind in repo.REBUILD_KINDS},
+        stuck_before=stuck_before)
+
+
+def _event_done(event: dict[str, Any], record: dict[str, Any] | None) -> bool:
+    """A change is dealt with when it needed no rendering, was superseded, or every kind is built."""
+    if event.get("type") in NO_REBUILD or record is None or record.get("status") != "present":
+        return True
+    if record.get("hash") != event.get("hash"):
+        return True  # a newer change of the same file carries the rebuild now
+    rebuild = record.get("rebuild") or {}
+    return all(rebuild.get(kind) in (None, "done") for kind in repo.REBUILD_KINDS)
+
+
+def _events_done(db: Db, library: str) -> list[Any]:
+    done: list[Any] = []
+    for page in _batched(repo.unprocessed_events(db, library), repo.BATCH):
+        records = repo.rebuild_of(db, library, {event["path"] for event in page if event.get("path") is not None})
+        done += [event["_id"] for event in page if _event_done(event, records.get(event.get("path")))]
+    return done
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed child its parent has not reaped yet is a zombie: gone all the same
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
+
+
+def _stale_runs(db: Db, library: str | None, *, now: datetime, lease: timedelta,
+                this_run: str | None) -> tuple[tuple[StaleRun, ...], tuple[tuple[str, Any], ...]]:
+    """Running runs whose lease expired or whose process is gone; expired leases nobody runs under."""
+    locks = repo.all_locks(db)
+    lock_of = {lock.get("owner"): lock for lock in locks}
+    host = socket.gethostname()
+    stale: list[StaleRun] = []
+    running: set[Any] = set()
+    for run in repo.running_runs(db, library):
+        if run["_id"] == this_run:
+            continue
+        lock = lock_of.get(run["_id"])
+        if lock is not None and lock["expires_at"] < now:
+            reason = f"lease {lock['_id']} expired at {lock['expires_at']:%Y-%m-%d %H:%M:%S}Z"
+        elif run.get("host") == host and isinstance(run.get("pid"), int) and _process_gone(run["pid"]):
+            reason = f"process {run['pid']} on {host} is gone"
+        elif run.get("job") == "scan" and lock is None and run["started_at"] < now - lease:
+            reason = "the scan holds no lease"
+        else:
+            running.add(run["_id"])
+            continue
+        stale.append(StaleRun(run["_id"], run.get("job", "?"), run.get("library"), reason,
+                              None if lock is None else lock["_id"]))
+    stale_ids = {run.run_id for run in stale}
+    expired = tuple((lock["_id"], lock.get("owner")) for lock in locks
+                    if lock["expires_at"] < now and lock.get("owner") not in running | stale_ids
+                    and (library is None or lock["_id"] == f"scan:{library}"))
+    return tuple(stale), expired
+
+
+def plan(db: Db, settings: Settings, library: str | None = None, *, older_than: timedelta | None = None,
+         queued_timeout: timedelta = QUEUED_TIMEOUT, now: datetime | None = None,
+         this_run: str | None = None) -> Plan:
+    """Read what a cleanup of `library` (or of everything) would remove; writes nothing."""
+    now = now or datetime.now(UTC)
+    every = library_repo.all_libraries(db)
+    scope = [library_repo.get(db, library)] if library is not None else every
+    blocked = _unavailable_roots(every)
+    skipped = tuple({"part": "orphans", "reason": reason} for reason in blocked)
+    libraries = tuple(_library_plan(
+        db, lib, now=now, queued_timeout=queued_timeout,
+        retention=older_than or timedelta(days=lib.retention_days or settings.retention_days)) for lib in scope)
+    events_before = now - (older_than or EVENTS_RETENTION)
+    stale, expired = _stale_runs(db, library, now=now, lease=timedelta(seconds=settings.lease_s), this_run=this_run)
+    temp_before = (now - queued_timeout).timestamp()
+    return Plan(
+        library=library, now=now,
+        orphans=() if blocked else _orphans(db, settings.cache_dir),
+        temp_files=tuple(p for p in cachefiles.iter_temp_files(settings.cache_dir) if _mtime(p) < temp_before),
+        libraries=libraries,
+        events_done=tuple(event for lib in scope for event in _events_done(db, lib.name)),
+        old_events=repo.count_old_events(db, library, events_before), events_before=events_before,
+        old_runs=tuple(repo.old_runs(db, library, now - (older_than or RUNS_RETENTION))),
+        stale_runs=stale, expired_locks=expired, skipped=skipped)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")  # gone already: nothing to remove
+
+
+# ---------------------------------------------------------------- applying
+
+def _remove_orphans(db: Db, orphans: Sequence[Orphan]) -> tuple[int, int]:
+    """Delete orphans, re-asking the catalog per batch first: a scan may have just recorded the hash."""
+    removed = freed = 0
+    for batch in _batched(orphans, repo.BATCH):
+        referenced = repo.present_hashes(db, {orphan.hash for orphan in batch})
+        for orphan in batch:
+            if orphan.hash not in referenced:
+                try:
+                    orphan.path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed, freed = removed + 1, freed + orphan.size
+    return removed, freed
+
+
+def _remove_files(paths: Iterable[Path]) -> int:
+    removed = 0
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+    return removed
+
+
+def apply(db: Db, plan: Plan) -> dict[str, int]:
+    """Carry a plan out; returns what was actually removed or changed (same keys as `Plan.counts`)."""
+    counts = dict.fromkeys(plan.counts(), 0)
+    for lib in plan.libraries:
+        counts["missing_files"] += repo.delete_missing(db, "files", [i for i, _ in lib.files], lib.cutoff)
+        counts["missing_collections"] += repo.delete_missing(db, "collections", [i for i, _ in lib.collections],
+                                                             lib.cutoff)
+        counts["requeued"] += sum(repo.requeue_stuck(db, lib.library, kind, lib.stuck_before)
+                                  for kind in repo.REBUILD_KINDS)
+    counts["events_processed"] = repo.mark_processed(db, plan.events_done, plan.now)
+    for stale in plan.stale_runs:
+        counts["stale_runs"] += runs.mark_interrupted(db, stale.run_id, f"cleanup: {stale.reason}")
+        if stale.lock is not None:
+            counts["locks_released"] += repo.release_lock(db, stale.lock, stale.run_id)
+    counts["locks_released"] += sum(repo.release_lock(db, lock, owner) for lock, owner in plan.expired_locks)
+    counts["old_runs"] = repo.delete_runs(db, plan.old_runs)
+    counts["old_events"] = repo.delete_old_events(db, plan.library, plan.events_before)
+    counts["orphan_files"], counts["orphan_bytes"] = _remove_orphans(db, plan.orphans)
+    counts["temp_files"] = _remove_files(plan.temp_files)
+    return counts
+
+
+def cleanup(db: Db, settings: Settings, library: str | None = None, *, dry_run: bool = False,
+            older_than: timedelta | None = None, queued_timeout: timedelta = QUEUED_TIMEOUT,
+            trigger: str = "manual") -> CleanupResult:
+    """One cleanup: recorded as a `cleanup` run (a dry run records nothing and changes nothing)."""
+    if trigger not in runs.TRIGGERS:
+        raise UsageError(f"unknown trigger {trigger!r} (one of {', '.join(runs.TRIGGERS)})")
+    started = datetime.now(UTC)
+    run_id = None if dry_run else runs.start(db, "cleanup", library, trigger)
+    try:
+        planned = plan(db, settings, library, older_than=older_than, queued_timeout=queued_timeout,
+                       now=started, this_run=run_id)
+        counts = planned.counts() if dry_run else apply(db, planned)
+    except BaseException as error:
+        if run_id is not None:
+            with contextlib.suppress(Exception):  # a catalog that just failed may not take this either
+                runs.finish(db, run_id, runs.FAILED, error=f"{type(error).__name__}: {error}")
+        raise
+    problems = tuple(f"orphan cache files kept: {item['reason']}" for item in planned.skipped)
+    if run_id is not None:
+        runs.finish(db, run_id, runs.FAILED if problems else runs.SUCCEEDED, counts=counts,
+                    error="; ".join(problems) or None,
+                    duration_s=(datetime.now(UTC) - started).total_seconds())
+    return CleanupResult(library, run_id, dry_run, started, datetime.now(UTC), counts, planned,
+                         EXIT_ROOT_UNAVAILABLE if problems else EXIT_OK, problems)

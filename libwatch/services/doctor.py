@@ -1,0 +1,166 @@
+"""`libwatch doctor`: is everything libwatch needs here and working?
+
+Each check reports rather than raises: an unreachable MongoDB is a failed check, not
+exit 69. The report is fine (exit 0) only when every required check passed; warnings
+(a library on NFS, units not installed) do not fail it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+from pymongo.errors import PyMongoError
+
+from libwatch import bus, systemd
+from libwatch.catalog import libraries as library_repo
+from libwatch.catalog import store
+from libwatch.config import Settings, mask_url
+from libwatch.errors import LibwatchError
+from libwatch.library import Library
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+STORE_WAIT_S: Final = 5.0  # doctor should answer promptly even when a scan holds the embedded store
+BROKER_TIMEOUT_S: Final = 5.0
+WATCH_SHARE: Final = 0.5  # warn when the path units would use more than this share of the inotify watches
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One line of the report."""
+
+    name: str
+    status: str
+    detail: str
+    required: bool = False
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_document(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "required": self.required, "detail": self.detail,
+                "data": dict(self.data)}
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Every check; `ok` when no required check failed."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(check.required and check.status == FAIL for check in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def to_document(self) -> dict[str, Any]:
+        """The `doctor --json` document."""
+        return {"ok": self.ok, "checks": [check.to_document() for check in self.checks]}
+
+
+def _catalog(settings: Settings) -> tuple[Check, list[Library] | None]:
+    try:
+        with store.connect(replace(settings, store_wait_s=min(settings.store_wait_s, STORE_WAIT_S))) as connection:
+            version = connection.client.server_info()["version"]
+            libraries = library_repo.all_libraries(connection.db)
+            return Check("mongodb", OK, f"MongoDB {version} ({connection.description})", True,
+                         {"version": version, "embedded": connection.embedded, "libraries": len(libraries)}), libraries
+    except (LibwatchError, PyMongoError) as error:
+        return Check("mongodb", FAIL, str(error).splitlines()[0], True), None
+
+
+def _broker(settings: Settings) -> Check:
+    if not settings.amqp_url:
+        return Check("rabbitmq", SKIP, "not configured: rebuilds stay pending in MongoDB "
+                                       "(`libwatch rebuild --run` renders them here)")
+    shown = mask_url(settings.amqp_url)
+    try:
+        version = bus.check(settings.amqp_url, BROKER_TIMEOUT_S)
+        depths = bus.queue_depths(settings.amqp_url, timeout_s=BROKER_TIMEOUT_S)
+    except bus.BusError as error:
+        return Check("rabbitmq", FAIL, f"{shown}: {error}", True)
+    waiting = ", ".join(f"{name} {count}" for name, count in depths.items())
+    status = WARN if depths.get("dead") else OK
+    return Check("rabbitmq", status, f"{version} at {shown}; messages waiting: {waiting}", True,
+                 {"version": version, "queues": depths})
+
+
+def _cache_dir(settings: Settings) -> Check:
+    folder = settings.cache_dir
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    try:
+        if existing != folder:
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise PermissionError(f"cannot create it: {existing} is not writable")
+            return Check("cache_dir", OK, f"{folder} will be created on first use", True, {"path": str(folder)})
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-"):
+            pass
+    except OSError as error:
+        return Check("cache_dir", FAIL, f"{folder} is not writable: {error.strerror or error}", True,
+                     {"path": str(folder)})
+    return Check("cache_dir", OK, f"{folder} is writable", True, {"path": str(folder)})
+
+
+def _watches_in_use(unit_dir: Path) -> int:
+    """PathChanged= lines of the installed watchers: one inotify watch each."""
+    return sum(line.startswith("PathChanged=") for conf in unit_dir.glob(f"libwatch-watch@*.path.d/{systemd.PATHS_DROPIN}")
+               for line in conf.read_text().splitlines())
+
+
+def _inotify(unit_dir: Path) -> Check:
+    try:
+        limits = systemd.inotify_limits()
+    except OSError as error:
+        return Check("inotify", SKIP, f"cannot read the inotify limits: {error}")
+    used = _watches_in_use(unit_dir)
+    limit = limits.get("max_user_watches", 0)
+    data = {**limits, "watches_used": used}
+    detail = f"max_user_watches {limit}; the installed path units use {used}"
+    if used > limit * WATCH_SHARE:
+        return Check("inotify", WARN, f"{detail}: raise fs.inotify.max_user_watches (sysctl)", data=data)
+    return Check("inotify", OK, detail, data=data)
+
+
+def _units(unit_dir: Path, libraries: Sequence[Library] | None) -> Check:
+    templates = [name for name in systemd.TEMPLATE_NAMES if (unit_dir / name).exists()]
+    installed = systemd.installed_libraries(False, directory=unit_dir)
+    data = {"unit_dir": str(unit_dir), "templates": templates, "libraries": installed}
+    if not templates:
+        return Check("units", WARN, f"not installed in {unit_dir}: scans run only when started "
+                                    "(`libwatch units install`)", data=data)
+    unscheduled = sorted({lib.name for lib in libraries or ()} - set(installed))
+    detail = f"{len(templates)} units in {unit_dir}; libraries: {', '.join(installed) or 'none'}"
+    if unscheduled:
+        return Check("units", WARN, f"{detail}; not installed for {', '.join(unscheduled)}", data=data)
+    return Check("units", OK, detail, data=data)
+
+
+def _roots(libraries: Sequence[Library] | None) -> Check:
+    if libraries is None:
+        return Check("libraries", SKIP, "the catalog could not be read")
+    problems: list[str] = []
+    kinds: dict[str, str] = {}
+    for lib in libraries:
+        if not os.path.isdir(lib.path):
+            problems.append(f"{lib.name}: root {lib.path} is missing (unmounted?)")
+            continue
+        kinds[lib.name] = systemd.filesystem_type(lib.path)
+        if kinds[lib.name] in systemd.NETWORK_FS_TYPES:
+            problems.append(f"{lib.name}: {lib.path} is on {kinds[lib.name]}: path units see no changes "
+                            "made by other hosts; the timer still scans it")
+    if problems:
+        return Check("libraries", WARN, "; ".join(problems), data={"filesystems": kinds})
+    return Check("libraries", OK, f"{len(libraries)} libraries, roots present, none on a network file system",
+                 data={"filesystems": kinds})
+
+
+def diagnose(settings: Settings, *, unit_dir: Path | None = None) -> Report:
+    """Run every check; never raises for a service that is down."""
+    catalog, libraries = _catalog(settings)
+    units_at = unit_dir or systemd.unit_dir(os.geteuid() != 0)
+    return Report((catalog, _broker(settings), _cache_dir(settings), _inotify(units_at),
+                   _units(units_at, libraries), _roots(libraries)))
