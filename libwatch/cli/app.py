@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from libwatch import __version__, logs
-from libwatch.cli import context, library, scan, store
+from libwatch.cli import context, library, scan, store, units
 from libwatch.cli import cleanup, doctor, reports
 from libwatch.errors import EXIT_INTERRUPTED, EXIT_SOFTWARE, EXIT_USAGE, LibwatchError, exit_code_for
 
@@ -26,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(library.app, name="library")
 app.add_typer(store.app, name="store")
+app.add_typer(units.app, name="units")
 app.command()(scan.scan)
 app.command()(scan.diff)
 app.command()(cleanup.cleanup)

@@ -12,6 +12,7 @@ from libwatch.catalog import libraries as repo
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption
 from libwatch.services import libraries as service
+from libwatch.services import units as units_service
 
 app = typer.Typer(help="Manage libraries: named root folders and their scan, watch and rebuild settings.\n\n"
                        "Example: libwatch library add photos /srv/photos --exclude '*/.thumbs/*'",
@@ -46,6 +47,8 @@ def add(
 
     Example: libwatch library add photos /srv/photos --schedule 'daily'
     """
+    if schedule is not None:
+        units_service.validate_schedule(schedule)
     with context.catalog(ctx) as db:
         library = service.add(db, name, path, include=tuple(include or ()), exclude=tuple(exclude or ()),
                               on_calendar=schedule, watch=watch, hidden=hidden, follow_symlinks=follow_symlinks)
@@ -129,12 +132,17 @@ def set_(
 
     Example: libwatch library set photos --pause
     """
+    if schedule is not None:
+        units_service.validate_schedule(schedule)
     with context.catalog(ctx) as db:
         library = service.set_options(
             db, name, path=path, include=None if include is None else tuple(include),
             exclude=None if exclude is None else tuple(exclude), on_calendar=schedule, paused=pause, enabled=enable,
             watch=watch, rebuild_cache=cache, rebuild_thumbnails=thumbnails, retention_days=retention_days,
             max_delete=max_delete)
+        for result in units_service.sync_installed(db, context.state(ctx).settings, library):
+            for line in (*result.problems, *((result.notice,) if result.notice else ())):
+                output.errors.print(line, markup=False)
     doc = service.describe(library)
     output.emit(context.wants_json(ctx, json_output), doc,
                 lambda console: console.print(f"updated library [bold]{name}[/]"))

@@ -19,6 +19,7 @@ from libwatch.errors import EXIT_CHANGES, UsageError
 from libwatch.library import Library
 from libwatch.services import libraries as library_service
 from libwatch.services import scan as service
+from libwatch.services import units as units_service
 from libwatch.services.scan import ScanOptions, ScanReport
 
 WAIT_LOCK_S: Final = 600.0
@@ -135,8 +136,20 @@ def scan(
         publisher = _publisher(cli.settings)
         for library in _libraries(ctx, db, targets or [], all_, name):
             run = service.scan_until_quiet if rescan_on_change else service.scan
-            reports.append(run(db, cli.settings, library, options, progress=progress, publish=publisher))
+            report = run(db, cli.settings, library, options, progress=progress, publish=publisher)
+            reports.append(report)
+            _refresh_watch(db, library, report)
     raise typer.Exit(_emit(ctx, json_output, reports))
+
+
+def _refresh_watch(db: Any, library: Library, report: ScanReport) -> None:
+    """New or vanished folders change what the library's path unit must watch."""
+    counts = report.document.get("counts", {})
+    if report.document.get("dry_run") or not (counts.get("collections_added") or counts.get("collections_removed")):
+        return
+    result = units_service.refresh_watch(db, repo.get(db, library.name))
+    for line in result.problems:
+        output.errors.print(f"could not refresh the watched folders: {line}", markup=False)
 
 
 def _publisher(settings: Any) -> service.Publish | None:

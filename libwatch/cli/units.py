@@ -1,0 +1,138 @@
+"""`libwatch units render|install|uninstall|status`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from libwatch import systemd
+from libwatch.catalog import libraries as repo
+from libwatch.cli import context, output
+from libwatch.cli.options import JsonOption
+from libwatch.errors import UsageError
+from libwatch.services import units as service
+
+app = typer.Typer(help="The systemd units: timers for scheduled scans, path units for watching, the worker.\n\n"
+                       "Example: sudo libwatch units install photos", no_args_is_help=True)
+
+NamesArgument = Annotated[list[str] | None, typer.Argument(help="Library names (default: all).", show_default=False)]
+UserOption = Annotated[bool, typer.Option("--user", help="User units under ~/.config/systemd/user.")]
+
+
+def _result_document(result: systemd.InstallResult) -> dict[str, Any]:
+    return {"unit_dir": str(result.unit_dir), "written": [str(p) for p in result.written],
+            "removed": [str(p) for p in result.removed], "enabled": list(result.enabled),
+            "disabled": list(result.disabled), "warnings": list(result.warnings), "problems": list(result.problems),
+            "notice": result.notice}
+
+
+def _print_result(console: Console, doc: dict[str, Any]) -> None:
+    for path in doc["written"]:
+        console.print(f"wrote   {path}", markup=False)
+    for path in doc["removed"]:
+        console.print(f"removed {path}", markup=False)
+    for unit in doc["enabled"]:
+        console.print(f"enabled {unit}", markup=False)
+    for unit in doc["disabled"]:
+        console.print(f"disabled {unit}", markup=False)
+    for line in doc["warnings"]:
+        output.errors.print(f"warning: {line}", markup=False)
+    for line in doc["problems"]:
+        output.errors.print(f"problem: {line}", markup=False)
+    if doc["notice"]:
+        output.errors.print(doc["notice"], markup=False)
+
+
+def _emit(ctx: typer.Context, json_output: bool, result: systemd.InstallResult) -> None:
+    doc = _result_document(result)
+    output.emit(context.wants_json(ctx, json_output), doc, lambda console: _print_result(console, doc))
+    if result.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def render(
+    ctx: typer.Context,
+    names: NamesArgument = None,
+    output_dir: Annotated[Path, typer.Option("--output", help="Folder to write the unit files into.")] = Path("units"),
+    user: UserOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Write the unit files (templates and per-library drop-ins) into a folder, touching nothing else.
+
+    Example: libwatch units render photos --output /tmp/units && systemd-analyze verify /tmp/units/*
+    """
+    with context.catalog(ctx) as db:
+        try:
+            result = service.render(db, context.state(ctx).settings, names or [], output_dir, user=user)
+        except systemd.SystemdError as error:
+            raise UsageError(str(error)) from None
+    _emit(ctx, json_output, result)
+
+
+@app.command()
+def install(
+    ctx: typer.Context,
+    names: NamesArgument = None,
+    user: UserOption = False,
+    enable: Annotated[bool, typer.Option("--enable/--no-enable", help="systemctl enable --now the timers and watchers.")] = True,
+    worker: Annotated[bool, typer.Option(help="Also enable the worker service on this host.")] = False,
+    store: Annotated[bool, typer.Option(help="Also enable the shared embedded store service.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Install the units, reload systemd and start each library's timer and watcher.
+
+    Example: sudo libwatch units install photos --worker
+    """
+    with context.catalog(ctx) as db:
+        try:
+            result = service.install(db, context.state(ctx).settings, names or [], user=user, enable=enable,
+                                     worker=worker, store=store)
+        except systemd.SystemdError as error:
+            raise UsageError(str(error)) from None
+    _emit(ctx, json_output, result)
+
+
+@app.command()
+def uninstall(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Library name (default: every libwatch unit).", show_default=False)] = None,
+    user: UserOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Stop and remove a library's timer and watcher (or every libwatch unit).
+
+    Example: sudo libwatch units uninstall photos
+    """
+    try:
+        result = systemd.uninstall(name, user=user)
+    except systemd.SystemdError as error:
+        raise UsageError(str(error)) from None
+    _emit(ctx, json_output, result)
+
+
+@app.command()
+def status(ctx: typer.Context, user: UserOption = False, json_output: JsonOption = False) -> None:
+    """Which libraries have units, and when their timers fire next.
+
+    Example: libwatch units status --json
+    """
+    with context.catalog(ctx) as db:
+        names = [lib.name for lib in repo.all_libraries(db)]
+    installed = set(systemd.installed_libraries(user))
+    states = systemd.timers_status(names, user=user)
+    rows = [{"library": n, "installed": n in installed, "timer": states[n].state, "watch": states[n].watch,
+             "next_run": states[n].next_run, "last_run": states[n].last_run} for n in names]
+
+    def human(console: Console) -> None:
+        table = Table("library", "installed", "timer", "next run", "last run", "watch")
+        for row in rows:
+            table.add_row(row["library"], "yes" if row["installed"] else "no", row["timer"],
+                          output.when(row["next_run"]), output.when(row["last_run"]), row["watch"])
+        console.print(table)
+
+    output.emit(context.wants_json(ctx, json_output), {"unit_dir": str(systemd.unit_dir(user)), "libraries": rows},
+                human)
