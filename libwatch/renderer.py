@@ -6,6 +6,9 @@ decoder) or exceeds its time limit costs only its own job: that job fails with
 the reason, the child is replaced and the other jobs go on. ``processes=1``
 still renders in a child, so nothing Pillow does can kill the caller.
 
+Children are started with ``spawn`` (see ``_CONTEXT``), so, as with any spawn
+pool, the caller's ``__main__`` must be importable without side effects.
+
 Each child renders and writes its output itself (``cachefiles.write_atomic``),
 so the pixels never cross a pipe. Outputs are content-addressed: a job whose
 (kind, hash) is already in the cache is done without rendering, which is what
@@ -183,9 +186,14 @@ class _Child:
         )
         self.process.start()
         child_end.close()
-        if not self.conn.poll(STARTUP_TIMEOUT_S) or self.conn.recv() != _READY:
+        try:
+            ready = self.conn.poll(STARTUP_TIMEOUT_S) and self.conn.recv() == _READY
+        except EOFError:
+            ready = False
+        if not ready:
+            reason = self._death() if not self.process.is_alive() else f"not ready after {STARTUP_TIMEOUT_S:.0f} s"
             self._kill()
-            raise RuntimeError(f"a rendering process did not start within {STARTUP_TIMEOUT_S:.0f} s")
+            raise RuntimeError(f"a rendering process failed to start: {reason}")
 
     def send(self, job: RenderJob, deadline: float) -> None:
         assert self.conn is not None

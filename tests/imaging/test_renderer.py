@@ -1,0 +1,235 @@
+"""The rendering pool: the whole Pillow corpus, crashes, hangs, memory, a full disk, content addressing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+from libwatch import cachefiles
+from libwatch.imaging import DEFAULT_SPECS, RenderSpec
+from libwatch.renderer import DONE, FAILED, SKIPPED, Renderer, RenderJob, RenderOutcome
+
+from .images import CORPUS, content_hash, leftovers
+
+THUMB = DEFAULT_SPECS["thumbnail"]
+NEVER_RENDERED = "xxh3-128:" + "e" * 32
+
+
+def job(path: Path, *, kind: str = "thumbnail", spec: RenderSpec = THUMB, key: object = None, **kw: object) -> RenderJob:
+    return RenderJob(key if key is not None else path.name, str(path), kind, content_hash(path), spec, **kw)  # type: ignore[arg-type]
+
+
+def render_children() -> set[int]:
+    """Our multiprocessing children that render (not the resource tracker)."""
+    pids = set()
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline:
+                pids.add(int(pid))
+    return pids
+
+
+@pytest.fixture
+def slow_png(tmp_path: Path) -> Path:
+    """A valid 64 MP PNG: a tiny file that takes the renderer a noticeable time to decode."""
+    path = tmp_path / "slow.png"
+    Image.new("L", (8000, 8000), 128).save(path, compress_level=1)
+    return path
+
+
+def test_the_whole_corpus_ends_done_or_failed_with_a_reason_within_the_limit(tmp_path: Path) -> None:
+    files = sorted(p for p in CORPUS.rglob("*") if p.is_file())
+    assert len(files) > 700
+    started = time.monotonic()
+    with Renderer(tmp_path / "cache", processes=2, timeout_s=30) as renderer:
+        outcomes = {o.key: o for o in renderer.render_many(job(p, key=p) for p in files)}
+    elapsed = time.monotonic() - started
+    assert set(outcomes) == set(files)
+    for path, outcome in outcomes.items():
+        assert outcome.status in (DONE, FAILED), (path, outcome)
+        assert (outcome.status == DONE) == (outcome.path is not None and outcome.path.is_file()), (path, outcome)
+        if outcome.status == FAILED:
+            assert outcome.error and "\n" not in outcome.error, (path, outcome)
+            assert not outcome.error.startswith(("timed out", "renderer crashed")), (path, outcome)
+    for bomb in CORPUS.glob("decompression_bomb*.gif"):
+        assert outcomes[bomb].status == FAILED and "decompression bomb" in outcomes[bomb].error
+    for name in ("truncated_jpeg.jpg", "truncated_image.png", "truncated_end_chunk.png"):
+        assert (outcomes[CORPUS / name].status, outcomes[CORPUS / name].error[:9]) == (FAILED, "truncated")
+    oriented = sorted(CORPUS.glob("hopper_orientation_*")) + sorted(CORPUS.glob("g4_orientation_*.tif"))
+    assert len(oriented) == 22
+    for path in oriented + [CORPUS / "orientation_rectangle.jpg", *sorted(CORPUS.glob("avif/rot*.avif"))]:
+        with Image.open(path) as im:
+            expected = ImageOps.exif_transpose(im)
+        expected.thumbnail((320, 320))
+        with Image.open(outcomes[path].path) as thumb:  # type: ignore[arg-type]
+            assert thumb.size == expected.size, path
+    assert elapsed < 60, f"the corpus took {elapsed:.0f} s"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("content", [b"", b"plain text, named like a photo\n"])
+def test_empty_and_text_jpgs_fail(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(content)
+    with Renderer(tmp_path / "cache", processes=1) as renderer:
+        outcome = renderer.render_one(job(path))
+    assert (outcome.status, outcome.error, outcome.transient) == (FAILED, "cannot identify image", False)
+
+
+def test_a_12_mp_jpeg_becomes_a_320_px_thumbnail_in_the_content_addressed_place(
+    tmp_path: Path, make_jpeg: Callable[..., Path]
+) -> None:
+    path = make_jpeg("big.jpg", (4000, 3000), orientation=6)
+    cache_dir = tmp_path / "cache"
+    with Renderer(cache_dir, processes=1) as renderer:
+        outcome = renderer.render_one(job(path, key="k"))
+    assert outcome == RenderOutcome("k", DONE, cachefiles.cache_path(cache_dir, "thumbnail", content_hash(path), "jpg"))
+    with Image.open(outcome.path) as thumb:  # type: ignore[arg-type]
+        assert thumb.size == (240, 320)
+
+
+def test_a_duplicate_or_renamed_image_needs_no_render_unless_forced(
+    tmp_path: Path, make_jpeg: Callable[..., Path]
+) -> None:
+    original = make_jpeg("a.jpg", (640, 480))
+    cache_dir = tmp_path / "cache"
+    with Renderer(cache_dir, processes=1) as renderer:
+        first = renderer.render_one(job(original))
+        renamed = original.rename(tmp_path / "b.jpg")
+        gone = tmp_path / "a.jpg"
+        # The old path no longer exists: "done" proves nothing was opened.
+        same = renderer.render_one(RenderJob("again", str(gone), "thumbnail", content_hash(renamed), THUMB))
+        forced = renderer.render_one(RenderJob("forced", str(gone), "thumbnail", content_hash(renamed), THUMB, force=True))
+    assert (first.status, same.status, same.path) == (DONE, DONE, first.path)
+    assert (forced.status, forced.error) == (SKIPPED, "vanished")
+
+
+def test_a_new_format_replaces_the_old_one(tmp_path: Path, make_jpeg: Callable[..., Path]) -> None:
+    path = make_jpeg("a.jpg", (640, 480))
+    cache_dir = tmp_path / "cache"
+    with Renderer(cache_dir, processes=1) as renderer:
+        jpeg = renderer.render_one(job(path))
+        webp = renderer.render_one(job(path, spec=RenderSpec(320, "webp"), force=True))
+    assert webp.path is not None and webp.path.suffix == ".webp"
+    assert jpeg.path is not None and not jpeg.path.exists()
+    assert cachefiles.existing(cache_dir, "thumbnail", content_hash(path)) == webp.path
+
+
+def test_a_vanished_source_is_skipped(tmp_path: Path, make_jpeg: Callable[..., Path]) -> None:
+    path = make_jpeg("a.jpg", (64, 48))
+    stale = job(path)
+    path.unlink()
+    with Renderer(tmp_path / "cache", processes=1) as renderer:
+        assert renderer.render_one(stale) == RenderOutcome("a.jpg", SKIPPED, error="vanished")
+
+
+def test_a_full_cache_disk_is_a_transient_failure_that_leaves_no_temp_file(
+    full_disk: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "noise.png"
+    Image.effect_noise((1200, 900), 80).convert("RGB").save(path)
+    with Renderer(full_disk, processes=1) as renderer:
+        outcome = renderer.render_one(job(path, kind="cache", spec=DEFAULT_SPECS["cache"]))
+    assert (outcome.status, outcome.transient) == (FAILED, True)
+    assert "No space left on device" in outcome.error
+    assert leftovers(full_disk) == []
+    assert list(cachefiles.iter_cache_files(full_disk)) == []
+
+
+def test_a_child_that_segfaults_fails_its_job_and_the_next_job_renders(
+    tmp_path: Path, slow_png: Path, make_jpeg: Callable[..., Path]
+) -> None:
+    good = make_jpeg("good.jpg", (640, 480))
+    before = render_children()
+    with Renderer(tmp_path / "cache", processes=1, timeout_s=60) as renderer:
+        renderer.render_one(job(make_jpeg("warm.jpg", (32, 32))))
+        (child,) = render_children() - before
+        killer = threading.Thread(target=_segfault_when_opened, args=(child, slow_png))
+        killer.start()
+        outcomes = list(renderer.render_many([job(slow_png), job(good)]))
+        killer.join()
+    assert [(o.key, o.status) for o in outcomes] == [("slow.png", FAILED), ("good.jpg", DONE)]
+    assert outcomes[0].error == "renderer crashed (SIGSEGV)"
+    assert outcomes[0].transient is False
+
+
+def _segfault_when_opened(pid: int, path: Path, limit_s: float = 30) -> None:
+    """Send SIGSEGV to ``pid`` as soon as it has ``path`` open, i.e. in the middle of decoding it."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == str(path):
+                    os.kill(pid, signal.SIGSEGV)
+                    return
+            except FileNotFoundError:
+                continue
+        time.sleep(0.001)
+
+
+def test_a_job_over_its_time_limit_is_killed_and_the_next_job_renders(
+    tmp_path: Path, slow_png: Path, make_jpeg: Callable[..., Path]
+) -> None:
+    good = make_jpeg("good.jpg", (640, 480))
+    with Renderer(tmp_path / "cache", processes=1, timeout_s=0.05) as renderer:
+        started = time.monotonic()
+        outcomes = list(renderer.render_many([job(slow_png), job(good)]))
+    assert [(o.key, o.status, o.error) for o in outcomes] == [
+        ("slow.png", FAILED, "timed out after 0.05 s"),
+        ("good.jpg", DONE, ""),
+    ]
+    assert time.monotonic() - started < 30
+    assert leftovers(tmp_path) == []
+
+
+def test_a_job_over_its_memory_limit_fails_and_the_next_job_renders(
+    tmp_path: Path, make_jpeg: Callable[..., Path]
+) -> None:
+    huge = tmp_path / "huge.png"
+    Image.new("L", (9000, 9000), 7).save(huge, compress_level=1)  # 243 MB once converted to RGB
+    good = make_jpeg("good.jpg", (640, 480))
+    with Renderer(tmp_path / "cache", processes=1, memory_limit_bytes=256 << 20) as renderer:
+        outcomes = list(renderer.render_many([job(huge), job(good)]))
+    assert [(o.key, o.status) for o in outcomes] == [("huge.png", FAILED), ("good.jpg", DONE)]
+    assert outcomes[0].error == "out of memory while decoding"
+
+
+def test_outcomes_come_as_jobs_finish_and_an_abandoned_batch_still_completes(
+    tmp_path: Path, slow_png: Path, make_jpeg: Callable[..., Path]
+) -> None:
+    small = make_jpeg("small.jpg", (64, 48))
+    cache_dir = tmp_path / "cache"
+    with Renderer(cache_dir, processes=2) as renderer:
+        outcomes = renderer.render_many([job(slow_png), job(small)])
+        assert next(outcomes).key == "small.jpg"
+        outcomes.close()  # the caller stops early: the slow render finishes, it is not cut off
+        assert cachefiles.existing(cache_dir, "thumbnail", content_hash(slow_png)) is not None
+        assert renderer.render_one(job(small, key="reuse")).status == DONE
+    assert render_children() == set()
+
+
+def test_children_ignore_sigint_and_sigterm_aimed_at_the_process_group(
+    tmp_path: Path, make_jpeg: Callable[..., Path]
+) -> None:
+    with Renderer(tmp_path / "cache", processes=1) as renderer:
+        renderer.render_one(job(make_jpeg("warm.jpg", (32, 32))))
+        (child,) = render_children()
+        os.kill(child, signal.SIGTERM)
+        os.kill(child, signal.SIGINT)
+        assert renderer.render_one(job(make_jpeg("after.jpg", (32, 32)))).status == DONE
+        assert render_children() == {child}
+
+
+def test_render_jobs_validate_their_hash() -> None:
+    with pytest.raises(ValueError):
+        RenderJob("k", "/x.jpg", "thumbnail", "xxh3-128:nothex", THUMB)
+    with pytest.raises(ValueError):
+        RenderJob("k", "/x.jpg", "../up", NEVER_RENDERED, THUMB)
