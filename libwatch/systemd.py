@@ -24,6 +24,10 @@ SYSTEM_UNIT_DIR: Final = Path("/etc/systemd/system")
 SYSTEM_ENV_FILE: Final = "/etc/libwatch/libwatch.env"
 DEFAULT_WATCH_CAP: Final = 200
 DEFAULT_SETTLE: Final = 10.0
+# Each PathChanged= line costs the manager one inotify instance (measured on systemd 252: a
+# 200-line path unit fails with "Too many open files" under the default max_user_instances=128,
+# a 100-line one holds 104). Leave this many to the manager and the user's other processes.
+INOTIFY_RESERVE: Final = 40
 TEMPLATE_NAMES: Final = (
     "libwatch-scan@.service",
     "libwatch-scan@.timer",
@@ -342,8 +346,12 @@ def install(ctx: UnitContext, libraries: Sequence[LibraryUnits], *, enable: bool
     """
     for lib in libraries:
         validate_calendar(lib.on_calendar)
-    rendered = render_all(ctx, libraries, watch_cap=watch_cap)
     target = directory or unit_dir(ctx.user)
+    watched = [lib.name for lib in libraries if lib.watch]
+    share = watch_budget(target, exclude=[lib.name for lib in libraries]) // max(1, len(watched))
+    rendered = render_all(ctx, libraries, watch_cap=min(watch_cap, share))
+    if share < watch_cap and watched:
+        rendered = replace(rendered, warnings=(*rendered.warnings, _budget_warning(share)))
     for folder in (ctx.state_dir, ctx.cache_dir):  # ReadWritePaths= fails the unit when missing
         Path(folder).mkdir(parents=True, exist_ok=True)
     written = write_units(target, rendered.files)
@@ -398,7 +406,10 @@ def refresh_watch(lib: LibraryUnits, *, user: bool | None = None, watch_cap: int
     target = directory or unit_dir(scope)
     if not lib.watch or not (target / f"{path_unit(lib.name)}.d").is_dir():
         return InstallResult(target)
-    rendered = render_library_dropins(lib, watch_cap=watch_cap)
+    share = watch_budget(target, exclude=[lib.name])
+    rendered = render_library_dropins(lib, watch_cap=min(watch_cap, share))
+    if share < watch_cap:
+        rendered = replace(rendered, warnings=(*rendered.warnings, _budget_warning(share)))
     paths_file = f"{path_unit(lib.name)}.d/{PATHS_DROPIN}"
     written = write_units(target, {paths_file: rendered.files[paths_file]})
     if not written:
@@ -407,6 +418,20 @@ def refresh_watch(lib: LibraryUnits, *, user: bool | None = None, watch_cap: int
         return InstallResult(target, written, warnings=rendered.warnings, notice=_NOT_RUNNING)
     problems = _systemctl_step(scope, "daemon-reload")
     return InstallResult(target, written, warnings=rendered.warnings, problems=tuple(problems))
+
+
+def watch_budget(directory: Path, *, exclude: Iterable[str] = ()) -> int:
+    """PathChanged= lines the kernel's inotify limit leaves for libraries other than ``exclude``."""
+    skip = {f"{path_unit(name)}.d" for name in exclude}
+    used = sum(f.read_text(encoding="utf-8").count("\nPathChanged=")
+               for f in directory.glob(f"libwatch-watch@*.path.d/{PATHS_DROPIN}") if f.parent.name not in skip)
+    return max(1, inotify_limits()["max_user_instances"] - INOTIFY_RESERVE - used)
+
+
+def _budget_warning(share: int) -> str:
+    limit = inotify_limits()["max_user_instances"]
+    return (f"watching at most {share} folders per library: each watched folder costs systemd one inotify "
+            f"instance and fs.inotify.max_user_instances is {limit} (raise it with sysctl to watch more)")
 
 
 def installed_libraries(user: bool, *, directory: Path | None = None) -> list[str]:
