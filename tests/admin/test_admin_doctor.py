@@ -1,0 +1,68 @@
+"""`libwatch doctor`: the JSON report and its exit code, against the real SecantusDB and RabbitMQ."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .catalog_docs import add_library
+
+CHECKS = ["mongodb", "rabbitmq", "cache_dir", "inotify", "units", "libraries"]
+CHECK_KEYS = {"name", "status", "required", "detail", "data"}
+
+
+def _report(libwatch, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    done = libwatch("doctor", "--json", *args, env=env)
+    assert "Traceback" not in done.stderr
+    return done.code, json.loads(done.stdout)
+
+
+def _by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {check["name"]: check for check in report["checks"]}
+
+
+def test_doctor_json_when_all_is_well(libwatch, db: Any, tmp_path: Path) -> None:
+    add_library(db, "photos", tmp_path / "photos")
+    code, report = _report(libwatch)
+    assert code == 0 and report["ok"] is True
+    assert set(report) == {"ok", "checks"}
+    assert [check["name"] for check in report["checks"]] == CHECKS
+    assert all(set(check) == CHECK_KEYS for check in report["checks"])
+    checks = _by_name(report)
+    assert checks["mongodb"]["status"] == "ok" and checks["mongodb"]["data"]["version"]
+    assert checks["rabbitmq"]["status"] == "skip" and "not configured" in checks["rabbitmq"]["detail"]
+    assert checks["inotify"]["data"]["max_user_watches"] > 0
+    assert checks["libraries"]["data"]["filesystems"].keys() == {"photos"}
+
+
+def test_doctor_fails_on_unreachable_mongodb(libwatch) -> None:
+    code, report = _report(libwatch, env={"LIBWATCH_MONGO_URI": "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=1000"})
+    assert code == 1 and report["ok"] is False
+    checks = _by_name(report)
+    assert checks["mongodb"]["status"] == "fail" and "127.0.0.1:9" in checks["mongodb"]["detail"]
+    assert checks["libraries"]["status"] == "skip"
+
+
+def test_doctor_fails_on_an_unwritable_cache_dir(libwatch, tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("x")
+    code, report = _report(libwatch, env={"LIBWATCH_CACHE_DIR": str(not_a_folder)})
+    assert code == 1 and _by_name(report)["cache_dir"]["status"] == "fail"
+
+
+def test_doctor_warns_about_a_missing_root(libwatch, db: Any, tmp_path: Path) -> None:
+    add_library(db, "nas", tmp_path / "nas")
+    (tmp_path / "nas").rmdir()
+    code, report = _report(libwatch)
+    assert code == 0
+    assert _by_name(report)["libraries"]["status"] == "warn" and "nas" in _by_name(report)["libraries"]["detail"]
+
+
+def test_doctor_checks_a_configured_broker(libwatch, amqp_url: str) -> None:
+    code, report = _report(libwatch, env={"LIBWATCH_AMQP_URL": amqp_url})
+    rabbit = _by_name(report)["rabbitmq"]
+    assert code == 0 and rabbit["status"] in ("ok", "warn") and rabbit["required"] is True
+    assert rabbit["data"]["version"].startswith("RabbitMQ") and "guest:***" in rabbit["detail"]
+
+    code, report = _report(libwatch, env={"LIBWATCH_AMQP_URL": "amqp://guest:guest@127.0.0.1:9/%2F"})
+    assert code == 1 and _by_name(report)["rabbitmq"]["status"] == "fail"
