@@ -1,8 +1,10 @@
 """Publishing and consuming throughput of libwatch.bus against plain pika, in one run.
 
-Publishing: unconfirmed ``basic_publish`` (the ceiling), a confirm per message
-(BlockingConnection.confirm_delivery), and ``Publisher.publish_batch``; the
-target is at least 50 % of the unconfirmed rate. Consuming: plain pika with prefetch 1
+Publishing: unconfirmed ``basic_publish`` on a BlockingConnection (it flushes
+the socket per message) and on a SelectConnection (everything buffered, ended by
+one round trip), a confirm per message (BlockingConnection.confirm_delivery),
+and ``Publisher.publish_batch``; the target is at least 50 % of the better
+unconfirmed rate. Consuming: plain pika with prefetch 1
 and an ack per message, plain pika with prefetch 100 and batched acks (the
 ceiling), and ``Consumer`` with a no-op handler; the target is at least 10,000
 msg/s. Everything runs on a temporary prefixed topology that is deleted
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from typing import Final
 
 import pika
+import pika.channel
 
 from libwatch.bus import Consumer, OutgoingMessage, Publisher, Topology, declare, delete_topology
 
@@ -57,6 +60,30 @@ def unconfirmed(channel: pika.adapters.blocking_connection.BlockingChannel, topo
         channel.basic_publish(topology.exchange, Topology.routing_key(KIND), BODY, _properties(i))
     channel.connection.process_data_events(0)
     return count
+
+
+def unconfirmed_async(url: str, topology: Topology, count: int) -> int:
+    """SelectConnection, no confirms, every message buffered at once, ended by one round trip."""
+    handled = []
+
+    def on_open(connection: pika.SelectConnection) -> None:
+        connection.channel(on_open_callback=on_channel)
+
+    def on_channel(channel: pika.channel.Channel) -> None:
+        for i in range(count):
+            channel.basic_publish(topology.exchange, Topology.routing_key(KIND), BODY, _properties(i))
+        # The broker answers only after it has read every publish before it on the channel.
+        channel.queue_declare(topology.queues[KIND], passive=True, callback=lambda _frame: finish(channel))
+
+    def finish(channel: pika.channel.Channel) -> None:
+        handled.append(count)
+        channel.connection.close()
+
+    connection = pika.SelectConnection(pika.URLParameters(url), on_open_callback=on_open,
+                                       on_close_callback=lambda conn, _reason: conn.ioloop.stop())
+    connection.ioloop.start()
+    connection.ioloop.close()
+    return sum(handled)
 
 
 def confirm_each(url: str, topology: Topology, count: int) -> int:
@@ -136,6 +163,8 @@ def main() -> None:
         channel.queue_purge(topology.queues[KIND])
         rates = {"unconfirmed": _rate(count, lambda: unconfirmed(channel, topology, count))}
         channel.queue_purge(topology.queues[KIND])
+        rates["unconfirmed async"] = _rate(count, lambda: unconfirmed_async(url, topology, count))
+        channel.queue_purge(topology.queues[KIND])
         rates["confirm per message"] = _rate(slow_count, lambda: confirm_each(url, topology, slow_count))
         channel.queue_purge(topology.queues[KIND])
         rates["libwatch Publisher"] = _rate(count, lambda: libwatch_publish(url, topology, count))
@@ -151,8 +180,9 @@ def main() -> None:
     print(f"messages: {count} ({slow_count} for the confirm-per-message baseline), body {len(BODY)} bytes")
     for name, rate in rates.items():
         print(f"{name:>22}: {rate:9,.0f} msg/s")
-    ratio = rates["libwatch Publisher"] / rates["unconfirmed"]
-    print(f"Publisher / unconfirmed: {ratio:.2f} (target >= {PUBLISH_TARGET:.2f}) "
+    ceiling = max(rates["unconfirmed"], rates["unconfirmed async"])
+    ratio = rates["libwatch Publisher"] / ceiling
+    print(f"Publisher / best unconfirmed: {ratio:.2f} (target >= {PUBLISH_TARGET:.2f}) "
           f"{'ok' if ratio >= PUBLISH_TARGET else 'MISSED'}")
     print(f"Publisher / confirm per message: {rates['libwatch Publisher'] / rates['confirm per message']:.1f}x")
     consumer = rates["libwatch Consumer"]

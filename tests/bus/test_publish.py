@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 
@@ -147,3 +150,33 @@ def test_an_abandoned_batch_does_not_leak_results_into_the_next(amqp_url: str, t
         batch.close()
         results = list(publisher.publish_batch([_message("cache", "new")]))
     assert [(r.key, r.ok) for r in results] == [("new", True)]
+
+
+def _close_our_connection(role: str) -> None:
+    """Have the broker close this process's connection (only ours: the name carries host and pid)."""
+    name = f"libwatch {role} {socket.gethostname()}:{os.getpid()}"
+    listing = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+    [pid] = [line.split("\t", 1)[0] for line in listing.splitlines() if f'"{name}"' in line]
+    subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "closed by the libwatch test"],
+                   capture_output=True, check=True, timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl to close a connection")
+def test_a_connection_closed_by_the_broker_mid_batch_reconnects(
+        amqp_url: str, topology: Topology, drain: Callable[[str], list]) -> None:
+    def messages() -> Iterator[OutgoingMessage]:
+        for i in range(300):
+            if i == 100:
+                _close_our_connection("publisher")
+            yield _message("thumbnail", f"m{i}")
+
+    with Publisher(amqp_url, topology, max_in_flight=40) as publisher:
+        results = list(publisher.publish_batch(messages()))
+    assert sorted(r.key for r in results) == sorted(f"m{i}" for i in range(300))
+    failed = [r for r in results if not r.ok]
+    assert failed and all("CONNECTION_FORCED" in r.error for r in failed)
+    assert all(r.ok for r in results if int(r.key[1:]) >= 150)
+    queued = {props.message_id for _method, props, _body in drain(topology.queues["thumbnail"])}
+    assert {r.key for r in results if r.ok} <= queued
