@@ -18,7 +18,6 @@ from functools import partial
 from itertools import islice, takewhile
 from types import MappingProxyType, TracebackType
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import pika.channel
@@ -26,6 +25,9 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
+
+from libwatch.config import mask_url
+from libwatch.errors import ServiceUnavailable
 from pika.adapters.utils.connection_workflow import (
     AMQPConnectionWorkflowFailed,
     AMQPConnectorException,
@@ -58,8 +60,8 @@ _MISMATCH: Final = re.compile(
 )
 
 
-class BusError(Exception):
-    """A RabbitMQ operation failed; the message is one line for the user."""
+class BusError(ServiceUnavailable):
+    """A RabbitMQ operation failed; the message is one line for the user (exit 69)."""
 
 
 class BrokerUnavailable(BusError):
@@ -151,15 +153,6 @@ class Delivery:
     redelivered: bool
     tag: int
     priority: int | None
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _reason(exc: BaseException) -> str:

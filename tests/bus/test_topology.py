@@ -7,6 +7,7 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
+from libwatch.config import mask_url
 from libwatch.bus import (
     Publisher,
     PublishResult,
@@ -14,7 +15,6 @@ from libwatch.bus import (
     TopologyMismatch,
     check,
     declare,
-    mask_url,
     purge,
     queue_depths,
 )
@@ -41,7 +41,7 @@ def test_prefixed_renames_everything_and_stays_frozen_and_hashable() -> None:
     assert hash(topo) == hash(Topology.prefixed("test-x.")) and topo == Topology.prefixed("test-x.")
 
 
-def test_mask_url_hides_only_the_password() -> None:
+def test_bus_masks_passwords_with_the_shared_helper() -> None:
     assert mask_url("amqp://user:s3cret@broker.lan:5672/vhost") == "amqp://user:***@broker.lan:5672/vhost"
     assert mask_url("amqp://broker.lan/") == "amqp://broker.lan/"
 
