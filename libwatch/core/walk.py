@@ -7,6 +7,7 @@ stream; only a missing or unreadable root raises (:class:`RootUnavailable`).
 from __future__ import annotations
 
 import errno
+import logging
 import fnmatch
 import operator
 import os
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from libwatch.core.paths import SEP, SEP_BYTES, key_of
+from libwatch.core.paths import SEP, SEP_BYTES, is_exact, key_of
 
 IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
     {"jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff", "heic", "heif", "avif"}
@@ -42,6 +43,9 @@ _REASON_BY_ERRNO: Final[dict[int, str]] = {
     errno.ENAMETOOLONG: NAME_TOO_LONG,
     errno.ELOOP: SYMLINK_LOOP,
 }
+
+
+log = logging.getLogger("libwatch.walk")
 
 
 class RootUnavailable(OSError):
@@ -202,7 +206,7 @@ class _Walker:
                 else:
                     append(_Ready(path, Skip(path, raw_prefix + name, NOT_REGULAR, _kind_name(st.st_mode))))
         children.sort(key=_first)
-        return children
+        return _without_ambiguous(children)
 
     def enter(
         self, path: str, raw: bytes, dirent: os.DirEntry[bytes], linked: os.stat_result | None, ancestors: set[tuple[int, int]]
@@ -225,6 +229,31 @@ class _Walker:
 
 _first: Final = operator.itemgetter(0)
 _new_entry: Final = tuple.__new__
+
+
+def _without_ambiguous(children: list[_Child]) -> list[_Child]:
+    """Drop names whose key equals a sibling's (a literal ``\\xff`` beside the byte 0xff).
+
+    Keys must be unique for the merge with the catalog; the name that is valid UTF-8
+    keeps the key and the other is left out with a warning, never a crash.
+    """
+    if all(children[i][0] != children[i - 1][0] for i in range(1, len(children))):
+        return children
+    kept: list[_Child] = []
+    for child in children:
+        if kept and kept[-1][0] == child[0]:
+            loser = child if _is_exact_child(kept[-1]) else kept.pop()
+            if loser is not child:
+                kept.append(child)
+            log.warning("skipping %r: its name escapes to the same path as a sibling's", loser[0])
+            continue
+        kept.append(child)
+    return kept
+
+
+def _is_exact_child(child: _Child) -> bool:
+    name = child.name if type(child) is _Sub else child.raw if type(child) is DiskEntry else child.skip.raw
+    return is_exact(name)
 
 
 def _dir_target(dirent: os.DirEntry[bytes]) -> os.stat_result | None:

@@ -233,3 +233,18 @@ def test_mount_point_not_crossed_by_default(tree: Tree, jpeg: bytes) -> None:
 def test_sort_key_puts_skipped_folders_at_their_children() -> None:
     assert sort_key(Skip("a", b"a", VANISHED, subtree=True)) == "a/"
     assert sort_key(Skip("a", b"a", VANISHED)) == "a"
+
+
+def test_names_that_escape_to_the_same_key_do_not_crash_the_walk(tmp_path) -> None:
+    import os
+
+    from libwatch.core.diff import match
+    from libwatch.core.walk import walk
+
+    root = os.fsencode(tmp_path)
+    for name in (b"a\\xff.jpg", b"a\xff.jpg"):
+        with open(os.path.join(root, name), "wb") as stream:
+            stream.write(b"x")
+    items = list(walk(tmp_path))
+    assert [item.raw for item in items] == [b"a\\xff.jpg"]
+    assert len(list(match(items, []))) == 1
