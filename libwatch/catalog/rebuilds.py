@@ -1,0 +1,277 @@
+"""Rebuild state of file records (``files.rebuild``): the outbox's reads and the worker's updates.
+
+A record's ``rebuild`` sub-document holds, per kind (``cache``, ``thumbnail``), a
+state (``pending`` → ``queued`` → ``done``/``failed``; None when the library does
+not want that kind), ``<kind>_at`` and ``<kind>_error``, and for both kinds the
+``hash`` the request is for, the message ``priority`` and ``force`` (render even
+when the cache already holds that content: set by ``rebuild --all``).
+
+Reads go in pages keyed on the unique (library, path) index, never one cursor
+over a library. Updates are bulk operations over a page's ids. A PyMongo failure
+surfaces as ``CatalogUnavailable``, so services need not import pymongo.
+
+The bulk state flips (``mark_queued``, ``mark_done``) match a batch as
+``_id in ids and rebuild.hash in hashes`` instead of one exact (id, hash) pair per
+record: on SecantusDB one ``update_many`` over a short ``$in`` list costs about
+as much as a single ``update_one``, while ``$or`` of pairs is two orders of
+magnitude slower. The looser match is sound for ``done`` because the cache is
+content-addressed: a record whose current hash is any hash just rendered does
+have its rendering. For ``queued`` the only imprecision is a record rewritten,
+during the publish, to exactly the content of another record of the same batch:
+it shows ``queued`` without a message of its own, and ``rebuild --pending``
+re-publishes it after the queued timeout.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, ParamSpec, TypeVar
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import UpdateOne
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from libwatch.catalog.schema import DURABLE
+from libwatch.errors import CatalogUnavailable
+
+KINDS: Final = ("cache", "thumbnail")
+PENDING: Final = "pending"
+QUEUED: Final = "queued"
+DONE: Final = "done"
+FAILED: Final = "failed"
+PAGE: Final = 1000
+# SecantusDB evaluates $in lists linearly: short lists keep each update cheap.
+IN_CHUNK: Final = 100
+MAX_ERROR: Final = 500
+_FIELDS: Final = {"_id": 1, "library": 1, "path": 1, "path_b64": 1, "collection": 1, "hash": 1, "status": 1,
+                  "rebuild": 1}
+
+Db = Database[dict[str, Any]]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _catalog_errors(function: Callable[P, R]) -> Callable[P, R]:
+    """Turn a PyMongo failure into CatalogUnavailable (exit 69; the worker retries later)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except PyMongoError as error:
+            raise CatalogUnavailable(f"catalog error: {str(error).splitlines()[0]}") from error
+
+    return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which records of a library: all, one collection (exactly), or a path (a file or a folder's subtree)."""
+
+    library: str
+    collection: str | None = None
+    path: str | None = None
+
+    def query(self) -> dict[str, Any]:
+        """The filter of the present records in scope."""
+        query: dict[str, Any] = {"library": self.library, "status": "present"}
+        if self.collection is not None:
+            query["collection"] = self.collection
+        if self.path:
+            # "0" is the character after "/": the range is exactly the folder's subtree.
+            query["$or"] = [{"path": self.path}, {"path": {"$gt": self.path + "/", "$lt": self.path + "0"}}]
+        return query
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """What the rebuild services need of a file record."""
+
+    id: str
+    library: str
+    path: str
+    path_b64: str | None
+    collection: str
+    hash: str | None
+    present: bool
+    states: Mapping[str, str | None] = field(default_factory=dict)
+    rebuild_hash: str | None = None
+    priority: int | None = None
+    force: bool = False
+
+    def wants(self, kind: str, state: str) -> bool:
+        """Whether the record's ``kind`` rendering is in ``state`` for its current content."""
+        return self.states.get(kind) == state and self.rebuild_hash == self.hash
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A finished rendering to record: ``error`` empty for done."""
+
+    id: str
+    kind: str
+    hash: str
+    error: str = ""
+
+
+def _files(db: Db):  # type: ignore[no-untyped-def]
+    return db.get_collection("files", write_concern=DURABLE)
+
+
+def _state(doc: Mapping[str, Any]) -> FileState:
+    rebuild = doc.get("rebuild") or {}
+    return FileState(
+        id=str(doc["_id"]), library=doc["library"], path=doc["path"], path_b64=doc.get("path_b64"),
+        collection=doc.get("collection", ""), hash=doc.get("hash"), present=doc.get("status") == "present",
+        states={kind: rebuild.get(kind) for kind in KINDS}, rebuild_hash=rebuild.get("hash"),
+        priority=rebuild.get("priority"), force=bool(rebuild.get("force")))
+
+
+def _object_ids(ids: Iterable[str]) -> list[ObjectId]:
+    found = []
+    for value in ids:
+        try:
+            found.append(ObjectId(value))
+        except (InvalidId, TypeError):
+            continue  # not a catalog id: no such record
+    return found
+
+
+def _chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _in_state(kinds: Sequence[str], state: str) -> dict[str, Any]:
+    return {"$or": [{f"rebuild.{kind}": state} for kind in kinds]}
+
+
+@_catalog_errors
+def _page(db: Db, query: Mapping[str, Any], after: str | None, page: int) -> list[dict[str, Any]]:
+    paged = dict(query) if after is None else {"$and": [dict(query), {"path": {"$gt": after}}]}
+    return list(_files(db).find(paged, _FIELDS).sort("path", 1).limit(page))
+
+
+def _pages(db: Db, query: Mapping[str, Any], page: int) -> Iterator[list[FileState]]:
+    """The matching records in path order, one list per page."""
+    last: str | None = None
+    while True:
+        docs = _page(db, query, last, page)
+        if docs:
+            yield [_state(doc) for doc in docs]
+        if len(docs) < page:
+            return
+        last = docs[-1]["path"]
+
+
+def pending_pages(db: Db, scope: Scope, kinds: Sequence[str], *, page: int = PAGE) -> Iterator[list[FileState]]:
+    """Pages of present records in scope with at least one of ``kinds`` pending."""
+    yield from _pages(db, {**scope.query(), "$and": [_in_state(kinds, PENDING)]}, page)
+
+
+def record_pages(db: Db, scope: Scope, *, page: int = PAGE) -> Iterator[list[FileState]]:
+    """Pages of every present record in scope."""
+    yield from _pages(db, scope.query(), page)
+
+
+@_catalog_errors
+def count_pending(db: Db, scope: Scope, kinds: Sequence[str]) -> int:
+    """How many present records in scope still have one of ``kinds`` pending."""
+    return int(_files(db).count_documents({**scope.query(), "$and": [_in_state(kinds, PENDING)]}))
+
+
+@_catalog_errors
+def requeue_stale(db: Db, scope: Scope, kinds: Sequence[str], *, queued_before: datetime) -> int:
+    """Set back to pending what was queued before ``queued_before`` (a lost or purged message)."""
+    changed = 0
+    for kind in kinds:
+        result = _files(db).update_many(
+            {**scope.query(), f"rebuild.{kind}": QUEUED, f"rebuild.{kind}_at": {"$lt": queued_before}},
+            {"$set": {f"rebuild.{kind}": PENDING}})
+        changed += result.modified_count
+    return changed
+
+
+@_catalog_errors
+def mark_pending(db: Db, records: Sequence[FileState], kinds: Sequence[str], *, priority: int, force: bool,
+                 now: datetime) -> int:
+    """Ask for ``kinds`` of ``records`` to be rebuilt (the outbox then publishes them)."""
+    fields: dict[str, Any] = {"rebuild.priority": priority, "rebuild.force": force}
+    for kind in kinds:
+        fields.update({f"rebuild.{kind}": PENDING, f"rebuild.{kind}_at": now, f"rebuild.{kind}_error": None})
+    current = [r.id for r in records if r.hash is not None and r.rebuild_hash == r.hash]
+    changed = 0
+    for chunk in _chunks(_object_ids(current)):
+        changed += _files(db).update_many({"_id": {"$in": list(chunk)}}, {"$set": fields}).modified_count
+    # Records without a rebuild hash for their content (older than the rebuild fields) get one.
+    stale = [UpdateOne({"_id": ObjectId(r.id), "hash": r.hash}, {"$set": {**fields, "rebuild.hash": r.hash}})
+             for r in records if r.hash is not None and r.rebuild_hash != r.hash]
+    if stale:
+        changed += _files(db).bulk_write(stale, ordered=False).modified_count
+    return changed
+
+
+@_catalog_errors
+def mark_queued(db: Db, kind: str, published: Sequence[tuple[str, str]], *, now: datetime) -> int:
+    """Flip confirmed ``(id, hash)`` requests from pending to queued, only where the hash is still current."""
+    changed = 0
+    for chunk in _chunks(published):
+        result = _files(db).update_many(
+            {"_id": {"$in": _object_ids(i for i, _ in chunk)}, "rebuild.hash": {"$in": [h for _, h in chunk]},
+             f"rebuild.{kind}": PENDING},
+            {"$set": {f"rebuild.{kind}": QUEUED, f"rebuild.{kind}_at": now}})
+        changed += result.modified_count
+    return changed
+
+
+@_catalog_errors
+def records_by_id(db: Db, ids: Iterable[str]) -> dict[str, FileState]:
+    """The records with these ids (unknown or malformed ids are simply absent)."""
+    found: dict[str, FileState] = {}
+    for chunk in _chunks(_object_ids(dict.fromkeys(ids))):
+        for doc in _files(db).find({"_id": {"$in": list(chunk)}}, _FIELDS):
+            state = _state(doc)
+            found[state.id] = state
+    return found
+
+
+@_catalog_errors
+def record_results(db: Db, results: Sequence[Settled], *, now: datetime) -> int:
+    """Set each rendering's kind done (or failed with its error) where the record's hash is still the one rendered."""
+    changed = 0
+    for kind in KINDS:
+        done = [r for r in results if r.kind == kind and not r.error]
+        for chunk in _chunks(done):
+            result = _files(db).update_many(
+                {"_id": {"$in": _object_ids(r.id for r in chunk)}, "rebuild.hash": {"$in": [r.hash for r in chunk]}},
+                {"$set": {f"rebuild.{kind}": DONE, f"rebuild.{kind}_at": now, f"rebuild.{kind}_error": None,
+                          "rebuild.force": False}})
+            changed += result.modified_count
+    failed = [UpdateOne({"_id": ObjectId(r.id), "rebuild.hash": r.hash},
+                        {"$set": {f"rebuild.{r.kind}": FAILED, f"rebuild.{r.kind}_at": now,
+                                  f"rebuild.{r.kind}_error": r.error[:MAX_ERROR]}})
+              for r in results if r.error]
+    if failed:
+        changed += _files(db).bulk_write(failed, ordered=False).modified_count
+    return changed
+
+
+@_catalog_errors
+def collection_ids(db: Db, library: str, paths: Iterable[str]) -> dict[str, str]:
+    """``collections._id`` (as text) of each folder path of a library."""
+    wanted = list(dict.fromkeys(paths))
+    found: dict[str, str] = {}
+    for chunk in _chunks(wanted):
+        for doc in db.collections.find({"library": library, "path": {"$in": list(chunk)}}, {"_id": 1, "path": 1}):
+            found[doc["path"]] = str(doc["_id"])
+    return found
+
+
+@_catalog_errors
+def library_roots(db: Db) -> dict[str, str]:
+    """Every library's root folder by name (the worker checks message paths against them)."""
+    return {doc["_id"]: doc["path"] for doc in db.libraries.find({}, {"_id": 1, "path": 1})}
