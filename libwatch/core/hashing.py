@@ -21,7 +21,7 @@ from typing import Final, TypeVar
 import xxhash
 
 from libwatch.core.paths import join
-from libwatch.core.walk import NOT_REGULAR, UNSTABLE, DiskEntry, Skip, entry_of, reason_of
+from libwatch.core.walk import NOT_REGULAR, UNSTABLE, DiskEntry, Skip, reason_of
 
 HASH_PREFIX: Final = "xxh3-128:"
 BLOCK_SIZE: Final = 1 << 20

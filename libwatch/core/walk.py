@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from libwatch.core.paths import SEP, SEP_BYTES, is_exact, key_of
+from libwatch.core.paths import SEP, SEP_BYTES, is_exact
 
 IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
     {"jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff", "heic", "heif", "avif"}
