@@ -17,12 +17,14 @@ makes a renamed or duplicated image free.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import multiprocessing
 import os
 import resource
 import signal
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -103,7 +105,8 @@ class Renderer:
         self.timeout_s = timeout_s
         self.memory_limit_bytes = memory_limit_bytes
         count = processes or len(os.sched_getaffinity(0))
-        self._children = [_Child() for _ in range(max(1, count))]
+        self._children = [_Child(self.cache_dir, memory_limit_bytes) for _ in range(max(1, count))]
+        _open_renderers.add(self)
 
     def __enter__(self) -> Renderer:
         return self
@@ -152,8 +155,7 @@ class Renderer:
                 if done is not None:
                     yield RenderOutcome(job.key, DONE, done)
                     continue
-                child.start(self.cache_dir, self.memory_limit_bytes)
-                child.send(job, time.monotonic() + self.timeout_s)
+                child.send(job, self.timeout_s)
 
     def _collect(self, busy: list[_Child]) -> Iterator[RenderOutcome]:
         """Wait until at least one busy child finishes, crashes or runs out of time."""
@@ -169,19 +171,39 @@ class Renderer:
 class _Child:
     """One rendering child process and the job it is on."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: Path, memory_limit_bytes: int | None) -> None:
+        self.cache_dir = cache_dir
+        self.memory_limit_bytes = memory_limit_bytes
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.job: RenderJob | None = None
         self.deadline = 0.0
 
-    def start(self, cache_dir: Path, memory_limit_bytes: int | None) -> None:
+    def send(self, job: RenderJob, timeout_s: float) -> None:
+        """Start rendering ``job``; a child that died while idle is replaced first."""
+        for attempt in (1, 2):
+            self._start()
+            assert self.conn is not None
+            try:
+                self.conn.send((job.source, job.kind, job.content_hash, job.spec))
+                break
+            except OSError:
+                self._kill()  # died between jobs (killed by hand, OOM killer): not this job's fault
+                if attempt == 2:
+                    raise
+        self.job, self.deadline = job, time.monotonic() + timeout_s
+
+    def _start(self) -> None:
         """Start the process unless it runs; returns once it has imported Pillow and set its limits."""
-        if self.process is not None and self.process.is_alive():
-            return
+        if self.process is not None:
+            if self.process.is_alive():
+                return
+            self._kill()
         self.conn, child_end = _CONTEXT.Pipe()
         self.process = _CONTEXT.Process(
-            target=_child_main, args=(child_end, str(cache_dir), memory_limit_bytes), daemon=True,
+            target=_child_main,
+            args=(child_end, str(self.cache_dir), self.memory_limit_bytes),
+            daemon=True,
             name="libwatch-render",
         )
         self.process.start()
@@ -194,11 +216,6 @@ class _Child:
             reason = self._death() if not self.process.is_alive() else f"not ready after {STARTUP_TIMEOUT_S:.0f} s"
             self._kill()
             raise RuntimeError(f"a rendering process failed to start: {reason}")
-
-    def send(self, job: RenderJob, deadline: float) -> None:
-        assert self.conn is not None
-        self.job, self.deadline = job, deadline
-        self.conn.send((job.source, job.kind, job.content_hash, job.spec))
 
     def waitables(self) -> list[object]:
         assert self.conn is not None and self.process is not None
@@ -256,6 +273,17 @@ class _Child:
         if self.conn is not None:
             self.conn.close()
         self.process, self.conn = None, None
+
+
+_open_renderers: weakref.WeakSet[Renderer] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_renderers() -> None:
+    """Close renderers the caller left open. Registered after multiprocessing's own exit hook,
+    so it runs first: the children ignore SIGTERM and would otherwise be joined forever."""
+    for renderer in list(_open_renderers):
+        renderer.close()
 
 
 def _child_main(conn: Connection, cache_dir: str, memory_limit_bytes: int | None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -179,11 +181,11 @@ def test_a_job_over_its_time_limit_is_killed_and_the_next_job_renders(
     tmp_path: Path, slow_png: Path, make_jpeg: Callable[..., Path]
 ) -> None:
     good = make_jpeg("good.jpg", (640, 480))
-    with Renderer(tmp_path / "cache", processes=1, timeout_s=0.05) as renderer:
+    with Renderer(tmp_path / "cache", processes=1, timeout_s=0.2) as renderer:
         started = time.monotonic()
         outcomes = list(renderer.render_many([job(slow_png), job(good)]))
     assert [(o.key, o.status, o.error) for o in outcomes] == [
-        ("slow.png", FAILED, "timed out after 0.05 s"),
+        ("slow.png", FAILED, "timed out after 0.2 s"),
         ("good.jpg", DONE, ""),
     ]
     assert time.monotonic() - started < 30
@@ -233,3 +235,30 @@ def test_render_jobs_validate_their_hash() -> None:
         RenderJob("k", "/x.jpg", "thumbnail", "xxh3-128:nothex", THUMB)
     with pytest.raises(ValueError):
         RenderJob("k", "/x.jpg", "../up", NEVER_RENDERED, THUMB)
+
+
+def test_an_idle_child_that_died_is_replaced_without_failing_the_next_job(
+    tmp_path: Path, make_jpeg: Callable[..., Path]
+) -> None:
+    with Renderer(tmp_path / "cache", processes=1) as renderer:
+        renderer.render_one(job(make_jpeg("warm.jpg", (32, 32))))
+        (child,) = render_children()
+        os.kill(child, signal.SIGKILL)
+        time.sleep(0.2)
+        assert renderer.render_one(job(make_jpeg("after.jpg", (32, 32)))).status == DONE
+        assert child not in render_children()
+
+
+def test_a_renderer_left_open_does_not_hang_the_interpreter_at_exit(tmp_path: Path) -> None:
+    script = tmp_path / "left_open.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from libwatch.imaging import DEFAULT_SPECS\n"
+        "from libwatch.renderer import Renderer, RenderJob\n"
+        "if __name__ == '__main__':\n"
+        f"    r = Renderer(Path({str(tmp_path / 'cache')!r}), processes=2)\n"
+        f"    print(r.render_one(RenderJob(1, {str(CORPUS / 'hopper.jpg')!r}, 'thumbnail',"
+        f" {content_hash(CORPUS / 'hopper.jpg')!r}, DEFAULT_SPECS['thumbnail'])).status)\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, DONE), result.stderr
