@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-HASH_PREFIX: Final = "xxh3-128:"
+from libwatch.core.hashing import HASH_PREFIX
+
 HASH_HEX_RE: Final = re.compile(r"[0-9a-f]{32}")
 TEMP_SUFFIX: Final = ".tmp"
 _CACHE_NAME_RE: Final = re.compile(r"([0-9a-f]{32})\.([A-Za-z0-9]+)")
