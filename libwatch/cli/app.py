@@ -12,6 +12,7 @@ import typer
 from libwatch import __version__, logs
 from libwatch.cli import context, library, scan, store, units
 from libwatch.cli import cleanup, doctor, reports
+from libwatch.cli import rebuild
 from libwatch.errors import EXIT_INTERRUPTED, EXIT_SOFTWARE, EXIT_USAGE, LibwatchError, exit_code_for
 
 app = typer.Typer(
@@ -34,6 +35,8 @@ app.command()(reports.status)
 app.command()(reports.history)
 app.command()(reports.events)
 app.command()(doctor.doctor)
+app.command()(rebuild.rebuild)
+app.command()(rebuild.worker)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,110 @@
+"""`libwatch rebuild` and `libwatch worker`."""
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from libwatch.cli import context, output
+from libwatch.cli.options import JsonOption
+from libwatch.errors import UsageError
+from libwatch.services import rebuild as service
+from libwatch.services.worker import Worker, WorkerOptions
+
+
+def _kinds(cache: bool | None, thumbnails: bool | None) -> tuple[str, ...] | None:
+    if cache is None and thumbnails is None:
+        return None  # each library's own settings
+    kinds = tuple(kind for kind, wanted in (("cache", cache), ("thumbnail", thumbnails)) if wanted is not False)
+    if not kinds:
+        raise UsageError("--no-cache and --no-thumbnails leave nothing to rebuild")
+    return kinds
+
+
+def _selection(pending: bool, missing: bool, all_: bool) -> str:
+    chosen = [name for name, flag in (("pending", pending), ("missing", missing), ("all", all_)) if flag]
+    if len(chosen) > 1:
+        raise UsageError("choose one of --pending, --missing and --all")
+    return chosen[0] if chosen else "pending"
+
+
+def _summary(console: Console, doc: dict[str, Any]) -> None:
+    counts = doc["counts"]
+    where = ", ".join(doc["libraries"]) or "no libraries"
+    if doc["mode"] == "run":
+        console.print(f"rebuilt {doc['selection']} of {where} here: {counts['selected']} requests, "
+                      f"{counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped"
+                      + (f", {counts['retry']} to retry" if counts["retry"] else ""), markup=False)
+    else:
+        console.print(f"rebuild {doc['selection']} of {where}: {counts['published']} requests published, "
+                      f"{counts['pending']} pending", markup=False)
+    for failure in doc["failures"]:
+        console.print(f"  {failure['status']:<7} {failure['kind']:<9} {failure['path']}: {failure['error']}",
+                      markup=False)
+
+
+def rebuild(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Library name (default: every library).", show_default=False)] = None,
+    collection: Annotated[str | None, typer.Option(help="Only this collection (folder path relative to the root, exactly).")] = None,
+    path: Annotated[str | None, typer.Option(help="Only this file, or the files under this folder (relative or absolute).")] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="Pending requests, and queued ones older than --queued-timeout (default).")] = False,
+    missing: Annotated[bool, typer.Option("--missing", help="Files whose cache image or thumbnail is not in the cache folder.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Everything, rendered again (e.g. after changing a size); low priority.")] = False,
+    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help="Cache images (default: the library's setting).", show_default=False)] = None,
+    thumbnails: Annotated[bool | None, typer.Option("--thumbnails/--no-thumbnails", help="Thumbnails (default: the library's setting).", show_default=False)] = None,
+    priority: Annotated[int | None, typer.Option(min=0, max=10, help="Message priority 0-10 (default: 5; 1 for --all).", show_default=False)] = None,
+    run: Annotated[bool, typer.Option("--run", help="Render here in a process pool instead of publishing (always so without a broker).")] = False,
+    processes: Annotated[int | None, typer.Option(min=1, help="Rendering processes for --run (default: the CPUs).", show_default=False)] = None,
+    queued_timeout: Annotated[float, typer.Option(min=0, help="Seconds after which a queued request counts as lost (--pending).")] = service.QUEUED_TIMEOUT_S,
+    trigger: Annotated[str, typer.Option(help="What started this run: manual, timer, path or cron.")] = "manual",
+    json_output: JsonOption = False,
+) -> None:
+    """Request cache images and thumbnails again for a scope, or render them here with --run.
+
+    Example: libwatch rebuild photos --missing --thumbnails --no-cache
+    """
+    options = service.RebuildOptions(selection=_selection(pending, missing, all_), kinds=_kinds(cache, thumbnails),
+                                     collection=collection, path=path, priority=priority, run_here=run,
+                                     queued_timeout_s=queued_timeout, trigger=trigger)
+    with context.catalog(ctx) as db:
+        report = service.rebuild(db, context.state(ctx).settings, name, options, processes=processes)
+    output.emit(context.wants_json(ctx, json_output), report.document, lambda console: _summary(console, report.document))
+    raise typer.Exit(report.exit_code)
+
+
+@contextmanager
+def _stopped_by_signals(worker: Worker) -> Iterator[None]:
+    """SIGTERM (systemd) and SIGINT (Ctrl-C) end the worker after the current image, exit 0."""
+    previous = {sig: signal.signal(sig, lambda _sig, _frame: worker.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def worker(
+    ctx: typer.Context,
+    prefetch: Annotated[int, typer.Option(min=1, help="Messages the broker hands over ahead of the acks.")] = 100,
+    max_messages: Annotated[int | None, typer.Option(min=1, help="Stop after handling this many messages.", show_default=False)] = None,
+    idle_exit: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds without a message.", show_default=False)] = None,
+    processes: Annotated[int | None, typer.Option(min=1, help="Rendering processes (default: the CPUs).", show_default=False)] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Consume rebuild messages and render cache images and thumbnails; SIGTERM stops it cleanly.
+
+    Example: libwatch worker --prefetch 50 --idle-exit 60
+    """
+    options = WorkerOptions(prefetch=prefetch, max_messages=max_messages, idle_exit_s=idle_exit)
+    with context.catalog(ctx) as db:
+        consumer = Worker(db, context.state(ctx).settings, options, processes=processes)
+        with _stopped_by_signals(consumer):
+            counts = consumer.run()
+    output.emit(context.wants_json(ctx, json_output), {"counts": counts},
+                lambda console: console.print("worker: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                                              if counts else "worker: no messages", markup=False))

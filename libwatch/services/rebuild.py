@@ -1,0 +1,222 @@
+"""`libwatch rebuild`: ask for cache images and thumbnails of a scope to be rebuilt, or render them here.
+
+Publishing mode marks the selected records ``pending`` and lets the outbox publish
+them (so a broker outage loses nothing); ``run_here`` (``--run``, and always
+without a broker) renders them in a process pool and records ``done``/``failed``
+directly. Selections: ``pending`` (what is pending, plus what has been queued for
+longer than the queued timeout: a message lost or purged), ``missing`` (the
+rendering is not in the cache folder) and ``all`` (everything, forced, at a low
+priority so that it never starves the changes a scan finds).
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from pymongo.database import Database
+
+from libwatch import cachefiles, renderer
+from libwatch.bus import Topology
+from libwatch.catalog import libraries as catalog_libraries
+from libwatch.catalog import rebuilds, runs
+from libwatch.catalog.rebuilds import FileState, Scope, Settled
+from libwatch.config import Settings
+from libwatch.core.paths import join, raw_of
+from libwatch.errors import UsageError
+from libwatch.imaging import RenderSpec
+from libwatch.library import Library
+from libwatch.renderer import RenderJob, RenderOutcome
+from libwatch.services import outbox
+
+SELECTIONS: Final = ("pending", "missing", "all")
+BULK_PRIORITY: Final = 1
+DEFAULT_PRIORITY: Final = 5
+QUEUED_TIMEOUT_S: Final = 3600.0
+MAX_FAILURES_SHOWN: Final = 100
+CACHE_QUALITY: Final = 85
+THUMBNAIL_QUALITY: Final = 80
+
+Db = Database[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildOptions:
+    """What to rebuild and how; ``kinds`` None means each library's own choice."""
+
+    selection: str = "pending"
+    kinds: tuple[str, ...] | None = None
+    collection: str | None = None
+    path: str | None = None
+    priority: int | None = None
+    run_here: bool = False
+    queued_timeout_s: float = QUEUED_TIMEOUT_S
+    trigger: str = "manual"
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise UsageError(f"selection must be one of {', '.join(SELECTIONS)}, not {self.selection!r}")
+        if self.priority is not None and not 0 <= self.priority <= 10:
+            raise UsageError(f"--priority must be 0..10, not {self.priority}")
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    """The result of one rebuild run: its JSON document and exit code."""
+
+    document: dict[str, Any]
+    exit_code: int = 0
+
+
+def render_specs(settings: Settings) -> dict[str, RenderSpec]:
+    """How each kind is rendered, from the settings (sizes, format)."""
+    return {"cache": RenderSpec(settings.cache_edge, settings.image_format, CACHE_QUALITY),
+            "thumbnail": RenderSpec(settings.thumbnail_edge, settings.image_format, THUMBNAIL_QUALITY)}
+
+
+def source_path(root: str, record: FileState) -> bytes:
+    """The exact bytes of a record's absolute path (its name may not be UTF-8)."""
+    return join(os.fsencode(root), raw_of(record.path, record.path_b64))
+
+
+def settle(key: tuple[FileState, str], outcome: RenderOutcome) -> Settled | None:
+    """What to record of a finished rendering; None when nothing may be recorded (vanished, transient)."""
+    record, kind = key
+    assert record.hash is not None
+    if outcome.status == renderer.DONE:
+        return Settled(record.id, kind, record.hash)
+    if outcome.status == renderer.FAILED and not outcome.transient:
+        return Settled(record.id, kind, record.hash, outcome.error or "failed")
+    return None
+
+
+def _relative(library: Library, path: str | None) -> str | None:
+    if path is None:
+        return None
+    if os.path.isabs(path):
+        root = os.path.normpath(library.path)
+        normal = os.path.normpath(path)
+        if os.path.commonpath([root, normal]) != root:
+            raise UsageError(f"--path {path} is not inside the library {library.name} ({library.path})")
+        path = os.path.relpath(normal, root)
+    path = path.strip("/")
+    return "" if path == "." else path
+
+
+def _wanted(db: Db, settings: Settings, library: Library, scope: Scope, kinds: Sequence[str],
+            options: RebuildOptions, counts: Counter[str]) -> Iterator[tuple[list[FileState], str]]:
+    """The selected records, a page and a kind at a time."""
+    if options.selection == "pending":
+        cutoff = datetime.now(UTC) - timedelta(seconds=options.queued_timeout_s)
+        counts["requeued_stale"] += rebuilds.requeue_stale(db, scope, kinds, queued_before=cutoff)
+        for page in rebuilds.pending_pages(db, scope, kinds):
+            for kind in kinds:
+                yield [r for r in page if r.wants(kind, rebuilds.PENDING)], kind
+        return
+    for page in rebuilds.record_pages(db, scope):
+        for kind in kinds:
+            chosen = [r for r in page if r.hash is not None]
+            if options.selection == "missing":
+                chosen = [r for r in chosen if cachefiles.existing(settings.cache_dir, kind, r.hash or "") is None]
+            yield chosen, kind
+
+
+def _publish(db: Db, settings: Settings, library: Library, scope: Scope, kinds: Sequence[str],
+             options: RebuildOptions, topology: Topology | None, counts: Counter[str]) -> None:
+    """Mark the selection pending, then let the outbox publish everything pending in scope."""
+    priority = options.priority
+    if options.selection == "pending":
+        cutoff = datetime.now(UTC) - timedelta(seconds=options.queued_timeout_s)
+        counts["requeued_stale"] += rebuilds.requeue_stale(db, scope, kinds, queued_before=cutoff)
+    else:
+        bulk = options.selection == "all"
+        stored = priority if priority is not None else BULK_PRIORITY if bulk else DEFAULT_PRIORITY
+        now = datetime.now(UTC)
+        for records, kind in _wanted(db, settings, library, scope, kinds, options, counts):
+            counts["selected"] += len(records)
+            rebuilds.mark_pending(db, records, [kind], priority=stored, force=bulk, now=now)
+        priority = None  # each request carries the priority stored with it
+    result = outbox.publish_pending(db, settings, kinds=kinds, scope=scope, topology=topology, priority=priority)
+    counts["published"] += result["published"]
+    counts["pending"] += result["pending"]
+    if options.selection == "pending":
+        counts["selected"] += result["published"]
+
+
+def _jobs(settings: Settings, library: Library, selected: Iterable[tuple[list[FileState], str]],
+          force: bool) -> Iterator[RenderJob]:
+    specs = render_specs(settings)
+    for records, kind in selected:
+        for record in records:
+            assert record.hash is not None
+            yield RenderJob((record, kind), source_path(library.path, record), kind, record.hash, specs[kind],
+                            force=force or record.force)
+
+
+def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kinds: Sequence[str],
+                 options: RebuildOptions, pool: renderer.Renderer, counts: Counter[str],
+                 failures: list[dict[str, Any]]) -> None:
+    jobs = _jobs(settings, library, _wanted(db, settings, library, scope, kinds, options, counts),
+                 force=options.selection == "all")
+    results: list[Settled] = []
+    for outcome in pool.render_many(jobs):
+        counts["selected"] += 1
+        record, kind = outcome.key  # type: ignore[misc]
+        counts["retry" if outcome.transient else outcome.status] += 1
+        if outcome.status != renderer.DONE and len(failures) < MAX_FAILURES_SHOWN:
+            failures.append({"path": record.path, "kind": kind, "status": outcome.status, "error": outcome.error})
+        settled = settle((record, kind), outcome)
+        if settled is not None:
+            results.append(settled)
+        if len(results) >= rebuilds.PAGE:
+            rebuilds.record_results(db, results, now=datetime.now(UTC))
+            results = []
+    if results:
+        rebuilds.record_results(db, results, now=datetime.now(UTC))
+
+
+def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOptions, *,
+            topology: Topology | None = None, processes: int | None = None) -> RebuildReport:
+    """Rebuild the selection of one library (all libraries when None), recorded as a ``rebuild`` run."""
+    libraries = [catalog_libraries.get(db, library)] if library else catalog_libraries.all_libraries(db)
+    if (options.collection is not None or options.path is not None) and library is None:
+        raise UsageError("--collection and --path need a library name")
+    run_here = options.run_here or not settings.amqp_url
+    counts: Counter[str] = Counter()
+    failures: list[dict[str, Any]] = []
+    started = datetime.now(UTC)
+    run_id = runs.start(db, "rebuild", library, options.trigger, selection=options.selection,
+                        mode="run" if run_here else "publish")
+    try:
+        pool = renderer.Renderer(settings.cache_dir, processes=processes) if run_here else None
+        try:
+            for lib in libraries:
+                kinds = options.kinds if options.kinds is not None else lib.rebuild_kinds
+                scope = Scope(lib.name, options.collection, _relative(lib, options.path))
+                if not kinds:
+                    continue
+                if pool is not None:
+                    _render_here(db, settings, lib, scope, kinds, options, pool, counts, failures)
+                else:
+                    _publish(db, settings, lib, scope, kinds, options, topology, counts)
+        finally:
+            if pool is not None:
+                pool.close()
+    except BaseException as error:
+        runs.finish(db, run_id, runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED,
+                    counts=counts, error=str(error) or type(error).__name__)
+        raise
+    runs.finish(db, run_id, runs.SUCCEEDED, counts=counts)
+    document = {"run_id": run_id, "mode": "run" if run_here else "publish", "selection": options.selection,
+                "libraries": [lib.name for lib in libraries], "started_at": started,
+                "finished_at": datetime.now(UTC), "counts": _counts(counts, run_here), "failures": failures}
+    return RebuildReport(document)
+
+
+def _counts(counts: Counter[str], run_here: bool) -> dict[str, int]:
+    keys = ("selected", "done", "failed", "skipped", "retry") if run_here else ("selected", "published", "pending")
+    return {key: counts[key] for key in (*keys, "requeued_stale")}
+

@@ -1,0 +1,277 @@
+"""`libwatch worker`: consume rebuild messages, render, record the outcome, then acknowledge.
+
+Deliveries are handled in batches (what the prefetch window holds at the moment):
+one catalog read for the batch's records, the renderings spread over the
+renderer's processes, one bulk write of the outcomes, and only then the acks, so
+a worker killed at any point loses nothing (unacked messages are redelivered and
+a redelivered request that is already done is acknowledged without work).
+
+Per message:
+- a body that does not decode, a path outside its library's root, a record of
+  another library → rejected (dead-lettered), the reason logged;
+- the record gone, missing, or holding other content than the message's hash →
+  acknowledged and counted ``skipped`` (a newer request exists or none is needed);
+- already ``done`` for this hash → acknowledged, counted ``duplicate``;
+- rendered → ``done``; the image is broken (decode error, bomb, timeout, crash)
+  → ``failed`` with the reason, and rejected so it is never retried forever;
+- a transient failure (the catalog unreachable, the cache disk full, the source's
+  NAS timing out) → requeued after a backoff.
+The outcome is recorded only where the record's hash still equals the message's.
+The source is read from the record's current path (a file renamed since the
+request keeps its id and content).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pymongo.database import Database
+
+from libwatch import bus, messages, renderer
+from libwatch.catalog import rebuilds, runs
+from libwatch.catalog.rebuilds import FileState, Settled
+from libwatch.config import Settings
+from libwatch.errors import CatalogUnavailable, UsageError
+from libwatch.renderer import RenderJob, RenderOutcome
+from libwatch.services import outbox
+from libwatch.services.rebuild import render_specs, settle, source_path
+
+log = logging.getLogger("libwatch.worker")
+
+# How long to wait for more deliveries to fill a batch once one has arrived.
+GATHER_S: Final = 0.005
+BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+Db = Database[dict[str, Any]]
+Render = Callable[[Iterable[RenderJob]], Iterator[RenderOutcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """``batch`` defaults to half the prefetch window; ``idle_exit_s`` None waits for messages forever."""
+
+    prefetch: int = 100
+    max_messages: int | None = None
+    idle_exit_s: float | None = None
+    batch: int | None = None
+    trigger: str = "manual"
+
+    def __post_init__(self) -> None:
+        if self.prefetch < 1:
+            raise UsageError("--prefetch must be at least 1")
+        if self.max_messages is not None and self.max_messages < 1:
+            raise UsageError("--max-messages must be at least 1")
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch or max(1, self.prefetch // 2)
+
+
+@dataclass(slots=True)
+class _Task:
+    """One request of a batch and every delivery carrying it (a duplicate in the same batch rides along)."""
+
+    request: messages.RebuildRequest
+    record: FileState
+    deliveries: list[bus.Delivery] = field(default_factory=list)
+
+
+class Worker:
+    """The consumer loop; ``stop()`` (e.g. from a SIGTERM handler) ends it after the current image."""
+
+    def __init__(self, db: Db, settings: Settings, options: WorkerOptions = WorkerOptions(), *,
+                 topology: bus.Topology | None = None, render: Render | None = None,
+                 processes: int | None = None) -> None:
+        if not settings.amqp_url:
+            raise UsageError("the worker needs RabbitMQ (--amqp-url / LIBWATCH_AMQP_URL); "
+                             "without one, render with `libwatch rebuild --run`")
+        self.db, self.settings, self.options = db, settings, options
+        self.topology = topology or outbox.default_topology()
+        self.counts: Counter[str] = Counter()
+        self._render = render
+        self._processes = processes
+        self._specs = render_specs(settings)
+        self._roots: dict[str, str] = {}
+        self._stopping = threading.Event()
+        self._consumer: bus.Consumer | None = None
+        self._transient_streak = 0
+        self._settled: set[int] = set()
+
+    def stop(self) -> None:
+        """End after the image being rendered; safe in a signal handler."""
+        self._stopping.set()
+        if self._consumer is not None:
+            self._consumer.stop()
+
+    def run(self) -> dict[str, int]:
+        """Consume until stopped, idle for ``idle_exit_s`` or ``max_messages`` handled; returns the counts."""
+        run_id = runs.start(self.db, "worker", None, self.options.trigger)
+        try:
+            self._consume()
+        except BaseException as error:
+            runs.finish(self.db, run_id, runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED,
+                        counts=self.counts, error=str(error) or type(error).__name__)
+            raise
+        runs.finish(self.db, run_id, runs.SUCCEEDED, counts=self.counts)
+        return dict(self.counts)
+
+    def _consume(self) -> None:
+        pool = None
+        if self._render is None:
+            pool = renderer.Renderer(self.settings.cache_dir, processes=self._processes)
+            self._render = pool.render_many
+        assert self.settings.amqp_url is not None
+        try:
+            with bus.Consumer(self.settings.amqp_url, self.topology, prefetch=self.options.prefetch) as consumer:
+                self._consumer = consumer
+                if self._stopping.is_set():
+                    return
+                while not self._stopping.is_set():
+                    batch = self._take(consumer)
+                    if not batch:
+                        return
+                    self.counts["received"] += len(batch)
+                    self._handle(consumer, batch)
+                    if self.options.max_messages is not None and self.counts["received"] >= self.options.max_messages:
+                        return
+        finally:
+            self._consumer = None
+            if pool is not None:
+                pool.close()
+
+    def _take(self, consumer: bus.Consumer) -> list[bus.Delivery]:
+        """The next batch: wait for one delivery, then take what arrives within GATHER_S, up to the batch size."""
+        limit = self.options.batch_size
+        if self.options.max_messages is not None:
+            limit = min(limit, self.options.max_messages - self.counts["received"])
+        batch = []
+        for delivery in consumer.deliveries(idle_timeout_s=self.options.idle_exit_s):
+            batch.append(delivery)
+            break
+        if batch and len(batch) < limit:
+            for delivery in consumer.deliveries(idle_timeout_s=GATHER_S):
+                batch.append(delivery)
+                if len(batch) >= limit:
+                    break
+        return batch
+
+    def _handle(self, consumer: bus.Consumer, batch: list[bus.Delivery]) -> None:
+        try:
+            tasks = self._tasks(consumer, batch)
+            done = self._settle_known(consumer, tasks)
+            self._render_and_record(consumer, done)
+        except CatalogUnavailable as error:
+            unsettled = [d for d in batch if d.tag not in self._settled]
+            log.warning("%s; %d messages go back to the queue", error, len(unsettled))
+            self._backoff()
+            for delivery in unsettled:
+                self._settle(consumer.requeue, delivery, "requeued")
+        finally:
+            self._settled.clear()
+
+    def _settle(self, how: Callable[[bus.Delivery], None], delivery: bus.Delivery, outcome: str) -> None:
+        how(delivery)
+        self._settled.add(delivery.tag)
+        self.counts[outcome] += 1
+
+    def _tasks(self, consumer: bus.Consumer, batch: list[bus.Delivery]) -> list[_Task]:
+        """Decode the batch (rejecting what is invalid) and read its records in one query."""
+        decoded: list[tuple[bus.Delivery, messages.RebuildRequest]] = []
+        for delivery in batch:
+            try:
+                decoded.append((delivery, messages.decode(delivery.body, root_of=self._root_of)))
+            except messages.InvalidMessage as error:
+                self._reject_invalid(consumer, delivery, error.reason)
+        records = rebuilds.records_by_id(self.db, (request.image_id for _, request in decoded))
+        tasks: dict[str, _Task] = {}
+        for delivery, request in decoded:
+            record = records.get(request.image_id)
+            if record is not None and record.library != request.library_id:
+                self._reject_invalid(consumer, delivery, f"image {request.image_id} is not in library "
+                                                         f"{request.library_id!r}")
+                continue
+            task = tasks.get(request.message_id)
+            if task is None:
+                task = tasks[request.message_id] = _Task(request, record or _GONE)
+            task.deliveries.append(delivery)
+        return list(tasks.values())
+
+    def _root_of(self, library: str) -> str | None:
+        if library not in self._roots:
+            self._roots = rebuilds.library_roots(self.db)
+        return self._roots.get(library)
+
+    def _reject_invalid(self, consumer: bus.Consumer, delivery: bus.Delivery, reason: str) -> None:
+        log.warning("rejected message %s: %s", delivery.message_id or "(no id)", reason)
+        self._settle(consumer.reject, delivery, "invalid")
+
+    def _settle_known(self, consumer: bus.Consumer, tasks: list[_Task]) -> list[_Task]:
+        """Acknowledge what needs no rendering; returns the tasks to render."""
+        work = []
+        for task in tasks:
+            request, record = task.request, task.record
+            if record is _GONE or not record.present or record.hash != request.content_hash:
+                self._ack(consumer, task, "skipped")
+            elif record.wants(request.kind, rebuilds.DONE):
+                self._ack(consumer, task, "duplicate")
+            else:
+                work.append(task)
+        return work
+
+    def _ack(self, consumer: bus.Consumer, task: _Task, outcome: str) -> None:
+        for delivery in task.deliveries:
+            self._settle(consumer.ack, delivery, outcome)
+
+    def _jobs(self, tasks: list[_Task]) -> Iterator[RenderJob]:
+        root_of = self._roots
+        for index, task in enumerate(tasks):
+            if self._stopping.is_set():
+                return  # SIGTERM: finish the images under way, leave the rest to the queue
+            request = task.request
+            yield RenderJob(index, source_path(root_of[task.record.library], task.record), request.kind,
+                            request.content_hash, self._specs[request.kind],
+                            force=request.force_regenerate or task.record.force)
+
+    def _render_and_record(self, consumer: bus.Consumer, tasks: list[_Task]) -> None:
+        assert self._render is not None
+        outcomes: dict[int, RenderOutcome] = {}
+        for outcome in self._render(self._jobs(tasks)):
+            assert isinstance(outcome.key, int)
+            outcomes[outcome.key] = outcome
+        results = [r for i, o in outcomes.items() if (r := settle((tasks[i].record, tasks[i].request.kind), o))]
+        if results:
+            rebuilds.record_results(self.db, results, now=datetime.now(UTC))
+        retry: list[_Task] = []
+        for index, task in enumerate(tasks):
+            outcome = outcomes.get(index)
+            if outcome is None or outcome.transient:
+                if outcome is not None:
+                    log.warning("%s: %s; retrying later", task.record.path, outcome.error)
+                retry.append(task)
+            elif outcome.status == renderer.FAILED:
+                log.warning("%s (%s): %s", task.record.path, task.request.kind, outcome.error)
+                for delivery in task.deliveries:
+                    self._settle(consumer.reject, delivery, "failed")
+            else:
+                self._ack(consumer, task, "done" if outcome.status == renderer.DONE else "skipped")
+        if any(outcome.transient for outcome in outcomes.values()):
+            self._backoff()
+        else:
+            self._transient_streak = 0
+        for task in retry:
+            for delivery in task.deliveries:
+                self._settle(consumer.requeue, delivery, "requeued")
+
+    def _backoff(self) -> None:
+        delay = BACKOFF_S[min(self._transient_streak, len(BACKOFF_S) - 1)]
+        self._transient_streak += 1
+        self._stopping.wait(delay)
+
+
+_GONE: Final = FileState(id="", library="", path="", path_b64=None, collection="", hash=None, present=False)
+
