@@ -1,0 +1,128 @@
+"""`libwatch rebuild` and `libwatch worker` as processes: --run, --missing, --all, SIGKILL, SIGTERM, two workers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from libwatch import cachefiles
+from libwatch.bus import Topology
+from libwatch.config import Settings
+
+from .conftest import Photos, drain
+
+
+def _broker_env(amqp_url: str, topology: Topology) -> dict[str, str]:
+    prefix = topology.exchange.removesuffix("libwatch")
+    return {"LIBWATCH_AMQP_URL": amqp_url, "LIBWATCH_AMQP_PREFIX": prefix}
+
+
+def _states(photos: Photos) -> set[tuple[str | None, str | None]]:
+    return set(photos.states().values())
+
+
+def test_rebuild_run_renders_without_broker(photos: Photos, settings: Settings, libwatch: Callable[..., Any]) -> None:
+    photos.add("a.jpg", size=(400, 300))
+    photos.add("b.jpg", b"not an image at all")
+    done = libwatch("--json", "rebuild", "photos", "--run", "--processes", "1")
+    assert done.code == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["mode"] == "run" and doc["counts"]["done"] == 2 and doc["counts"]["failed"] == 2
+    assert photos.states() == {"a.jpg": ("done", "done"), "b.jpg": ("failed", "failed")}
+    assert cachefiles.existing(settings.cache_dir, "thumbnail", photos.record("a.jpg")["hash"]) is not None
+    run = photos.db.runs.find_one({"job": "rebuild"})
+    assert run["status"] == "succeeded" and run["counts"]["done"] == 2
+
+
+def test_rebuild_missing_finds_a_deleted_cache_file(photos: Photos, settings: Settings,
+                                                    libwatch: Callable[..., Any]) -> None:
+    photos.add("a.jpg")
+    photos.add("b.jpg", color=(0, 0, 200))
+    assert libwatch("rebuild", "photos", "--run").code == 0
+    thumb = cachefiles.existing(settings.cache_dir, "thumbnail", photos.record("b.jpg")["hash"])
+    assert thumb is not None
+    thumb.unlink()
+    doc = json.loads(libwatch("--json", "rebuild", "photos", "--missing", "--run").stdout)
+    assert doc["counts"]["selected"] == 1 and doc["counts"]["done"] == 1
+    assert thumb.exists()
+
+
+def test_rebuild_all_publishes_everything_at_low_priority(photos: Photos, amqp_url: str, topology: Topology,
+                                                          libwatch: Callable[..., Any]) -> None:
+    photos.add("a.jpg", states={"cache": "done", "thumbnail": "done"})
+    photos.add("b.jpg", color=(1, 1, 1), states={"cache": "done", "thumbnail": "done"})
+    done = libwatch("--json", "rebuild", "photos", "--all", "--no-cache", env=_broker_env(amqp_url, topology))
+    assert done.code == 0, done.stderr
+    assert json.loads(done.stdout)["counts"]["published"] == 2
+    messages = drain(amqp_url, topology.queues["thumbnail"])
+    assert [props.priority for props, _ in messages] == [1, 1]
+    assert all(json.loads(body)["forceRegenerate"] for _, body in messages)
+    assert drain(amqp_url, topology.queues["cache"]) == []
+    assert photos.states() == {"a.jpg": ("done", "queued"), "b.jpg": ("done", "queued")}
+
+
+def test_rebuild_pending_with_broker_down_exits_69(photos: Photos, libwatch: Callable[..., Any]) -> None:
+    photos.add("a.jpg")
+    done = libwatch("rebuild", "photos", env={"LIBWATCH_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"})
+    assert done.code == 69
+    assert done.stderr.count("\n") == 1 and "stay pending" in done.stderr
+    assert _states(photos) == {("pending", "pending")}
+
+
+def _worker(cli_env: dict[str, str], extra: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "libwatch", "--json", "worker", *args],
+                            env={**cli_env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_batch_loses_nothing(photos: Photos, amqp_url: str, topology: Topology,
+                                               cli_env: dict[str, str], libwatch: Callable[..., Any]) -> None:
+    for i in range(12):
+        photos.add(f"{i:02d}.jpg", size=(1600, 1200), color=(i * 20, 0, 0))
+    env = _broker_env(amqp_url, topology)
+    assert libwatch("rebuild", "photos", env=env).code == 0
+    victim = _worker(cli_env, env, "--prefetch", "10", "--processes", "1")
+    _wait_for(lambda: any("done" in pair for pair in photos.states().values())
+              or bool(list((photos.root.parent / "cache").rglob("*.jpg"))))
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert not all(pair == ("done", "done") for pair in photos.states().values())
+    survivor = _worker(cli_env, env, "--idle-exit", "2", "--processes", "1")
+    out, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    assert _states(photos) == {("done", "done")}
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_queue_and_sigterm_exits_0(photos: Photos, amqp_url: str, topology: Topology,
+                                                          cli_env: dict[str, str],
+                                                          libwatch: Callable[..., Any]) -> None:
+    for i in range(16):
+        photos.add(f"{i:02d}.jpg", size=(200, 150), color=(0, i * 10, 0))
+    env = _broker_env(amqp_url, topology)
+    assert libwatch("rebuild", "photos", env=env).code == 0
+    workers = [_worker(cli_env, env, "--prefetch", "4", "--processes", "1") for _ in range(2)]
+    _wait_for(lambda: _states(photos) == {("done", "done")}, timeout=240)
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    results = [json.loads(worker.communicate(timeout=60)[0]) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0]
+    rendered = sum(result["counts"].get("done", 0) for result in results)
+    assert rendered == 32  # each request rendered once, not by both workers
+    assert all(result["counts"].get("done", 0) > 0 for result in results)
+    assert os.listdir(photos.root)  # the library is untouched
