@@ -51,8 +51,9 @@ def present_records(db: Db, library: str, *, page: int = PAGE) -> Iterator[Recor
         docs = list(_files(db).find(query, _RECORD_FIELDS | {"status": 1}).sort("path", 1).limit(page))
         for doc in docs:
             if doc.get("status") == "present":
-                yield Record(doc["path"], doc["size"], doc["mtime_ns"], doc.get("ctime_ns", 0), doc.get("inode", 0),
-                             doc.get("hash"), bool(doc.get("racy")), doc["_id"])
+                # BSON int64 values come back as bson.Int64, which the local stat index (marshal) refuses.
+                yield Record(doc["path"], int(doc["size"]), int(doc["mtime_ns"]), int(doc.get("ctime_ns", 0)),
+                             int(doc.get("inode", 0)), doc.get("hash"), bool(doc.get("racy")), doc["_id"])
         if len(docs) < page:
             return
         last = docs[-1]["path"]
