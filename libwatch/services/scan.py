@@ -166,7 +166,7 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
     except RootUnavailable as error:
         raise RootUnavailableError(f"library root {library.path} is unavailable: {error.strerror}; "
                                    "nothing was changed") from None
-    classified = engine.classify(_hashed(library.path, needs_hash, result, tallies, progress), gone,
+    classified = engine.classify(_hashed(library, needs_hash, result, tallies, progress), gone,
                                  scan_started_ns=now, granularity_ns=GRANULARITY_NS)
     _absorb(classified, result)
     result.tallies = {path: (count, size) for path, (count, size) in tallies.items() if count}
@@ -208,19 +208,22 @@ def _sort_verdict(verdict: Any, result: Plan, needs_hash: list[engine.NeedsHash]
         tally[1] += record.size
         if result.spool is not None:
             result.spool.add(record)
-        result.skipped.append(verdict.skip)
+        # The skip itself comes through the merge as its own verdict: listing it here too
+        # would report a folder once per record under it.
     else:
         result.skipped.append(verdict)
 
 
-def _hashed(root: str, needs_hash: list[engine.NeedsHash], result: Plan, tallies: dict[str, list[int]],
+def _hashed(library: Library, needs_hash: list[engine.NeedsHash], result: Plan, tallies: dict[str, list[int]],
             progress: Progress) -> Iterator[tuple[engine.NeedsHash, Fingerprint | Skip]]:
     """Hash what needs it, tallying every file still present and keeping the records it re-hashed."""
     def count(nbytes: int) -> None:
         result.hashed_bytes += nbytes
         progress("hash", nbytes)
 
-    outcomes = hash_files(os.fsencode(root), (item.entry for item in needs_hash), progress=count)
+    # The hasher must follow links exactly when the walk did, or it refuses the files the walk found.
+    outcomes = hash_files(os.fsencode(library.path), (item.entry for item in needs_hash),
+                          follow_symlinks=library.follow_symlinks, progress=count)
     for needs, outcome in zip(needs_hash, outcomes, strict=True):
         present = outcome.entry if type(outcome) is Fingerprint else needs.record
         if present is not None:
