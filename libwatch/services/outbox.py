@@ -11,6 +11,10 @@ A non-UTF-8 file name: the record's exact bytes (``path_b64``) are joined to the
 root and decoded with ``os.fsdecode`` (PEP 383 surrogate escapes), and the body
 is then written as ASCII JSON with ``\\udcXX`` escapes (``messages.encode``).
 ``os.fsencode(imagePath)`` gives the exact bytes back.
+
+``collectionId`` is the ``collections._id`` of the record's folder; should that
+document be missing (a scan killed between its file and collection writes), it is
+``<library>:<folder>`` instead, so that the request is still published and valid.
 """
 from __future__ import annotations
 
@@ -70,7 +74,8 @@ def _messages(db: Db, root: str, library: str, page: Sequence[FileState], kinds:
             if record.hash is None or not record.wants(kind, rebuilds.PENDING):
                 continue
             request = messages.RebuildRequest(
-                kind=kind, image_id=record.id, collection_id=collections.get(record.collection, ""),
+                kind=kind, image_id=record.id,
+                collection_id=collections.get(record.collection) or f"{library}:{record.collection}",
                 library_id=library, image_path=image_path(root, record), content_hash=record.hash,
                 force_regenerate=record.force, requested_at=requested_at,
                 priority=priority if priority is not None else record.priority or messages.DEFAULT_PRIORITY)

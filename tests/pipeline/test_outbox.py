@@ -105,3 +105,12 @@ def test_broker_unreachable_leaves_pending_then_publishes_all(photos: Photos, br
         {"published": 6, "pending": 0}
     assert len(_bodies(amqp_url, topology, "thumbnail")) == 3
 
+
+
+def test_missing_collection_document_still_gives_a_valid_message(photos: Photos, broker_settings: Settings,
+                                                                 topology: Topology, amqp_url: str) -> None:
+    photos.add("lost/a.jpg")
+    photos.db.collections.delete_many({})
+    outbox.publish_pending(photos.db, broker_settings, library="photos", topology=topology, kinds=("cache",))
+    ((_props, body),) = drain(amqp_url, topology.queues["cache"])
+    assert decode(body, root_of=lambda _name: str(photos.root)).collection_id == "photos:lost"
