@@ -44,12 +44,13 @@ def _next_run(schedule: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------- status
 
 def _status_table(console: Console, libraries: Sequence[Mapping[str, Any]]) -> None:
-    table = Table("library", "files", "collections", "size", "last scan", "changes", "rebuilds p/q/f", "next run")
+    table = Table("library", "files", "size", "last scan", "result", "changes", "rebuilds p/q/f", "next run")
     for lib in libraries:
-        rebuilds = lib["rebuilds"]
-        name = lib["name"] + (" (paused)" if lib["paused"] else "") + ("" if lib["root_available"] else " (root missing)")
-        table.add_row(name, str(lib["counts"]["files"]), str(lib["counts"]["collections"]),
-                      output.size(lib["counts"]["bytes"]), _last_run(lib["last_scan"]),
+        rebuilds, scan = lib["rebuilds"], lib["last_scan"]
+        name = lib["name"] + (" (paused)" if lib["paused"] else "") \
+            + ("" if lib["root_available"] else " (root missing)")
+        table.add_row(name, str(lib["counts"]["files"]), output.size(lib["counts"]["bytes"]),
+                      output.when(scan and scan["started_at"]), scan["status"] if scan else "-",
                       str(sum(lib["last_changes"].values())),
                       f"{rebuilds['pending']}/{rebuilds['queued']}/{rebuilds['failed']}", _next_run(lib["schedule"]))
     console.print(table)
@@ -59,14 +60,16 @@ def _status_detail(console: Console, lib: Mapping[str, Any]) -> None:
     counts, rebuilds, schedule = lib["counts"], lib["rebuilds"], lib["schedule"]
     facts = Table(show_header=False, box=None, title=f"library {lib['name']}", title_justify="left")
     facts.add_row("root", lib["root"] + ("" if lib["root_available"] else "  (missing: unmounted?)"))
-    facts.add_row("state", lib["state"] + (", paused" if lib["paused"] else "") + ("" if lib["enabled"] else ", disabled"))
+    facts.add_row("state", lib["state"] + (", paused" if lib["paused"] else "")
+                  + ("" if lib["enabled"] else ", disabled"))
     facts.add_row("files", f"{counts['files']} present, {counts['missing']} missing, "
                            f"{counts['collections']} collections, {output.size(counts['bytes'])}")
     facts.add_row("last scan", _last_run(lib["last_scan"]))
     if lib["last_scan"] and lib["last_scan"]["error"]:
         facts.add_row("error", lib["last_scan"]["error"])
     facts.add_row("last changes", _summary(lib["last_changes"]) or "none")
-    facts.add_row("rebuilds", f"{rebuilds['pending']} pending, {rebuilds['queued']} queued, {rebuilds['failed']} failed")
+    facts.add_row("rebuilds",
+                  f"{rebuilds['pending']} pending, {rebuilds['queued']} queued, {rebuilds['failed']} failed")
     facts.add_row("schedule", f"{schedule['on_calendar']}; next run: {_next_run(schedule)}; watch: {schedule['watch']}")
     recent = lib["recent"]
     if recent:
@@ -107,7 +110,8 @@ def status(ctx: typer.Context, name: NameArgument = None, json_output: JsonOptio
 def history(
     ctx: typer.Context,
     name: NameArgument = None,
-    job: Annotated[list[str] | None, typer.Option("--job", help="scan, rebuild, cleanup or worker (repeatable).")] = None,
+    job: Annotated[list[str] | None, typer.Option(
+        "--job", help="scan, rebuild, cleanup or worker (repeatable).")] = None,
     status_: Annotated[list[str] | None, typer.Option(
         "--status", help="running, succeeded, failed, interrupted or skipped (repeatable).")] = None,
     limit: LimitOption = 20,

@@ -15,7 +15,8 @@ import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import groupby, islice
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Final
 
@@ -76,8 +77,8 @@ class LibraryPlan:
 
     library: str
     cutoff: datetime
-    files: tuple[tuple[Any, str], ...]
-    collections: tuple[tuple[Any, str], ...]
+    files: tuple[str, ...]
+    collections: tuple[str, ...]
     stuck: dict[str, int]
     stuck_before: datetime
 
@@ -94,7 +95,8 @@ class Plan:
     events_done: tuple[Any, ...]
     old_events: int
     events_before: datetime
-    old_runs: tuple[Any, ...]
+    old_runs: int
+    runs_before: datetime
     stale_runs: tuple[StaleRun, ...]
     expired_locks: tuple[tuple[str, Any], ...]
     skipped: tuple[dict[str, str], ...] = ()
@@ -107,7 +109,7 @@ class Plan:
             "missing_files": sum(len(lib.files) for lib in self.libraries),
             "missing_collections": sum(len(lib.collections) for lib in self.libraries),
             "events_processed": len(self.events_done), "old_events": self.old_events,
-            "old_runs": len(self.old_runs), "stale_runs": len(self.stale_runs),
+            "old_runs": self.old_runs, "stale_runs": len(self.stale_runs),
             "locks_released": sum(1 for run in self.stale_runs if run.lock) + len(self.expired_locks),
             "requeued": sum(sum(lib.stuck.values()) for lib in self.libraries),
         }
@@ -134,9 +136,9 @@ class CleanupResult:
             "library": self.library, "run_id": self.run_id, "dry_run": self.dry_run,
             "started_at": self.started_at, "finished_at": self.finished_at, "counts": self.counts,
             "orphans": [{"kind": o.kind, "hash": o.hash, "path": str(o.path), "size": o.size} for o in plan.orphans],
-            "missing_files": [{"library": lib.library, "path": path} for lib in plan.libraries for _, path in lib.files],
+            "missing_files": [{"library": lib.library, "path": path} for lib in plan.libraries for path in lib.files],
             "missing_collections": [{"library": lib.library, "path": path}
-                                    for lib in plan.libraries for _, path in lib.collections],
+                                    for lib in plan.libraries for path in lib.collections],
             "stale_runs": [{"run_id": s.run_id, "job": s.job, "library": s.library, "reason": s.reason}
                            for s in plan.stale_runs],
             "skipped": list(plan.skipped),
@@ -152,9 +154,15 @@ def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 def _orphans(db: Db, cache_dir: Path) -> tuple[Orphan, ...]:
-    """Walk the cache once; ask the catalog about the hashes a batch at a time."""
+    """Walk the cache once; ask the catalog about the hashes a batch at a time.
+
+    The walk yields each kind's files in hash order, so batching within a kind keeps each
+    batch's hash range narrow (see `repo.present_hashes`).
+    """
     found: list[Orphan] = []
-    for batch in _batched(cachefiles.iter_cache_files(cache_dir), repo.BATCH):
+    batches = (batch for _, entries in groupby(cachefiles.iter_cache_files(cache_dir), key=itemgetter(0))
+               for batch in _batched(entries, repo.BATCH))
+    for batch in batches:
         referenced = repo.present_hashes(db, {content_hash for _, content_hash, _ in batch})
         for kind, content_hash, path in batch:
             if content_hash not in referenced:
@@ -176,16 +184,15 @@ def _library_plan(db: Db, lib: Library, *, now: datetime, retention: timedelta,
     stuck_before = now - queued_timeout
     return LibraryPlan(
         library=lib.name, cutoff=cutoff,
-        files=tuple((doc["_id"], doc["path"]) for doc in repo.missing_before(db, "files", lib.name, cutoff)),
-        collections=tuple((doc["_id"], doc["path"])
-                          for doc in repo.missing_before(db, "collections", lib.name, cutoff)),
+        files=tuple(doc["path"] for doc in repo.missing_before(db, "files", lib.name, cutoff)),
+        collections=tuple(doc["path"] for doc in repo.missing_before(db, "collections", lib.name, cutoff)),
         stuck={kind: repo.count_stuck(db, lib.name, kind, stuck_before) for kind in repo.REBUILD_KINDS},
         stuck_before=stuck_before)
 
 
 def _event_done(event: dict[str, Any], record: dict[str, Any] | None) -> bool:
-    """A change is dealt with when it needed no rendering, was superseded, or every kind is built."""
-    if event.get("type") in NO_REBUILD or record is None or record.get("status") != "present":
+    """A change that needed rendering is dealt with when its file is gone, superseded, or built."""
+    if record is None or record.get("status") != "present":
         return True
     if record.get("hash") != event.get("hash"):
         return True  # a newer change of the same file carries the rebuild now
@@ -194,10 +201,18 @@ def _event_done(event: dict[str, Any], record: dict[str, Any] | None) -> bool:
 
 
 def _events_done(db: Db, library: str) -> list[Any]:
+    """Unprocessed events that are dealt with; the file records are looked up in path-sorted batches."""
     done: list[Any] = []
-    for page in _batched(repo.unprocessed_events(db, library), repo.BATCH):
-        records = repo.rebuild_of(db, library, {event["path"] for event in page if event.get("path") is not None})
-        done += [event["_id"] for event in page if _event_done(event, records.get(event.get("path")))]
+    to_check: list[dict[str, Any]] = []
+    for event in repo.unprocessed_events(db, library):
+        if event.get("type") in NO_REBUILD or event.get("path") is None:
+            done.append(event["_id"])
+        else:
+            to_check.append(event)
+    to_check.sort(key=itemgetter("path"))
+    for batch in _batched(to_check, repo.BATCH):
+        records = repo.files_at(db, library, {event["path"] for event in batch})
+        done += [event["_id"] for event in batch if _event_done(event, records.get(event["path"]))]
     return done
 
 
@@ -259,6 +274,7 @@ def plan(db: Db, settings: Settings, library: str | None = None, *, older_than: 
         retention=older_than or timedelta(days=lib.retention_days or settings.retention_days)) for lib in scope)
     events_before = now - (older_than or EVENTS_RETENTION)
     stale, expired = _stale_runs(db, library, now=now, lease=timedelta(seconds=settings.lease_s), this_run=this_run)
+    runs_before = now - (older_than or RUNS_RETENTION)
     temp_before = (now - queued_timeout).timestamp()
     return Plan(
         library=library, now=now,
@@ -267,7 +283,7 @@ def plan(db: Db, settings: Settings, library: str | None = None, *, older_than: 
         libraries=libraries,
         events_done=tuple(event for lib in scope for event in _events_done(db, lib.name)),
         old_events=repo.count_old_events(db, library, events_before), events_before=events_before,
-        old_runs=tuple(repo.old_runs(db, library, now - (older_than or RUNS_RETENTION))),
+        old_runs=repo.count_old_runs(db, library, runs_before), runs_before=runs_before,
         stale_runs=stale, expired_locks=expired, skipped=skipped)
 
 
@@ -283,7 +299,7 @@ def _mtime(path: Path) -> float:
 def _remove_orphans(db: Db, orphans: Sequence[Orphan]) -> tuple[int, int]:
     """Delete orphans, re-asking the catalog per batch first: a scan may have just recorded the hash."""
     removed = freed = 0
-    for batch in _batched(orphans, repo.BATCH):
+    for batch in _batched(sorted(orphans, key=attrgetter("hash")), repo.BATCH):
         referenced = repo.present_hashes(db, {orphan.hash for orphan in batch})
         for orphan in batch:
             if orphan.hash not in referenced:
@@ -310,9 +326,8 @@ def apply(db: Db, plan: Plan) -> dict[str, int]:
     """Carry a plan out; returns what was actually removed or changed (same keys as `Plan.counts`)."""
     counts = dict.fromkeys(plan.counts(), 0)
     for lib in plan.libraries:
-        counts["missing_files"] += repo.delete_missing(db, "files", [i for i, _ in lib.files], lib.cutoff)
-        counts["missing_collections"] += repo.delete_missing(db, "collections", [i for i, _ in lib.collections],
-                                                             lib.cutoff)
+        counts["missing_files"] += repo.delete_missing(db, "files", lib.library, lib.cutoff)
+        counts["missing_collections"] += repo.delete_missing(db, "collections", lib.library, lib.cutoff)
         counts["requeued"] += sum(repo.requeue_stuck(db, lib.library, kind, lib.stuck_before)
                                   for kind in repo.REBUILD_KINDS)
     counts["events_processed"] = repo.mark_processed(db, plan.events_done, plan.now)
@@ -321,7 +336,7 @@ def apply(db: Db, plan: Plan) -> dict[str, int]:
         if stale.lock is not None:
             counts["locks_released"] += repo.release_lock(db, stale.lock, stale.run_id)
     counts["locks_released"] += sum(repo.release_lock(db, lock, owner) for lock, owner in plan.expired_locks)
-    counts["old_runs"] = repo.delete_runs(db, plan.old_runs)
+    counts["old_runs"] = repo.delete_old_runs(db, plan.library, plan.runs_before)
     counts["old_events"] = repo.delete_old_events(db, plan.library, plan.events_before)
     counts["orphan_files"], counts["orphan_bytes"] = _remove_orphans(db, plan.orphans)
     counts["temp_files"] = _remove_files(plan.temp_files)

@@ -107,8 +107,8 @@ def _cache_dir(settings: Settings) -> Check:
 
 def _watches_in_use(unit_dir: Path) -> int:
     """PathChanged= lines of the installed watchers: one inotify watch each."""
-    return sum(line.startswith("PathChanged=") for conf in unit_dir.glob(f"libwatch-watch@*.path.d/{systemd.PATHS_DROPIN}")
-               for line in conf.read_text().splitlines())
+    dropins = unit_dir.glob(f"libwatch-watch@*.path.d/{systemd.PATHS_DROPIN}")
+    return sum(line.startswith("PathChanged=") for conf in dropins for line in conf.read_text().splitlines())
 
 
 def _inotify(unit_dir: Path) -> Check:

@@ -26,7 +26,8 @@ def _scan(db: Any, started: datetime, seconds: float, status: str = runs.SUCCEED
           **counts: int) -> str:
     run_id = runs.start(db, "scan", "photos", "timer")
     runs.finish(db, run_id, status, counts={"scanned": 10, **counts}, error=error, duration_s=seconds)
-    db.runs.update_one({"_id": run_id}, {"$set": {"started_at": started, "finished_at": started + timedelta(seconds=seconds)}})
+    ended = started + timedelta(seconds=seconds)
+    db.runs.update_one({"_id": run_id}, {"$set": {"started_at": started, "finished_at": ended}})
     return run_id
 
 
