@@ -41,26 +41,32 @@ def _files(db: Db):  # type: ignore[no-untyped-def]
     return db.get_collection("files", write_concern=DURABLE)
 
 
-def present_records(db: Db, library: str, *, page: int = PAGE) -> Iterator[Record]:
-    """The library's present files in path order, read page by page."""
-    last: str | None = None
-    while True:
-        query: dict[str, Any] = {"library": library}
-        if last is not None:
-            query["path"] = {"$gt": last}
-        docs = list(_files(db).find(query, _RECORD_FIELDS | {"status": 1}).sort("path", 1).limit(page))
-        for doc in docs:
+def present_records(db: Db, library: str, collections: Mapping[str, dict[str, Any]], *,
+                    page: int = PAGE) -> Iterator[Record]:
+    """The library's present files in path order, read in bounded path ranges.
+
+    Each query has both bounds (`lo <= path < hi`): SecantusDB materialises every match
+    of a query before applying `limit`, so `path > last` paging would read the rest of
+    the library once per page. The ranges are cut at collection paths, grouped so each
+    holds about `page` files by the collections' counters.
+    """
+    for low, high in _ranges(collections, page):
+        query: dict[str, Any] = {"library": library, "path": {"$gte": low} if high is None else {"$gte": low, "$lt": high}}
+        for doc in _files(db).find(query, _RECORD_FIELDS | {"status": 1}).sort("path", 1):
             if doc.get("status") == "present":
                 # BSON int64 values come back as bson.Int64, which the local stat index (marshal) refuses.
                 yield Record(doc["path"], int(doc["size"]), int(doc["mtime_ns"]), int(doc.get("ctime_ns", 0)),
                              int(doc.get("inode", 0)), doc.get("hash"), bool(doc.get("racy")), doc["_id"])
-        if len(docs) < page:
-            return
-        last = docs[-1]["path"]
 
 
-def count_present(db: Db, library: str) -> int:
-    return _files(db).count_documents({"library": library, "status": "present"})
+def _ranges(collections: Mapping[str, dict[str, Any]], page: int) -> Iterator[tuple[str, str | None]]:
+    low, filled = "", 0
+    for path in sorted(collections):
+        if filled >= page and path > low:
+            yield low, path
+            low, filled = path, 0
+        filled += int(collections[path].get("file_count") or 0)
+    yield low, None
 
 
 def with_missing_records(db: Db, library: str, paths: Sequence[str]) -> set[str]:

@@ -80,7 +80,7 @@ class Plan:
     collections_removed: list[str] = field(default_factory=list)
     scanned: int = 0
     unchanged: int = 0
-    present_before: int = 0
+    present_before: int = 0  # catalog records met in the merge
     hashed_bytes: int = 0
     used_index: bool = False
     spool: statindex.Spool | None = None
@@ -130,19 +130,24 @@ def _catalog_stream(db: Db, settings: Settings, library: Library, plan: Plan) ->
     plan.used_index = cached is not None
     if cached is None:
         log.info("reading the catalog of %s (no valid local index)", library.name)
-    return cached if cached is not None else catalog_files.present_records(db, library.name)
+    return cached if cached is not None else catalog_files.present_records(db, library.name,
+                                                                             plan.collections_before)
 
 
-def _check_root(root: str, present: int) -> None:
-    """Refuse to treat an unmounted or empty root as 'everything deleted'."""
+def _root_is_empty(root: str) -> bool:
+    """Whether the root has no entries at all (an unmounted mount point); raises if it cannot be listed."""
     try:
         with os.scandir(root) as entries:
-            empty = next(entries, None) is None
+            return next(entries, None) is None
     except OSError as error:
         raise RootUnavailableError(f"library root {root} is unavailable: {error.strerror}; nothing was changed") from None
-    if empty and present:
-        raise RootUnavailableError(f"library root {root} is empty while the catalog has {present} files "
-                                   "(an unmounted share?); nothing was marked deleted")
+
+
+def _refuse_empty_root(root: str, result: Plan) -> None:
+    """Refuse to treat an unmounted or empty root as 'everything deleted'."""
+    if result.present_before:
+        raise RootUnavailableError(f"library root {root} is empty while the catalog has {result.present_before} "
+                                   "files (an unmounted share?); nothing was marked deleted")
 
 
 def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
@@ -152,8 +157,7 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
     result = Plan(library=library, started_at=datetime.now(UTC),
                   collections_before=catalog_files.collection_documents(db, library.name),
                   spool=statindex.Spool(_index_file(settings, library)) if spool else None)
-    result.present_before = catalog_files.count_present(db, library.name)
-    _check_root(library.path, result.present_before)
+    root_empty = _root_is_empty(library.path)
     settle_cutoff = now - int(options.settle_s * 1e9) if options.settle_s > 0 else None
     needs_hash: list[engine.NeedsHash] = []
     gone: list[engine.Gone] = []
@@ -169,6 +173,8 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
     classified = engine.classify(_hashed(library, needs_hash, result, tallies, progress), gone,
                                  scan_started_ns=now, granularity_ns=GRANULARITY_NS)
     _absorb(classified, result)
+    if root_empty:
+        _refuse_empty_root(library.path, result)
     result.tallies = {path: (count, size) for path, (count, size) in tallies.items() if count}
     before = {path for path, doc in result.collections_before.items() if doc.get("missing_since") is None}
     result.collections_added = sorted(set(result.tallies) - before)
@@ -189,6 +195,8 @@ def _counted(items: Iterable[DiskEntry | Skip], result: Plan, progress: Progress
 def _sort_verdict(verdict: Any, result: Plan, needs_hash: list[engine.NeedsHash], gone: list[engine.Gone],
                   tallies: dict[str, list[int]]) -> None:
     kind = type(verdict)
+    if kind is not Skip and (kind is not engine.NeedsHash or verdict.record is not None):
+        result.present_before += 1  # a catalog record met in the merge
     if kind is engine.Unchanged:
         result.unchanged += 1
         record = verdict.record
