@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import pika
 import pymongo
@@ -100,7 +100,7 @@ class CatalogClock:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def __enter__(self) -> CatalogClock:
+    def __enter__(self) -> Self:
         self._saved = {name: getattr(rebuilds, name) for name in self.CALLS}
         for name, call in self._saved.items():
             setattr(rebuilds, name, self._timed(call))

@@ -18,13 +18,13 @@ import pika
 import pytest
 import xxhash
 from bson import ObjectId
+from conftest import write_image
 
 from libwatch.bus import Topology, delete_topology
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.config import Settings
 from libwatch.core.paths import b64_of, collection_of, is_exact, key_of
 from libwatch.library import Library
-from conftest import write_image
 
 
 @pytest.fixture

@@ -90,20 +90,22 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_batch_loses_nothing(photos: Photos, amqp_url: str, topology: Topology,
-                                               cli_env: dict[str, str], libwatch: Callable[..., Any]) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 0)])
+def test_worker_stopped_mid_batch_loses_nothing(sig: signal.Signals, code: int, photos: Photos, amqp_url: str,
+                                                topology: Topology, cli_env: dict[str, str],
+                                                libwatch: Callable[..., Any]) -> None:
     for i in range(12):
         photos.add(f"{i:02d}.jpg", size=(1600, 1200), color=(i * 20, 0, 0))
     env = _broker_env(amqp_url, topology)
     assert libwatch("rebuild", "photos", env=env).code == 0
     victim = _worker(cli_env, env, "--prefetch", "10", "--processes", "1")
-    _wait_for(lambda: any("done" in pair for pair in photos.states().values())
-              or bool(list((photos.root.parent / "cache").rglob("*.jpg"))))
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate()
+    _wait_for(lambda: bool(list((photos.root.parent / "cache").rglob("*.jpg"))))
+    victim.send_signal(sig)
+    _out, err = victim.communicate(timeout=120)
+    assert victim.returncode == code, err
     assert not all(pair == ("done", "done") for pair in photos.states().values())
     survivor = _worker(cli_env, env, "--idle-exit", "2", "--processes", "1")
-    out, err = survivor.communicate(timeout=300)
+    _out, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err
     assert _states(photos) == {("done", "done")}
 
@@ -126,3 +128,32 @@ def test_two_workers_share_the_queue_and_sigterm_exits_0(photos: Photos, amqp_ur
     assert rendered == 32  # each request rendered once, not by both workers
     assert all(result["counts"].get("done", 0) > 0 for result in results)
     assert os.listdir(photos.root)  # the library is untouched
+
+
+def test_scan_publishes_once_per_new_or_modified_image_and_worker_completes(
+        photos: Photos, amqp_url: str, topology: Topology, cli_env: dict[str, str],
+        libwatch: Callable[..., Any]) -> None:
+    from conftest import write_image
+
+    root = photos.root.parent / "library"
+    write_image(root / "2024/a.jpg", (120, 90), fmt="JPEG")
+    write_image(root / "2024/b.jpg", (90, 120), (0, 0, 250), fmt="JPEG")
+    write_image(root / "c.png", (50, 50), (0, 250, 0))
+    env = _broker_env(amqp_url, topology)
+    assert libwatch("library", "add", "lib", str(root)).code == 0
+    first = libwatch("--json", "scan", "lib", env=env)
+    assert first.code == 0, first.stderr
+    assert json.loads(first.stdout)["rebuild"]["published"] == 6
+    os.utime(root / "c.png", ns=(1, 10**18))  # touched: same content
+    (root / "2024/b.jpg").rename(root / "2024/renamed.jpg")
+    write_image(root / "2024/a.jpg", (120, 90), (10, 10, 10), fmt="JPEG")  # modified
+    second = libwatch("--json", "scan", "lib", env=env)
+    assert second.code == 0, second.stderr
+    assert json.loads(second.stdout)["rebuild"]["published"] == 2
+    worker = _worker(cli_env, env, "--idle-exit", "1", "--processes", "1")
+    out, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    counts = json.loads(out)["counts"]
+    assert counts["received"] == 8 and counts["done"] == 6 and counts["skipped"] == 2  # a.jpg's first version
+    states = {d["path"]: (d["rebuild"]["cache"], d["rebuild"]["thumbnail"]) for d in photos.db.files.find({"library": "lib"})}
+    assert states == {"2024/a.jpg": ("done", "done"), "2024/renamed.jpg": ("done", "done"), "c.png": ("done", "done")}

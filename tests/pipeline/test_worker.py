@@ -8,6 +8,7 @@ from typing import Any
 
 import pika
 import pytest
+from conftest import CORPUS
 
 from libwatch import cachefiles
 from libwatch.bus import Topology
@@ -16,7 +17,6 @@ from libwatch.renderer import RenderJob
 from libwatch.services import outbox
 from libwatch.services.worker import Worker, WorkerOptions
 
-from conftest import CORPUS
 from .conftest import Photos, copy_corpus, drain
 
 BROKEN = ["broken.png", "decompression_bomb.gif"]
