@@ -34,7 +34,7 @@ from pymongo.database import Database
 
 from libwatch import bus, messages, renderer
 from libwatch.catalog import rebuilds, runs
-from libwatch.catalog.rebuilds import FileState, Settled
+from libwatch.catalog.rebuilds import FileState
 from libwatch.config import Settings
 from libwatch.errors import CatalogUnavailable, UsageError
 from libwatch.renderer import RenderJob, RenderOutcome
