@@ -36,7 +36,7 @@ from libwatch import bus, messages, renderer
 from libwatch.catalog import rebuilds, runs
 from libwatch.catalog.rebuilds import FileState
 from libwatch.config import Settings
-from libwatch.errors import CatalogUnavailable, UsageError
+from libwatch.errors import CatalogUnavailable, ServiceUnavailable, UsageError
 from libwatch.renderer import RenderJob, RenderOutcome
 from libwatch.services import outbox
 from libwatch.services.rebuild import render_specs, settle, source_path
@@ -49,6 +49,10 @@ BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 Db = Database[dict[str, Any]]
 Render = Callable[[Iterable[RenderJob]], Iterator[RenderOutcome]]
+
+
+class BrokerLost(ServiceUnavailable):
+    """RabbitMQ could not be reached, or dropped the worker's connection (exit 69; systemd restarts the unit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +133,6 @@ class Worker:
         try:
             with bus.Consumer(self.settings.amqp_url, self.topology, prefetch=self.options.prefetch) as consumer:
                 self._consumer = consumer
-                if self._stopping.is_set():
-                    return
                 while not self._stopping.is_set():
                     batch = self._take(consumer)
                     if not batch:
@@ -139,6 +141,8 @@ class Worker:
                     self._handle(consumer, batch)
                     if self.options.max_messages is not None and self.counts["received"] >= self.options.max_messages:
                         return
+        except bus.BusError as error:
+            raise BrokerLost(f"{error}; unacknowledged messages will be delivered again") from error
         finally:
             self._consumer = None
             if pool is not None:

@@ -76,6 +76,13 @@ def test_rebuild_pending_with_broker_down_exits_69(photos: Photos, libwatch: Cal
     assert _states(photos) == {("pending", "pending")}
 
 
+def test_worker_with_broker_down_exits_69(photos: Photos, libwatch: Callable[..., Any]) -> None:
+    done = libwatch("worker", "--idle-exit", "1", env={"LIBWATCH_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"})
+    assert done.code == 69, done.stderr
+    assert done.stderr.count("\n") == 1 and "127.0.0.1:1" in done.stderr
+    assert photos.db.runs.find_one({"job": "worker"})["status"] == "failed"
+
+
 def _worker(cli_env: dict[str, str], extra: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "libwatch", "--json", "worker", *args],
                             env={**cli_env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

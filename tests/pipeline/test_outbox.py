@@ -114,3 +114,20 @@ def test_missing_collection_document_still_gives_a_valid_message(photos: Photos,
     outbox.publish_pending(photos.db, broker_settings, library="photos", topology=topology, kinds=("cache",))
     ((_props, body),) = drain(amqp_url, topology.queues["cache"])
     assert decode(body, root_of=lambda _name: str(photos.root)).collection_id == "photos:lost"
+
+
+def test_crash_between_confirm_and_flip_publishes_again(photos: Photos, broker_settings: Settings,
+                                                        topology: Topology, amqp_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    photos.add("a.jpg")
+
+    def crash(*_args: Any, **_kwargs: Any) -> int:
+        raise RuntimeError("killed before the flip")
+
+    monkeypatch.setattr(rebuilds, "mark_queued", crash)
+    with pytest.raises(RuntimeError):
+        outbox.publish_pending(photos.db, broker_settings, library="photos", topology=topology)
+    assert photos.states() == {"a.jpg": ("pending", "pending")}
+    monkeypatch.undo()
+    assert outbox.publish_pending(photos.db, broker_settings, library="photos", topology=topology)["published"] == 2
+    assert len(_bodies(amqp_url, topology, "cache")) == 2  # at-least-once: twice, never zero times
