@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,35 @@ def test_a_file_that_vanishes_before_it_is_hashed(db: Any, settings: Any, root: 
     doc = service.scan(db, settings, library, ScanOptions(), progress=remove_c).document
     assert changes_of(doc) == {("added", "a.jpg"), ("added", "b.jpg"), ("collection_added", "")}
     assert _skips(doc) == {"c.jpg": "vanished"}
+
+
+def test_a_file_changing_while_it_is_read_is_unstable_until_it_holds_still(
+        db: Any, settings: Any, root: Path, register: Any) -> None:
+    tree(root, {"small.jpg": (10, 10)})
+    big = root / "big.jpg"
+    with big.open("wb") as stream:
+        stream.truncate(256 << 20)  # sparse: takes a while to read, no disk
+    library = register()
+    stop = threading.Event()
+
+    def keep_touching() -> None:
+        tick = 0
+        while not stop.is_set():
+            tick += 1
+            os.utime(big, ns=(tick, tick))
+
+    writer = threading.Thread(target=keep_touching)
+    writer.start()
+    try:
+        doc = service.scan(db, settings, library, ScanOptions()).document
+    finally:
+        stop.set()
+        writer.join()
+    assert [(s["path"], s["reason"], s["detail"]) for s in doc["skipped"]] == [
+        ("big.jpg", "unstable", "changed while being read")]
+    assert changes_of(doc) == {("added", "small.jpg"), ("collection_added", "")}
+    later = service.scan(db, settings, library, ScanOptions()).document
+    assert changes_of(later) == {("added", "big.jpg")}
 
 
 def test_non_utf8_names_round_trip(db: Any, root: Path, register: Any, cli: Any) -> None:
