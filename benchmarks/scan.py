@@ -109,7 +109,8 @@ class Libwatch:
             self.env["LIBWATCH_MONGO_URI"] = mongo_uri
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "libwatch", *args], env=self.env, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "libwatch", *args], env=self.env, capture_output=True, text=True,
+                              check=False)
         if done.returncode != 0:
             raise SystemExit(f"libwatch {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
         return done

@@ -5,7 +5,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .conftest import CORPUS, NAME, OLD_NS, age, changes_of, file_hash, files_by_path, tree, write_image
+from .conftest import (
+    CORPUS,
+    NAME,
+    OLD_NS,
+    age,
+    changes_of,
+    file_hash,
+    files_by_path,
+    tree,
+    write_image,
+)
 
 IMAGES = {"a/keep.jpg": (64, 48), "a/same.bmp": (20, 20), "a/grow.png": (30, 30), "a/touch.jpg": (40, 40),
           "a/move.jpg": (50, 50), "d/gone.jpg": (60, 60)}

@@ -5,8 +5,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .conftest import (CHANGE_KEYS, COUNT_KEYS, NAME, OLD_NS, REBUILD_KEYS, TOP_KEYS, age, changes_of, snapshot,
-                       tree)
+from .conftest import (
+    CHANGE_KEYS,
+    COUNT_KEYS,
+    NAME,
+    OLD_NS,
+    REBUILD_KEYS,
+    TOP_KEYS,
+    age,
+    changes_of,
+    snapshot,
+    tree,
+)
 
 
 def test_scan_document_keys_are_exactly_the_designs(root: Path, register: Any, cli: Any) -> None:

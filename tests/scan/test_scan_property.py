@@ -10,7 +10,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.core.paths import collection_of

@@ -10,7 +10,16 @@ from typing import Any
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
 
-from .conftest import CORPUS, NAME, WITHOUT_DAC, age, changes_of, file_hash, files_by_path, tree
+from .conftest import (
+    CORPUS,
+    NAME,
+    WITHOUT_DAC,
+    age,
+    changes_of,
+    file_hash,
+    files_by_path,
+    tree,
+)
 
 
 def _skips(doc: dict[str, Any]) -> dict[str, str]:
