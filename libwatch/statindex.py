@@ -57,12 +57,18 @@ def read(path: Path, *, library: str, generation: int, root: str) -> Iterator[Re
     return _records(stream)
 
 
+def _record(fields: tuple[Any, ...]) -> Record:
+    return _new_record(Record, (*fields, None))
+
+
+_new_record: Final = tuple.__new__
+
+
 def _records(stream: Any) -> Iterator[Record]:
     with stream:
         while head := stream.read(_LENGTH.size):
             (length,) = _LENGTH.unpack(head)
-            for path, size, mtime_ns, ctime_ns, inode, digest, racy in marshal.loads(stream.read(length)):
-                yield Record(path, size, mtime_ns, ctime_ns, inode, digest, racy)
+            yield from map(_record, marshal.loads(stream.read(length)))
 
 
 def _dump(chunk: list[tuple[Any, ...]], stream: Any) -> None:

@@ -69,15 +69,13 @@ def _ranges(collections: Mapping[str, dict[str, Any]], page: int) -> Iterator[tu
     yield low, None
 
 
-def with_missing_records(db: Db, library: str, paths: Sequence[str]) -> set[str]:
-    """Which of `paths` have a record marked missing (a re-added file revives it)."""
-    found: set[str] = set()
-    for start in range(0, len(paths), BATCH):
-        batch = list(paths[start:start + BATCH])
-        found.update(doc["path"] for doc in _files(db).find(
-            {"library": library, "path": {"$in": batch}, "status": "missing"}, {"path": 1}))
-    return found
+def missing_paths(db: Db, library: str) -> set[str]:
+    """Paths of the library's records marked missing (few: `cleanup` removes them after the retention).
 
+    One equality query on (library, status): SecantusDB answers `$in` with a full
+    collection scan, so looking paths up in batches would cost a scan per batch.
+    """
+    return {doc["path"] for doc in _files(db).find({"library": library, "status": "missing"}, {"path": 1})}
 
 def _state(change: Change) -> dict[str, Any]:
     entry = change.entry
@@ -133,11 +131,10 @@ def refresh_operations(library: str, confirmed: Iterable[Confirmed], now: dateti
                         {"$set": {"hash": item.fingerprint.hash, "racy": item.racy, "updated_at": now}})
 
 
-def clear_missing_targets(db: Db, library: str, paths: Sequence[str]) -> None:
+def clear_missing_targets(db: Db, library: str, paths: Iterable[str]) -> None:
     """Drop missing records that sit where a renamed file now is (they would clash on the unique key)."""
-    for start in range(0, len(paths), BATCH):
-        _files(db).delete_many({"library": library, "status": "missing", "path": {"$in": list(paths[start:start + BATCH])}})
-
+    for path in paths:
+        _files(db).delete_one({"library": library, "path": path, "status": "missing"})
 
 def write_batches(db: Db, collection: str, operations: Iterable[Any], *, before_batch: Callable[[], None]) -> int:
     """Send operations in unordered batches; `before_batch` runs before each (the lease check)."""

@@ -10,7 +10,7 @@ from pymongo.errors import PyMongoError
 
 from libwatch.errors import CatalogUnavailable, UsageError
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: indexes on the rebuild states
 # Every write that must survive a crash: measured on SecantusDB, a kill -9 of the server
 # lost acknowledged writes under the default write concern and none with j=True.
 DURABLE: Final = WriteConcern(w="majority", j=True)
@@ -22,6 +22,8 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
         IndexModel([("library", ASCENDING), ("path", ASCENDING)], unique=True),
         IndexModel([("library", ASCENDING), ("status", ASCENDING)]),
         IndexModel([("hash", ASCENDING)]),
+        IndexModel([("library", ASCENDING), ("rebuild.cache", ASCENDING)]),
+        IndexModel([("library", ASCENDING), ("rebuild.thumbnail", ASCENDING)]),
     ],
     "events": [
         IndexModel([("library", ASCENDING), ("processed", ASCENDING), ("detected_at", ASCENDING)]),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from libwatch.core.hashing import Fingerprint
 from libwatch.core.paths import collection_of
@@ -38,9 +38,12 @@ DEFAULT_COMPARE: Final[frozenset[str]] = frozenset({CTIME, INODE})
 SETTLING: Final = "settling"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """The catalog's view of one present file."""
+class Record(NamedTuple):
+    """The catalog's view of one present file.
+
+    A named tuple, like ``DiskEntry``: a no-change rescan reads one per file from the
+    local stat index, and building a frozen dataclass costs several times more.
+    """
 
     path: str
     size: int

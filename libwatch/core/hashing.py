@@ -64,7 +64,9 @@ def _digest(fd: int, size: int) -> str:
     while chunk := os.read(fd, want):
         hasher.update(chunk)
         total += len(chunk)
-        want = BLOCK_SIZE if total > size else min(size + 1 - total, BLOCK_SIZE)
+        if total > size:
+            break  # it grew while being read: the caller's re-stat reports it unstable
+        want = min(size + 1 - total, BLOCK_SIZE)
     return HASH_PREFIX + hasher.hexdigest()
 
 

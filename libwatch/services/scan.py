@@ -289,9 +289,10 @@ def apply(db: Db, result: Plan, run_id: str, lease: Lease, *, priority: int) -> 
     """Record the plan in the catalog; returns the number of rebuild requests made pending."""
     library, now = result.library, datetime.now(UTC)
     name, kinds = library.name, library.rebuild_kinds
-    added = [c.path for c in result.changes if c.type == ADDED]
-    revive = catalog_files.with_missing_records(db, name, added)
-    catalog_files.clear_missing_targets(db, name, [c.path for c in result.changes if c.type == RENAMED])
+    missing = catalog_files.missing_paths(db, name) if result.changes else set()
+    revive = {c.path for c in result.changes if c.type == ADDED and c.path in missing}
+    catalog_files.clear_missing_targets(db, name, [c.path for c in result.changes
+                                                   if c.type == RENAMED and c.path in missing])
     check = lease.check
     catalog_files.write_batches(db, "files", catalog_files.file_operations(
         name, result.changes, revive=revive, probes=result.probes, rebuild_kinds=kinds, now=now, priority=priority),

@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -88,26 +87,21 @@ def test_replaced_between_walk_and_hash_reports_new_state(tree: Tree, jpeg: byte
 
 
 @pytest.mark.parametrize("retries", [0, 1])
-def test_file_rewritten_while_hashed_is_unstable(tree: Tree, retries: int) -> None:
-    root = tree({"big.jpg": os.urandom(32 << 20)})
+def test_file_rewritten_while_hashed_is_unstable(tree: Tree, retries: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tree({"big.jpg": os.urandom(4 << 20)})
     [entry] = entries(root)
-    stop = threading.Event()
-    started = threading.Event()
+    real_read = os.read
 
-    def append() -> None:
-        with open(root + b"/big.jpg", "ab", buffering=0) as f:
-            while not stop.is_set():
-                f.write(b"x" * 4096)
-                started.set()
+    def read_then_append(fd: int, n: int) -> bytes:
+        # Every read of the file is followed by a writer appending to it: deterministic,
+        # unlike a racing thread that a loaded machine may not schedule in time.
+        data = real_read(fd, n)
+        with open(root + b"/big.jpg", "ab") as writer:
+            writer.write(b"x")
+        return data
 
-    writer = threading.Thread(target=append)
-    writer.start()
-    started.wait()
-    try:
-        result = hash_file(root, entry, retries=retries)
-    finally:
-        stop.set()
-        writer.join()
+    monkeypatch.setattr("libwatch.core.hashing.os.read", read_then_append)
+    result = hash_file(root, entry, retries=retries)
     assert isinstance(result, Skip) and result.reason == UNSTABLE
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import xxhash
 from hypothesis import HealthCheck, given, settings
@@ -99,10 +99,10 @@ class Model:
                 old_id = c.record.id if c.record is not None else c.path
                 self.catalog[c.path] = Record(c.path, e.size, e.mtime_ns, e.ctime_ns, e.inode, c.hash, c.racy, old_id)
         for conf in result.confirmed:  # type: ignore[attr-defined]
-            self.catalog[conf.record.path] = replace(conf.record, hash=conf.fingerprint.hash, racy=conf.racy)
+            self.catalog[conf.record.path] = conf.record._replace(hash=conf.fingerprint.hash, racy=conf.racy)
         for u in unchanged:
             if is_racy(u.entry, started, G):
-                self.catalog[u.record.path] = replace(u.record, racy=True)
+                self.catalog[u.record.path] = u.record._replace(racy=True)
         return changes
 
 
