@@ -234,12 +234,14 @@ def classify(
     *,
     scan_started_ns: int,
     granularity_ns: int,
+    verify: bool = False,
 ) -> Classified:
     """Decide the change of every hashed file and gone record, then pair renames.
 
     Same hash → touched (or, with identical stat, only ``Confirmed`` when the
     record was racy or unhashed); a different hash → modified, or corrupted when
-    a ``verify`` re-hash found size and mtime unchanged. A deleted record and an
+    a ``verify`` scan found size and mtime unchanged (also when only ctime or inode
+    moved: flipping a byte and restoring the mtime still changes the ctime). A deleted record and an
     added file with the same (size, hash) become one rename, paired in path order.
     """
     changes: list[Change] = []
@@ -251,7 +253,7 @@ def classify(
             continue
         assert type(result) is Fingerprint
         racy = is_racy(result.entry, scan_started_ns, granularity_ns)
-        verdict = _verdict(needs, result)
+        verdict = _verdict(needs, result, verify)
         if verdict is None:
             record = needs.record
             assert record is not None
@@ -263,7 +265,7 @@ def classify(
     return Classified(tuple(sorted(_pair_renames(changes), key=_change_order)), tuple(skipped), tuple(confirmed))
 
 
-def _verdict(needs: NeedsHash, fp: Fingerprint) -> str | None:
+def _verdict(needs: NeedsHash, fp: Fingerprint, verify: bool) -> str | None:
     """The change type of a hashed file, ``None`` when nothing about it changed."""
     record = needs.record
     if record is None:
@@ -274,7 +276,7 @@ def _verdict(needs: NeedsHash, fp: Fingerprint) -> str | None:
         return _touch_or_none(entry, record) if same_quick else MODIFIED
     if fp.hash == record.hash:
         return _touch_or_none(entry, record)
-    if needs.reason == VERIFY and same_quick:
+    if same_quick and (needs.reason == VERIFY or (verify and needs.reason in (CTIME, INODE))):
         return CORRUPTED
     return MODIFIED
 

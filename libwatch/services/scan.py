@@ -171,7 +171,7 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
         raise RootUnavailableError(f"library root {library.path} is unavailable: {error.strerror}; "
                                    "nothing was changed") from None
     classified = engine.classify(_hashed(library, needs_hash, result, tallies, progress), gone,
-                                 scan_started_ns=now, granularity_ns=GRANULARITY_NS)
+                                 scan_started_ns=now, granularity_ns=GRANULARITY_NS, verify=options.verify)
     _absorb(classified, result)
     if root_empty:
         _refuse_empty_root(library.path, result)

@@ -212,3 +212,12 @@ def test_counts_and_collections() -> None:
     assert summarise(changes) == {ADDED: 1, MODIFIED: 0, TOUCHED: 1, RENAMED: 1, DELETED: 1, CORRUPTED: 0}
     assert collection_deltas(changes) == {"a": 1, "b": 1, "c": -1, "": -1}
     assert collection_changes({"": 1, "c": 1, "a": 3}, {"": 0, "a": 4, "b": 1}) == (["b"], ["", "c"])
+
+
+def test_verify_calls_a_byte_flip_with_mtime_restored_corrupted_a_plain_scan_modified() -> None:
+    flipped = NeedsHash(entry("a.jpg", ctime=200 * S), record("a.jpg"), "ctime")
+    plain = classify([(flipped, fp(flipped.entry, H2))], [], scan_started_ns=1000 * S, granularity_ns=S)
+    verified = classify([(flipped, fp(flipped.entry, H2))], [], scan_started_ns=1000 * S, granularity_ns=S,
+                        verify=True)
+    assert [c.type for c in plain.changes] == [MODIFIED]
+    assert [c.type for c in verified.changes] == [CORRUPTED]
