@@ -23,7 +23,6 @@ from libwatch.catalog.schema import ensure_schema
 from libwatch.catalog.store import embedded_server
 from libwatch.config import Settings
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pillow-images"
 BROKER_URL = os.environ.get("LIBWATCH_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
@@ -118,27 +117,3 @@ def libwatch(cli_env: dict[str, str]):  # type: ignore[no-untyped-def]
         return Completed(done.returncode, done.stdout, done.stderr)
 
     return run
-
-
-def write_image(path: Path, size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 40, 40),
-                fmt: str | None = None) -> Path:
-    """A real image file (tests use Pillow directly; libwatch's own code keeps it in one module)."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, color).save(path, format=fmt)
-    return path
-
-
-def tree(root: Path, spec: Mapping[str, Any]) -> Path:
-    """Build files from {"a/b.jpg": (w, h) | bytes | str}: tuples become real images."""
-    for relative, content in spec.items():
-        target = root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, tuple):
-            write_image(target, content)
-        elif isinstance(content, bytes):
-            target.write_bytes(content)
-        else:
-            target.write_text(content)
-    return root

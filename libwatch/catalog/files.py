@@ -50,7 +50,8 @@ def present_records(db: Db, library: str, collections: Mapping[str, dict[str, An
     the library once per page. The ranges are cut at collection paths, grouped so each
     holds about `page` files by the collections' counters.
     """
-    for low, high in _ranges(collections, page):
+    counts = {path: int(doc.get("file_count") or 0) for path, doc in collections.items()}
+    for low, high in path_ranges(counts, page=page):
         query: dict[str, Any] = {"library": library, "path": {"$gte": low} if high is None else {"$gte": low, "$lt": high}}
         for doc in _files(db).find(query, _RECORD_FIELDS | {"status": 1}).sort("path", 1):
             if doc.get("status") == "present":
@@ -59,14 +60,16 @@ def present_records(db: Db, library: str, collections: Mapping[str, dict[str, An
                              int(doc.get("inode", 0)), doc.get("hash"), bool(doc.get("racy")), doc["_id"])
 
 
-def _ranges(collections: Mapping[str, dict[str, Any]], page: int) -> Iterator[tuple[str, str | None]]:
-    low, filled = "", 0
-    for path in sorted(collections):
-        if filled >= page and path > low:
-            yield low, path
-            low, filled = path, 0
-        filled += int(collections[path].get("file_count") or 0)
-    yield low, None
+def path_ranges(folders: Mapping[str, int], low: str = "", high: str | None = None, *,
+                page: int = PAGE) -> Iterator[tuple[str, str | None]]:
+    """Path ranges covering [low, high), cut at folder paths, each holding about `page` files by the folders' counts."""
+    start, filled = low, 0
+    for path in sorted(folders):
+        if path > start and (high is None or path < high) and filled >= page:
+            yield start, path
+            start, filled = path, 0
+        filled += folders[path]
+    yield start, high
 
 
 def missing_paths(db: Db, library: str) -> set[str]:
@@ -179,7 +182,8 @@ def event_operations(library: str, changes: Iterable[Change], run_id: str, now: 
         size = entry.size if entry is not None else change.record.size if change.record else None
         yield InsertOne({"library": library, "collection": collection_of(change.path), "path": change.path,
                          "old_path": change.old_path, "type": change.type, "detected_at": now, "size": size,
-                         "hash": change.hash, "run_id": run_id, "processed": False, "processed_at": None})
+                         "hash": change.hash, "old_hash": change.record.hash if change.record else None,
+                         "run_id": run_id, "processed": False, "processed_at": None})
 
 
 def collection_event_operations(library: str, added: Iterable[str], removed: Iterable[str], run_id: str,

@@ -36,6 +36,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from libwatch.catalog.files import path_ranges
 from libwatch.catalog.schema import DURABLE
 from libwatch.errors import CatalogUnavailable
 
@@ -159,16 +160,6 @@ def _in_state(kinds: Sequence[str], state: str) -> dict[str, Any]:
     return {"$or": [{f"rebuild.{kind}": state} for kind in kinds]}
 
 
-def _ranges(folders: Mapping[str, int], low: str, high: str | None, page: int) -> Iterator[tuple[str, str | None]]:
-    """Path ranges within [low, high) cut at folder paths, each holding about ``page`` files by the folders' counts."""
-    start, filled = low, 0
-    for path in sorted(folders):
-        if path > start and (high is None or path < high) and filled >= page:
-            yield start, path
-            start, filled = path, 0
-        filled += folders[path]
-    yield start, high
-
 
 @_catalog_errors
 def _folders(db: Db, library: str) -> dict[str, int]:
@@ -191,7 +182,7 @@ def _pages(db: Db, scope: Scope, query: Mapping[str, Any], page: int) -> Iterato
     read the rest of the library once per page.
     """
     low, high = scope.bounds()
-    for start, stop in _ranges(_folders(db, scope.library), low, high, page):
+    for start, stop in path_ranges(_folders(db, scope.library), low, high, page=page):
         docs = _range(db, query, start, stop)
         for first in range(0, len(docs), page):
             yield [_state(doc) for doc in docs[first:first + page]]

@@ -17,13 +17,14 @@ from libwatch import systemd
 from libwatch.catalog import libraries as library_repo
 from libwatch.catalog import reports as repo
 from libwatch.catalog import runs
+from libwatch.core import diff
 from libwatch.errors import UsageError
 from libwatch.library import Library
 from libwatch.services.cleanup import parse_age
 
 RECENT_RUNS: Final = 20
 STATUSES: Final = (runs.RUNNING, runs.SUCCEEDED, runs.FAILED, runs.INTERRUPTED, runs.SKIPPED)
-FILE_CHANGES: Final = ("added", "modified", "touched", "renamed", "deleted", "corrupted")
+FILE_CHANGES: Final = diff.CHANGE_TYPES
 CHANGE_TYPES: Final = (*FILE_CHANGES, "collection_added", "collection_removed")
 STATUS_JOBS: Final = ("scan", "cleanup")
 UNSCHEDULED: Final = MappingProxyType({"state": "not scheduled", "next_run": None, "last_run": None,

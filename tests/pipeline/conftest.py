@@ -18,7 +18,7 @@ import pika
 import pytest
 import xxhash
 from bson import ObjectId
-from conftest import write_image
+from support import write_image
 
 from libwatch.bus import Topology, delete_topology
 from libwatch.catalog import libraries as catalog_libraries

@@ -140,7 +140,7 @@ def test_two_workers_share_the_queue_and_sigterm_exits_0(photos: Photos, amqp_ur
 def test_scan_publishes_once_per_new_or_modified_image_and_worker_completes(
         photos: Photos, amqp_url: str, topology: Topology, cli_env: dict[str, str],
         libwatch: Callable[..., Any]) -> None:
-    from conftest import write_image
+    from support import write_image
 
     root = photos.root.parent / "library"
     write_image(root / "2024/a.jpg", (120, 90), fmt="JPEG")

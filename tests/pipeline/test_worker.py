@@ -8,7 +8,7 @@ from typing import Any
 
 import pika
 import pytest
-from conftest import CORPUS
+from support import CORPUS
 
 from libwatch import cachefiles
 from libwatch.bus import Topology

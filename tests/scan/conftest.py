@@ -1,12 +1,9 @@
 """Fixtures for the scan tests: a library folder of real images, the CLI as JSON, catalog snapshots.
 
-The shared helpers of ``tests/conftest.py`` (``tree``, ``write_image``, ``CORPUS``) are
-plain functions, not fixtures; they are loaded here by path because several test
-folders have a non-package ``conftest`` module and the name ``conftest`` is ambiguous.
+The shared helpers (``tree``, ``write_image``, ``CORPUS``) come from ``tests/support.py``.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +12,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Final
 
 import pytest
@@ -27,21 +23,9 @@ from libwatch.library import Library
 from libwatch.services import libraries as library_service
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
+from support import CORPUS, tree, write_image  # noqa: F401  (used by the scan tests through this module)
 
 
-def _shared() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("libwatch_tests_shared", Path(__file__).parents[1] / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-shared: Final = _shared()
-tree: Final = shared.tree
-write_image: Final = shared.write_image
-CORPUS: Final[Path] = shared.CORPUS
 
 NAME: Final = "photos"
 HOUR_NS: Final = 3600 * 10**9
