@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 LIBWATCH := $(VENV)/bin/libwatch
 # `make run` keeps its catalog and cache inside the checkout, so it never
 # touches a real installation's state.
-RUN_ENV := LIBWATCH_HOME=$(CURDIR)/.run/home LIBWATCH_CACHE_DIR=$(CURDIR)/.run/cache \
-	LIBWATCH_CONFIG=/dev/null -u LIBWATCH_MONGO_URI -u LIBWATCH_AMQP_URL
+RUN_ENV := -u LIBWATCH_MONGO_URI -u LIBWATCH_AMQP_URL LIBWATCH_HOME=$(CURDIR)/.run/home \
+	LIBWATCH_CACHE_DIR=$(CURDIR)/.run/cache LIBWATCH_CONFIG=/dev/null
 
 .PHONY: run test venv bench-deps clean
 
@@ -26,6 +26,7 @@ run: $(VENV)/.stamp-run
 	env $(RUN_ENV) $(LIBWATCH) scan examples/library --name example
 	env $(RUN_ENV) $(LIBWATCH) rebuild example --run
 	env $(RUN_ENV) $(LIBWATCH) status example
+	@echo "thumbnails: $$(find .run/cache/thumbnail -type f | wc -l) files under .run/cache/thumbnail, cache images under .run/cache/cache"
 
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest $(PYTEST_ARGS)
