@@ -38,6 +38,7 @@ from pymongo.errors import PyMongoError
 
 from libwatch.catalog.files import path_ranges
 from libwatch.catalog.schema import DURABLE
+from libwatch.catalog.store import error_reason
 from libwatch.errors import CatalogUnavailable
 
 KINDS: Final = ("cache", "thumbnail")
@@ -66,7 +67,7 @@ def _catalog_errors(function: Callable[P, R]) -> Callable[P, R]:
         try:
             return function(*args, **kwargs)
         except PyMongoError as error:
-            raise CatalogUnavailable(f"catalog error: {str(error).splitlines()[0]}") from error
+            raise CatalogUnavailable(f"catalog error: {error_reason(error)}") from error
 
     return wrapper
 

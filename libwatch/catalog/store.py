@@ -109,13 +109,17 @@ def _client(uri: str) -> pymongo.MongoClient[dict[str, Any]]:
         raise ConfigError(f"bad MongoDB URI {mask_url(uri)}: {error}") from None
 
 
+def error_reason(error: PyMongoError) -> str:
+    """A PyMongo error in one short line: without the topology description and timeouts it appends."""
+    return str(error).split("\n")[0].split(", Timeout:")[0].split(" (configured timeouts:")[0]
+
+
 def _ping(client: pymongo.MongoClient[dict[str, Any]], shown: str) -> None:
     try:
         client.admin.command("ping")
     except PyMongoError as error:
         client.close()
-        first_line = str(error).split("\n")[0].split(", Timeout:")[0]
-        raise CatalogUnavailable(f"MongoDB at {shown} is unreachable: {first_line}") from None
+        raise CatalogUnavailable(f"MongoDB at {shown} is unreachable: {error_reason(error)}") from None
 
 
 @contextlib.contextmanager

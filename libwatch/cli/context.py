@@ -54,4 +54,4 @@ def catalog(ctx: typer.Context) -> Iterator[Database[dict[str, Any]]]:
         try:
             yield connection.db
         except PyMongoError as error:
-            raise CatalogUnavailable(f"catalog error ({connection.description}): {str(error).splitlines()[0]}") from error
+            raise CatalogUnavailable(f"catalog error ({connection.description}): {store.error_reason(error)}") from error
