@@ -174,3 +174,29 @@ def test_store_killed_mid_scan_restarted_and_rescanned_converges(
             assert quiet.returncode == 0, quiet.stdout + quiet.stderr
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("command", [("scan", NAME), ("rebuild", NAME, "--run"), ("cleanup",), ("status",)])
+def test_catalog_unreachable_at_start_is_exit_69_in_one_line(command: tuple[str, ...], root: Path,
+                                                             libwatch: Any) -> None:
+    uri = "mongodb://me:hunter2@127.0.0.1:9/?serverSelectionTimeoutMS=500&connectTimeoutMS=500"
+    done = libwatch(*command, env={"LIBWATCH_MONGO_URI": uri})
+    assert done.code == 69, done.stderr
+    line = one_clear_line(done.stderr, "me:***@127.0.0.1:9", "unreachable")
+    assert "hunter2" not in line and len(line) < 300
+
+
+@pytest.mark.slow
+def test_two_scans_started_at_once_exactly_one_proceeds(db: Any, root: Path, register: Any,
+                                                        cli_env: dict[str, str]) -> None:
+    _many_small_images(root, 1500)  # long enough a scan for the second to arrive while the first holds the lease
+    age(root)
+    register()
+    scans = [subprocess.Popen([sys.executable, "-m", "libwatch", "scan", NAME], env=cli_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    ended = [(scan.wait(timeout=300), scan.communicate()[1]) for scan in scans]
+    assert sorted(code for code, _ in ended) == [0, 75], ended
+    [refused] = [err for code, err in ended if code == 75]
+    one_clear_line(refused, f"scan:{NAME} is held by run")
+    assert present_in_catalog(db) == present_on_disk(root)
+    assert db.events.count_documents({"library": NAME, "type": "added"}) == 1500  # recorded once, by one scan
