@@ -75,14 +75,15 @@ def _summary(console: Console, doc: dict[str, Any], verbose: bool) -> None:
         table.add_row("rebuilds", f"{rebuild['requested']} requested, {rebuild['published']} published, "
                                   f"{rebuild['pending']} pending")
     console.print(table)
+    # One line per path however long (soft_wrap): logs are grepped by path.
     if verbose:
         for change in doc["changes"]:
             extra = f" (from {change['old_path']})" if change.get("old_path") else ""
-            console.print(f"  {change['type']:<18} {change['path']}{extra}", markup=False)
+            console.print(f"  {change['type']:<18} {change['path']}{extra}", markup=False, soft_wrap=True)
     for item in doc["skipped"]:
-        console.print(f"  skipped {item['path']}: {item['reason']}", markup=False)
+        console.print(f"  skipped {item['path']}: {item['reason']}", markup=False, soft_wrap=True)
     for item in doc["errors"]:
-        console.print(f"  error   {item['path']}: {item['error']}", markup=False)
+        console.print(f"  error   {item['path']}: {item['error']}", markup=False, soft_wrap=True)
 
 
 def _emit(ctx: typer.Context, json_output: bool, reports: list[ScanReport]) -> int:
