@@ -7,12 +7,24 @@ import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
-console = Console(highlight=False, soft_wrap=False)
-errors = Console(stderr=True, highlight=False)
+    console: Console
+    errors: Console
+
+
+def __getattr__(name: str) -> Any:
+    """`console` (stdout) and `errors` (stderr), made on first use: a `--json` run never imports rich."""
+    if name not in ("console", "errors"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    made = {"console": Console(highlight=False, soft_wrap=False), "errors": Console(stderr=True, highlight=False)}
+    globals().update(made)
+    return made[name]
 
 
 def _default(value: Any) -> Any:
@@ -38,7 +50,7 @@ def emit(as_json: bool, document: Mapping[str, Any] | list[Any], human: Callable
         sys.stdout.write(to_json(document) + "\n")
         sys.stdout.flush()
     else:
-        human(console)
+        human(__getattr__("console"))
 
 
 def when(value: datetime | None) -> str:

@@ -4,12 +4,9 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from libwatch.catalog import libraries as repo
 from libwatch.cli import context, output
@@ -18,8 +15,10 @@ from libwatch.errors import EXIT_CHANGES, UsageError
 from libwatch.library import Library
 from libwatch.services import libraries as library_service
 from libwatch.services import scan as service
-from libwatch.services import units as units_service
 from libwatch.services.scan import ScanOptions, ScanReport
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 WAIT_LOCK_S: Final = 600.0
 TRIGGERS: Final = ("manual", "timer", "path", "cron")
@@ -34,6 +33,8 @@ def _progress(enabled: bool) -> Iterator[service.Progress]:
     if not enabled or not sys.stderr.isatty():
         yield lambda phase, amount: None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # a terminal only
+
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}"), TimeElapsedColumn())
     with Progress(*columns, console=output.errors, transient=True) as bar:
         tasks = {"walk": bar.add_task("files seen", total=None), "hash": bar.add_task("bytes hashed", total=None)}
@@ -61,6 +62,8 @@ def _summary(console: Console, doc: dict[str, Any], verbose: bool) -> None:
     if doc.get("skipped_run"):
         console.print(f"{doc['library']}: {doc['skipped_run']}, scan skipped")
         return
+    from rich.table import Table  # human output only
+
     counts = doc["counts"]
     title = f"{'diff' if doc['dry_run'] else 'scan'} of {doc['library']} ({doc['root']})"
     console.print(f"[bold]{title}[/]")
@@ -147,6 +150,8 @@ def _refresh_watch(db: Any, library: Library, report: ScanReport) -> None:
     counts = report.document.get("counts", {})
     if report.document.get("dry_run") or not (counts.get("collections_added") or counts.get("collections_removed")):
         return
+    from libwatch.services import units as units_service  # only when the collection folders changed
+
     result = units_service.refresh_watch(db, repo.get(db, library.name))
     for line in result.problems:
         output.errors.print(f"could not refresh the watched folders: {line}", markup=False)

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from pymongo.errors import PyMongoError
 
-from libwatch import bus, systemd
+from libwatch import systemd
 from libwatch.catalog import libraries as library_repo
 from libwatch.catalog import store
 from libwatch.config import Settings, mask_url
@@ -77,6 +77,8 @@ def _broker(settings: Settings) -> Check:
     if not settings.amqp_url:
         return Check("rabbitmq", SKIP, "not configured: rebuilds stay pending in MongoDB "
                                        "(`libwatch rebuild --run` renders them here)")
+    from libwatch import bus  # pika, only when a broker is configured
+
     shown = mask_url(settings.amqp_url)
     try:
         version = bus.check(settings.amqp_url, BROKER_TIMEOUT_S)

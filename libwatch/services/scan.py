@@ -253,16 +253,18 @@ def _absorb(classified: engine.Classified, result: Plan) -> None:
 
 
 def _probe(root: str, result: Plan) -> None:
-    from libwatch import imaging  # Pillow is only needed when something was added or changed
+    probed = [(change.path, change.entry) for change in result.changes
+              if change.type in (ADDED, MODIFIED, CORRUPTED) and change.entry is not None]
+    if not probed:
+        return
+    from libwatch import imaging  # Pillow (about 25 ms to import) only when something was added or changed
 
-    for change in result.changes:
-        if change.type in (ADDED, MODIFIED, CORRUPTED) and change.entry is not None:
-            path = os.path.join(os.fsencode(root), change.entry.raw)
-            try:
-                info = imaging.probe(path)
-                result.probes[change.path] = catalog_files.Probe(info.width, info.height, info.format)
-            except imaging.ImageError as error:
-                result.probes[change.path] = catalog_files.Probe(error=error.reason)
+    for path, entry in probed:
+        try:
+            info = imaging.probe(os.path.join(os.fsencode(root), entry.raw))
+            result.probes[path] = catalog_files.Probe(info.width, info.height, info.format)
+        except imaging.ImageError as error:
+            result.probes[path] = catalog_files.Probe(error=error.reason)
 
 
 def check_guards(result: Plan, options: ScanOptions) -> None:
