@@ -7,10 +7,14 @@ record is racy) and measures, on a warm page cache:
   first      `libwatch scan` of the new library (records everything)
   rescan     `libwatch scan` again, nothing changed (target: at most 2x find)
   1 % touch  `libwatch scan` after changing the mtime of 1 % of the files (target: hashes only those)
+  store open one start of SecantusDB on the catalog's data folder, after the runs (it reads
+             every document at start-up, so the embedded store pays it in every process)
 Each libwatch figure is a whole process (start-up, catalog open and close included; "process
 start" is `libwatch --version`, the floor of every libwatch figure), against
 the embedded store under a temporary LIBWATCH_HOME or, with --store server, a SecantusDB
-server this script starts.
+server this script starts. The libwatch processes may write bytecode caches even when
+PYTHONDONTWRITEBYTECODE is set, as an installed package has them (compiling libwatch's
+modules at every start would add about 0.1 s to each figure).
 
     .venv/bin/python benchmarks/scan.py --files 20000 --folders 200
 """
@@ -103,7 +107,8 @@ class Libwatch:
     """Runs the real `libwatch` command against one catalog."""
 
     def __init__(self, home: Path, mongo_uri: str | None) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LIBWATCH_")}
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("LIBWATCH_") and k != "PYTHONDONTWRITEBYTECODE"}
         self.env.update(LIBWATCH_CONFIG=os.devnull, LIBWATCH_HOME=str(home), LIBWATCH_DATABASE="bench")
         if mongo_uri:
             self.env["LIBWATCH_MONGO_URI"] = mongo_uri
@@ -138,6 +143,13 @@ def raw_read(home: Path, mongo_uri: str | None) -> tuple[float, int]:
         files = client["bench"]["files"]
         fields = {"path": 1, "size": 1, "mtime_ns": 1, "ctime_ns": 1, "inode": 1, "hash": 1, "status": 1}
         return timed(lambda: sum(1 for _ in files.find({"library": NAME}, fields).sort("path", 1).batch_size(BATCH)))
+
+
+def store_open(data_dir: Path) -> float:
+    """Seconds to start SecantusDB on `data_dir` (and stop it)."""
+    start = time.perf_counter()
+    with embedded_server(data_dir):
+        return time.perf_counter() - start
 
 
 def report(rows: list[Row], find_s: float, files: int, touched: tuple[int, int]) -> None:
@@ -182,6 +194,7 @@ def main() -> int:
             rows.append(libwatch.scan("rescan after 1 % touch"))
             read_s, count = raw_read(home, uri)
         rows.insert(0, Row(f"raw pymongo read ({count:,})", read_s))
+        rows.append(Row("store open", store_open(home / ("server-db" if uri else "db"))))
         report(rows, find_s, args.files, touched)
     finally:
         shutil.rmtree(top, ignore_errors=True)

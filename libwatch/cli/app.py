@@ -6,8 +6,8 @@ import importlib
 import logging
 import sys
 import traceback
-from pathlib import Path
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 from typing import Annotated, Any, Final
 
 import typer
@@ -18,7 +18,13 @@ from typer.models import CommandInfo, TyperInfo
 
 from libwatch import __version__, logs
 from libwatch.cli import context
-from libwatch.errors import EXIT_INTERRUPTED, EXIT_SOFTWARE, EXIT_USAGE, LibwatchError, exit_code_for
+from libwatch.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_SOFTWARE,
+    EXIT_USAGE,
+    LibwatchError,
+    exit_code_for,
+)
 
 # Each command, by the module under libwatch.cli that defines it. A module (and the rich,
 # pika or Pillow its services need) is imported only when its command runs or --help lists

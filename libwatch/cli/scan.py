@@ -33,7 +33,8 @@ def _progress(enabled: bool) -> Iterator[service.Progress]:
     if not enabled or not sys.stderr.isatty():
         yield lambda phase, amount: None
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # a terminal only
+    # Imported here: rich.progress is needed on a terminal only.
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}"), TimeElapsedColumn())
     with Progress(*columns, console=output.errors, transient=True) as bar:
@@ -150,7 +151,8 @@ def _refresh_watch(db: Any, library: Library, report: ScanReport) -> None:
     counts = report.document.get("counts", {})
     if report.document.get("dry_run") or not (counts.get("collections_added") or counts.get("collections_removed")):
         return
-    from libwatch.services import units as units_service  # only when the collection folders changed
+    # Imported here: only a scan that found new or vanished folders needs it.
+    from libwatch.services import units as units_service
 
     result = units_service.refresh_watch(db, repo.get(db, library.name))
     for line in result.problems:

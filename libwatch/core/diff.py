@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from libwatch.core.hashing import Fingerprint
-from libwatch.core.paths import collection_of
-from libwatch.core.walk import UNSTABLE, DiskEntry, Skip, sort_key
+from libwatch.core.paths import SEP, collection_of
+from libwatch.core.walk import UNSTABLE, DiskEntry, Same, Skip, sort_key
 
 ADDED: Final = "added"
 MODIFIED: Final = "modified"
@@ -87,7 +87,7 @@ class Kept:
     skip: Skip
 
 
-Matched = Unchanged | NeedsHash | Gone | Kept | Skip
+Matched = Unchanged | NeedsHash | Gone | Kept | Skip | Same
 
 
 def quick_check(entry: DiskEntry, record: Record, *, verify: bool = False, compare: frozenset[str] = DEFAULT_COMPARE) -> str | None:
@@ -114,7 +114,7 @@ def quick_check(entry: DiskEntry, record: Record, *, verify: bool = False, compa
 
 
 def match(
-    disk: Iterable[DiskEntry | Skip],
+    disk: Iterable[DiskEntry | Skip | Same],
     catalog: Iterable[Record],
     *,
     verify: bool = False,
@@ -128,6 +128,9 @@ def match(
     ``settle_cutoff_ns``, as ``Skip("unstable", "settling")``), a disk skip as
     itself, a record as ``Unchanged``/``NeedsHash``/``Gone``, or ``Kept`` when
     a skip covers its path (the same path, or a skipped folder above it).
+    A :class:`Same` folder is yielded as itself and stands for the records of
+    the files directly in it, which yield nothing (the caller vouches that they
+    are exactly the folder's files: the walk compared them with the same records).
     Raises ValueError when either stream is not in strictly ascending order.
     """
     disk_it = iter(disk)
@@ -137,6 +140,7 @@ def match(
     last_d: str | None = None
     last_r: str | None = None
     folders: list[Skip] = []  # skipped folders enclosing the merge position, outermost first
+    same: list[str] = []  # sort keys of the Same folders enclosing the merge position, outermost first
     while d is not None or r is not None:
         dk = sort_key(d) if d is not None else None
         if dk is not None and last_d is not None and dk <= last_d:
@@ -144,18 +148,30 @@ def match(
         if r is not None and last_r is not None and r.path <= last_r:
             raise ValueError(f"catalog stream out of order: {r.path!r} after {last_r!r}")
         if r is None or (dk is not None and dk < r.path):
-            assert d is not None
-            yield _disk_only(d, settle_cutoff_ns, folders)
+            assert d is not None and dk is not None
+            if type(d) is Same:
+                same.append(dk)
+                yield d
+            else:
+                yield _disk_only(d, settle_cutoff_ns, folders)  # type: ignore[arg-type]
             last_d, d = dk, next(disk_it, None)
         elif d is None or r.path < dk:  # type: ignore[operator]
-            while folders and not r.path.startswith(sort_key(folders[-1])):
-                folders.pop()
-            yield Kept(r, folders[-1]) if folders else Gone(r)
+            if not _in_same_folder(r.path, same):
+                while folders and not r.path.startswith(sort_key(folders[-1])):
+                    folders.pop()
+                yield Kept(r, folders[-1]) if folders else Gone(r)
             last_r, r = r.path, next(cat_it, None)
         else:
             yield from _both(d, r, verify, settle_cutoff_ns, compare)
             last_d, d = dk, next(disk_it, None)
             last_r, r = r.path, next(cat_it, None)
+
+
+def _in_same_folder(path: str, same: list[str]) -> bool:
+    """Whether ``path`` lies directly in the innermost enclosing Same folder (dropping the ones passed)."""
+    while same and not path.startswith(same[-1]):
+        same.pop()
+    return bool(same) and SEP not in path[len(same[-1]):]
 
 
 def _settling(entry: DiskEntry, settle_cutoff_ns: int | None) -> Skip | None:

@@ -7,13 +7,13 @@ stream; only a missing or unreadable root raises (:class:`RootUnavailable`).
 from __future__ import annotations
 
 import errno
-import logging
 import fnmatch
+import logging
 import operator
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -88,6 +88,21 @@ class DiskEntry(NamedTuple):
     nlink: int
 
 
+class Same(NamedTuple):
+    """A folder whose image files all stand as the catalog last saw them, in place of one entry per file.
+
+    Only a walk given an ``unchanged`` check yields it; ``count`` and ``size`` are the
+    folder's image files and their total bytes.
+    """
+
+    path: str
+    count: int
+    size: int
+
+
+FolderCheck = Callable[[str, list[DiskEntry]], bool]
+
+
 @dataclass(frozen=True, slots=True)
 class Skip:
     """A path left alone this round; ``subtree`` when it is a folder whose records must be kept."""
@@ -99,9 +114,12 @@ class Skip:
     subtree: bool = False
 
 
-def sort_key(item: DiskEntry | Skip) -> str:
-    """The position of a walk item: its path, with a ``/`` appended for a skipped folder."""
-    if type(item) is Skip and item.subtree:
+def sort_key(item: DiskEntry | Skip | Same) -> str:
+    """The position of a walk item: its path, with a ``/`` appended for a folder (skipped or the same)."""
+    kind = type(item)
+    if kind is Same:
+        return item.path + SEP if item.path else ""
+    if kind is Skip and item.subtree:  # type: ignore[union-attr]
         return item.path + SEP
     return item.path
 
@@ -138,7 +156,7 @@ class _Ready(NamedTuple):
     skip: Skip
 
 
-_Child = DiskEntry | _Sub | _Ready
+_Child = DiskEntry | _Sub | _Ready | Same
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +255,7 @@ def _without_ambiguous(children: list[_Child]) -> list[_Child]:
     Keys must be unique for the merge with the catalog; the name that is valid UTF-8
     keeps the key and the other is left out with a warning, never a crash.
     """
-    if all(children[i][0] != children[i - 1][0] for i in range(1, len(children))):
+    if len({child[0] for child in children}) == len(children):
         return children
     kept: list[_Child] = []
     for child in children:
@@ -298,11 +316,14 @@ def open_root(root: str | bytes) -> tuple[bytes, os.stat_result]:
     return root_b, st
 
 
-def walk(root: str | bytes, options: WalkOptions = WalkOptions()) -> Iterator[DiskEntry | Skip]:
+def walk(root: str | bytes, options: WalkOptions = WalkOptions(), *,
+         unchanged: FolderCheck | None = None) -> Iterator[DiskEntry | Skip | Same]:
     """Yield every image under ``root`` and every skipped path, in ascending ``sort_key`` order.
 
     Folders that cannot be entered yield ``Skip(subtree=True)`` at their position;
     raises :class:`RootUnavailable` (before yielding) when the root itself cannot be listed.
+    With ``unchanged``, a folder whose image files (path order) it accepts yields one
+    :class:`Same` before its other items instead of a ``DiskEntry`` per file.
     """
     root_b, root_stat = open_root(root)
     walker = _Walker(root_b, options, root_stat)
@@ -311,16 +332,28 @@ def walk(root: str | bytes, options: WalkOptions = WalkOptions()) -> Iterator[Di
         children = walker.list(top)
     except OSError as err:
         raise RootUnavailable(err.errno, f"library root unreadable: {err.strerror}", os.fsdecode(root_b)) from err
-    return _run(walker, top, children)
+    return _run(walker, top, children, unchanged)
 
 
-def _run(walker: _Walker, top: _Folder, children: list[_Child]) -> Iterator[DiskEntry | Skip]:
+def _folded(folder: str, children: list[_Child], unchanged: FolderCheck) -> list[_Child]:
+    """The children with the image files replaced by one :class:`Same` when ``unchanged`` accepts them."""
+    files = [child for child in children if isinstance(child, DiskEntry)]
+    if not files or not unchanged(folder, files):
+        return children
+    return [Same(folder, len(files), sum(entry.size for entry in files)),
+            *(child for child in children if type(child) is not DiskEntry)]
+
+
+def _run(walker: _Walker, top: _Folder, children: list[_Child],
+         unchanged: FolderCheck | None) -> Iterator[DiskEntry | Skip | Same]:
+    if unchanged is not None:
+        children = _folded(top.path, children, unchanged)
     folders = [top]
     stack = [iter(children)]
     ancestors = {top.dev_ino}
     while stack:
         for child in stack[-1]:
-            if type(child) is DiskEntry:
+            if type(child) is DiskEntry or type(child) is Same:
                 yield child
             elif type(child) is _Ready:
                 yield child.skip
@@ -332,6 +365,8 @@ def _run(walker: _Walker, top: _Folder, children: list[_Child]) -> Iterator[Disk
                     yield entered
                     continue
                 folder, grandchildren = entered  # type: ignore[misc]
+                if unchanged is not None:
+                    grandchildren = _folded(folder.path, grandchildren, unchanged)
                 folders.append(folder)
                 ancestors.add(folder.dev_ino)
                 stack.append(iter(grandchildren))

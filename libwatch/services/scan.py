@@ -26,11 +26,29 @@ from libwatch.catalog import runs
 from libwatch.catalog.locks import Lease
 from libwatch.config import Settings
 from libwatch.core import diff as engine
-from libwatch.core.diff import ADDED, CORRUPTED, DELETED, MODIFIED, RENAMED, TOUCHED, Change, Record
+from libwatch.core.diff import (
+    ADDED,
+    CORRUPTED,
+    DELETED,
+    MODIFIED,
+    RENAMED,
+    TOUCHED,
+    Change,
+    Record,
+)
 from libwatch.core.hashing import Fingerprint, hash_files
 from libwatch.core.paths import b64_of, collection_of, is_exact
-from libwatch.core.walk import DiskEntry, RootUnavailable, Skip, WalkOptions, walk
-from libwatch.errors import GuardRefused, RootUnavailable as RootUnavailableError
+from libwatch.core.walk import (
+    DiskEntry,
+    FolderCheck,
+    RootUnavailable,
+    Same,
+    Skip,
+    WalkOptions,
+    walk,
+)
+from libwatch.errors import GuardRefused
+from libwatch.errors import RootUnavailable as RootUnavailableError
 from libwatch.library import Library
 
 log = logging.getLogger("libwatch.scan")
@@ -123,15 +141,31 @@ def _index_file(settings: Settings, library: Library) -> Path:
     return statindex.index_path(settings.home, _catalog_identity(settings), library.name)
 
 
-def _catalog_stream(db: Db, settings: Settings, library: Library, plan: Plan) -> Iterator[Record]:
-    created = str(library.created_at)
-    cached = statindex.read(_index_file(settings, library), library=library.name, generation=library.generation,
-                            root=library.path + "|" + created)
-    plan.used_index = cached is not None
-    if cached is None:
+def _index_root(library: Library) -> str:
+    return library.path + "|" + str(library.created_at)
+
+
+def _open_index(settings: Settings, library: Library, plan: Plan) -> statindex.Index | None:
+    index = statindex.read(_index_file(settings, library), library=library.name, generation=library.generation,
+                           root=_index_root(library))
+    plan.used_index = index is not None
+    if index is None:
         log.info("reading the catalog of %s (no valid local index)", library.name)
-    return cached if cached is not None else catalog_files.present_records(db, library.name,
-                                                                             plan.collections_before)
+    return index
+
+
+def _folder_check(digests: dict[str, bytes], settle_cutoff_ns: int | None) -> FolderCheck:
+    """Whether a folder's walked files are exactly those of the index (then none of them is looked at again)."""
+
+    def unchanged(folder: str, files: list[DiskEntry]) -> bool:
+        expected = digests.get(folder)
+        if expected is None:
+            return False
+        if settle_cutoff_ns is not None and any(entry.mtime_ns > settle_cutoff_ns for entry in files):
+            return False  # settling files are reported as skipped, as the per-file match does
+        return statindex.folder_digest(files) == expected
+
+    return unchanged
 
 
 def _root_is_empty(root: str) -> bool:
@@ -162,10 +196,13 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
     needs_hash: list[engine.NeedsHash] = []
     gone: list[engine.Gone] = []
     tallies: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    index = _open_index(settings, library, result)
+    check = _folder_check(index.folders, settle_cutoff) if index is not None and not options.verify else None
+    records = index.records() if index is not None else catalog_files.present_records(
+        db, library.name, result.collections_before)
     try:
-        disk = _counted(walk(library.path, walk_options(library)), result, progress)
-        for verdict in engine.match(disk, _catalog_stream(db, settings, library, result), verify=options.verify,
-                                    settle_cutoff_ns=settle_cutoff):
+        disk = _counted(walk(library.path, walk_options(library), unchanged=check), result, progress)
+        for verdict in engine.match(disk, records, verify=options.verify, settle_cutoff_ns=settle_cutoff):
             _sort_verdict(verdict, result, needs_hash, gone, tallies)
     except RootUnavailable as error:
         raise RootUnavailableError(f"library root {library.path} is unavailable: {error.strerror}; "
@@ -183,18 +220,33 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
     return result
 
 
-def _counted(items: Iterable[DiskEntry | Skip], result: Plan, progress: Progress) -> Iterator[DiskEntry | Skip]:
+def _counted(items: Iterable[DiskEntry | Skip | Same], result: Plan,
+             progress: Progress) -> Iterator[DiskEntry | Skip | Same]:
+    shown = 0
     for item in items:
-        if type(item) is not Skip:
+        kind = type(item)
+        if kind is DiskEntry:
             result.scanned += 1
-            if result.scanned % 1000 == 0:
-                progress("walk", 1000)
+        elif kind is Same:
+            result.scanned += item.count  # type: ignore[union-attr]
+        if result.scanned - shown >= 1000:
+            progress("walk", result.scanned - shown)
+            shown = result.scanned
         yield item
 
 
 def _sort_verdict(verdict: Any, result: Plan, needs_hash: list[engine.NeedsHash], gone: list[engine.Gone],
                   tallies: dict[str, list[int]]) -> None:
     kind = type(verdict)
+    if kind is Same:  # a whole folder as the index has it: its records were not read one by one
+        result.present_before += verdict.count
+        result.unchanged += verdict.count
+        tally = tallies[verdict.path]
+        tally[0] += verdict.count
+        tally[1] += verdict.size
+        if result.spool is not None:
+            result.spool.carry(verdict.path)
+        return
     if kind is not Skip and (kind is not engine.NeedsHash or verdict.record is not None):
         result.present_before += 1  # a catalog record met in the merge
     if kind is engine.Unchanged:
@@ -257,7 +309,8 @@ def _probe(root: str, result: Plan) -> None:
               if change.type in (ADDED, MODIFIED, CORRUPTED) and change.entry is not None]
     if not probed:
         return
-    from libwatch import imaging  # Pillow (about 25 ms to import) only when something was added or changed
+    # Imported here: Pillow (about 25 ms to import) only when something was added or changed.
+    from libwatch import imaging
 
     for path, entry in probed:
         try:
@@ -439,7 +492,7 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
         generation = _record_state(db, result, run_id, options, lease)
         if result.spool is not None and (result.has_changes or result.refresh or not result.used_index):
             result.spool.commit(_written_records(result), library=library.name, generation=generation,
-                                root=library.path + "|" + str(library.created_at))
+                                root=_index_root(library), source_generation=library.generation)
         rebuild = {"requested": requested, "published": 0, "pending": requested}
         exit_code = 0
         if publish is not None and options.publish:
