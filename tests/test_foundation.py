@@ -112,3 +112,14 @@ def test_embedded_store_persists_and_serialises_processes(tmp_path: Path) -> Non
     assert busy.returncode == 75 and "pid 4242" in busy.stderr
     listed = run("library", "list", "--json")
     assert json.loads(listed.stdout)["libraries"][0]["name"] == "one"
+
+
+def test_under_journald_log_lines_carry_their_syslog_priority(libwatch, tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    assert libwatch("library", "add", "paused", str(tmp_path / "lib")).code == 0
+    assert libwatch("library", "set", "paused", "--pause").code == 0
+    done = libwatch("scan", "paused", env={"JOURNAL_STREAM": "8:12345"})
+    assert done.code == 0
+    assert any(line.startswith("<4>") and "paused" in line for line in done.stderr.splitlines())
+    plain = libwatch("scan", "paused")
+    assert "libwatch: WARNING:" in plain.stderr and "<4>" not in plain.stderr
