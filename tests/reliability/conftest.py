@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-
-from libwatch.bus import Topology
 from pipeline.conftest import broker_settings, drain, topology  # noqa: F401  (fixtures and helpers reused)
 from scan.conftest import (  # noqa: F401  (fixtures and helpers reused)
     NAME,
@@ -29,6 +27,8 @@ from scan.conftest import (  # noqa: F401  (fixtures and helpers reused)
     register,
     root,
 )
+
+from libwatch.bus import Topology
 
 BAD_AMQP_URL: Final = "amqp://guest:guest@127.0.0.1:1/%2F"
 

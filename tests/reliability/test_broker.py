@@ -7,14 +7,15 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from support import write_image
 
 from libwatch import bus
 from libwatch.bus import Topology
 from libwatch.config import Settings
-from libwatch.services import outbox, scan as scan_service
+from libwatch.services import outbox
+from libwatch.services import scan as scan_service
 from libwatch.services.outbox import PublishFailed
 from libwatch.services.scan import ScanOptions
-from support import write_image
 
 from .conftest import BAD_AMQP_URL, NAME, broker_env, one_clear_line
 

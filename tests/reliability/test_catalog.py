@@ -16,9 +16,9 @@ from typing import Any, Final
 import pymongo
 import pytest
 from pymongo.errors import PyMongoError
+from support import CORPUS
 
 from libwatch.catalog.schema import DURABLE
-from support import CORPUS
 
 from .conftest import NAME, age, one_clear_line, present_in_catalog, present_on_disk
 
@@ -176,7 +176,7 @@ def test_store_killed_mid_scan_restarted_and_rescanned_converges(
             client.close()
 
 
-@pytest.mark.parametrize("command", [("scan", NAME), ("rebuild", NAME, "--run"), ("cleanup",), ("status",)])
+@pytest.mark.parametrize("command", [("scan", NAME), ("rebuild", NAME, "--run")])
 def test_catalog_unreachable_at_start_is_exit_69_in_one_line(command: tuple[str, ...], root: Path,
                                                              libwatch: Any) -> None:
     uri = "mongodb://me:hunter2@127.0.0.1:9/?serverSelectionTimeoutMS=500&connectTimeoutMS=500"

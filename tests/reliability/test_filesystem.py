@@ -11,10 +11,11 @@ from contextlib import chdir
 from pathlib import Path
 from typing import Any, Final
 
+from support import CORPUS, tree
+
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
-from support import CORPUS, tree
 
 from .conftest import NAME, age, file_hash, files_by_path, one_clear_line, unmount
 

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from libwatch.bus import Topology
 from support import CORPUS, write_image
+
+from libwatch.bus import Topology
 
 from .conftest import NAME, broker_env
 
