@@ -102,9 +102,12 @@ def embedded_server(data_dir: Path, *, port: int = 0, host: str = "127.0.0.1",
 
 
 def _client(uri: str) -> pymongo.MongoClient[dict[str, Any]]:
+    # Keyword options beat the URI's in pymongo: pass the defaults only where the URI is silent.
+    given = uri.lower()
+    timeouts = {option: CONNECT_TIMEOUT_MS for option in ("serverSelectionTimeoutMS", "connectTimeoutMS")
+                if option.lower() + "=" not in given}
     try:
-        return pymongo.MongoClient(uri, serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS,
-                                   connectTimeoutMS=CONNECT_TIMEOUT_MS, tz_aware=True, appname="libwatch")
+        return pymongo.MongoClient(uri, tz_aware=True, appname="libwatch", **timeouts)
     except (ConfigurationError, ValueError, TypeError) as error:
         raise ConfigError(f"bad MongoDB URI {mask_url(uri)}: {error}") from None
 
