@@ -56,10 +56,11 @@ def test_password_is_masked() -> None:
 def test_unreachable_mongodb_exits_69_with_masked_uri(libwatch) -> None:
     started = time.monotonic()
     done = libwatch("library", "list", env={"LIBWATCH_MONGO_URI": "mongodb://me:hunter2@127.0.0.1:9/?serverSelectionTimeoutMS=1500"})
+    # the URI's own timeout is honoured: well under the 5 s default
     assert done.code == 69
     assert "hunter2" not in done.stderr and "me:***@127.0.0.1:9" in done.stderr
     assert "Traceback" not in done.stderr
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 4.9  # the 5 s default plus start-up would exceed it
 
 
 def test_library_lifecycle(libwatch, tmp_path: Path) -> None:
