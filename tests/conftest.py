@@ -117,3 +117,13 @@ def libwatch(cli_env: dict[str, str]):  # type: ignore[no-untyped-def]
         return Completed(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+@pytest.fixture
+def topology(amqp_url: str) -> Iterator[Any]:
+    """A RabbitMQ topology of the test's own on the shared broker, deleted afterwards with its messages."""
+    from libwatch.bus import Topology, delete_topology
+
+    topo = Topology.prefixed(f"test-{uuid.uuid4().hex[:8]}.")
+    yield topo
+    delete_topology(amqp_url, topo)

@@ -249,8 +249,11 @@ def _sort_verdict(verdict: Any, result: Plan, needs_hash: list[engine.NeedsHash]
         return
     if kind is not Skip and (kind is not engine.NeedsHash or verdict.record is not None):
         result.present_before += 1  # a catalog record met in the merge
-    if kind is engine.Unchanged:
-        result.unchanged += 1
+    if kind is engine.Unchanged or kind is engine.Kept:
+        # Both leave the record as it is: it counts in its folder and goes to the new index.
+        # (A Kept record's skip comes through the merge as its own verdict: listing it here
+        # too would report a folder once per record under it.)
+        result.unchanged += kind is engine.Unchanged
         record = verdict.record
         tally = tallies[collection_of(record.path)]
         tally[0] += 1
@@ -261,15 +264,6 @@ def _sort_verdict(verdict: Any, result: Plan, needs_hash: list[engine.NeedsHash]
         needs_hash.append(verdict)
     elif kind is engine.Gone:
         gone.append(verdict)
-    elif kind is engine.Kept:
-        record = verdict.record
-        tally = tallies[collection_of(record.path)]
-        tally[0] += 1
-        tally[1] += record.size
-        if result.spool is not None:
-            result.spool.add(record)
-        # The skip itself comes through the merge as its own verdict: listing it here too
-        # would report a folder once per record under it.
     else:
         result.skipped.append(verdict)
 

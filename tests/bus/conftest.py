@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from typing import Final
-from uuid import uuid4
 
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from libwatch.bus import BrokerUnavailable, OutgoingMessage, Publisher, PublishResult, Topology, check, delete_topology
+from libwatch.bus import BrokerUnavailable, OutgoingMessage, Publisher, PublishResult, Topology, check
 
 DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
 REQUIRE_ENV: Final = "LIBWATCH_REQUIRE_BROKER"
@@ -34,14 +33,6 @@ def amqp_url() -> str:
             pytest.fail(f"{REQUIRE_ENV}=1 but the broker is unreachable: {exc}")
         pytest.skip(f"RabbitMQ unreachable, broker tests skipped ({REQUIRE_ENV}=1 makes this fail): {exc}")
     return url
-
-
-@pytest.fixture
-def topology(amqp_url: str) -> Iterator[Topology]:
-    """A topology of its own for the test, deleted afterwards with its messages."""
-    topo = Topology.prefixed(f"test-{uuid4().hex[:8]}.")
-    yield topo
-    delete_topology(amqp_url, topo)
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pika
 import pytest
@@ -20,19 +19,10 @@ import xxhash
 from bson import ObjectId
 from support import write_image
 
-from libwatch.bus import Topology, delete_topology
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.config import Settings
 from libwatch.core.paths import b64_of, collection_of, is_exact, key_of
 from libwatch.library import Library
-
-
-@pytest.fixture
-def topology(amqp_url: str) -> Iterator[Topology]:
-    """A topology of the test's own on the shared broker, deleted afterwards with its messages."""
-    topo = Topology.prefixed(f"test-{uuid4().hex[:8]}.")
-    yield topo
-    delete_topology(amqp_url, topo)
 
 
 @pytest.fixture
