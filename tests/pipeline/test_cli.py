@@ -164,3 +164,32 @@ def test_scan_publishes_once_per_new_or_modified_image_and_worker_completes(
     assert counts["received"] == 8 and counts["done"] == 6 and counts["skipped"] == 2  # a.jpg's first version
     states = {d["path"]: (d["rebuild"]["cache"], d["rebuild"]["thumbnail"]) for d in photos.db.files.find({"library": "lib"})}
     assert states == {"2024/a.jpg": ("done", "done"), "2024/renamed.jpg": ("done", "done"), "c.png": ("done", "done")}
+
+
+def test_a_request_stuck_in_queued_is_published_again_by_the_next_scan(
+        photos: Photos, amqp_url: str, topology: Topology, libwatch: Callable[..., Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from support import write_image
+
+    root = photos.root.parent / "stuck"
+    write_image(root / "a.jpg", (60, 40), fmt="JPEG")
+    env = _broker_env(amqp_url, topology)
+    assert libwatch("library", "add", "stuck", str(root)).code == 0
+    first = libwatch("--json", "scan", "stuck", env=env)
+    assert first.code == 0 and json.loads(first.stdout)["rebuild"]["published"] == 2, first.stderr
+    lost = drain(amqp_url, topology.queues["cache"]) + drain(amqp_url, topology.queues["thumbnail"])
+    assert len(lost) == 2  # the broker "loses" them: nobody will ever render these requests
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    photos.db.files.update_many({"library": "stuck"}, {"$set": {"rebuild.cache_at": long_ago,
+                                                                  "rebuild.thumbnail_at": long_ago}})
+
+    assert libwatch("cleanup", "stuck", env=env).code == 0
+    record = photos.db.files.find_one({"library": "stuck", "path": "a.jpg"})
+    assert (record["rebuild"]["cache"], record["rebuild"]["thumbnail"]) == ("pending", "pending")
+    again = libwatch("--json", "scan", "stuck", env=env)
+    assert again.code == 0 and json.loads(again.stdout)["rebuild"]["published"] == 2, again.stderr
+    republished = drain(amqp_url, topology.queues["cache"]) + drain(amqp_url, topology.queues["thumbnail"])
+    assert sorted(p.message_id for p, _ in republished) == sorted(p.message_id for p, _ in lost)
+    record = photos.db.files.find_one({"library": "stuck", "path": "a.jpg"})
+    assert (record["rebuild"]["cache"], record["rebuild"]["thumbnail"]) == ("queued", "queued")
