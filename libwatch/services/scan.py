@@ -386,11 +386,23 @@ def _library_state(result: Plan, run_id: str, generation: int, options: ScanOpti
     return state
 
 
+def _writes(result: Plan) -> bool:
+    return result.has_changes or bool(result.refresh)
+
+
+def _mark_writing(db: Db, result: Plan, lease: Lease) -> None:
+    """Bump the generation before the first write, so that a scan killed among its writes
+    leaves no local index (of any host) that still matches the catalog."""
+    if _writes(result):
+        lease.check()
+        catalog_libraries.raw_update(db, result.library.name,
+                                     {"$set": {"state.generation": result.library.generation + 1}})
+
+
 def _record_state(db: Db, result: Plan, run_id: str, options: ScanOptions, lease: Lease) -> int:
-    """Bump the generation when anything was written, so stale local indexes are not trusted."""
+    """Record the scan in the library's state, at the generation `_mark_writing` set."""
     library = result.library
-    wrote = result.has_changes or bool(result.refresh)
-    generation = library.generation + 1 if wrote else library.generation
+    generation = library.generation + 1 if _writes(result) else library.generation
     lease.check()
     fields = _library_state(result, run_id, generation, options)
     increments = {f"state.totals.{kind}": count for kind, count in result.counts.items()
@@ -482,19 +494,19 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
         library = catalog_libraries.get(db, library.name)  # fresh state, now that we hold the lease
         result = plan(db, settings, library, options, progress=progress, spool=True)
         check_guards(result, options)
+        _mark_writing(db, result, lease)
         requested = apply(db, result, run_id, lease, priority=options.priority)
         generation = _record_state(db, result, run_id, options, lease)
         if result.spool is not None and (result.has_changes or result.refresh or not result.used_index):
             result.spool.commit(_written_records(result), library=library.name, generation=generation,
                                 root=_index_root(library), source_generation=library.generation)
         rebuild = {"requested": requested, "published": 0, "pending": requested}
-        exit_code = 0
+        exit_code, publish_error = 0, None
         if publish is not None and options.publish:
-            rebuild, exit_code = _publish(db, library, rebuild, publish)
+            rebuild, exit_code, publish_error = _publish(db, library, rebuild, publish)
         doc = document(result, run_id=run_id, dry_run=False, rebuild=rebuild)
         runs.finish(db, run_id, runs.SUCCEEDED if exit_code == 0 else runs.FAILED, counts=result.counts,
-                    duration_s=(datetime.now(UTC) - result.started_at).total_seconds(),
-                    error=doc.get("publish_error"))
+                    duration_s=(datetime.now(UTC) - result.started_at).total_seconds(), error=publish_error)
         return ScanReport(doc, exit_code)
     except BaseException as error:
         runs.finish(db, run_id, runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED,
@@ -506,16 +518,17 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
         lease.release()
 
 
-def _publish(db: Db, library: Library, rebuild: dict[str, int], publish: Publish) -> tuple[dict[str, int], int]:
+def _publish(db: Db, library: Library, rebuild: dict[str, int],
+             publish: Publish) -> tuple[dict[str, int], int, str | None]:
     from libwatch.errors import ServiceUnavailable
 
     try:
         outcome = publish(db, library)
     except ServiceUnavailable as error:
         log.error("%s; the rebuild requests stay pending and the next run publishes them", error)
-        return {**rebuild, "published": 0}, error.exit_code
+        return {**rebuild, "published": 0}, error.exit_code, str(error)
     return {"requested": rebuild["requested"], "published": outcome.get("published", 0),
-            "pending": outcome.get("pending", 0)}, 0
+            "pending": outcome.get("pending", 0)}, 0, None
 
 
 MAX_ROUNDS: Final = 5

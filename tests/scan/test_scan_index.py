@@ -85,3 +85,26 @@ def test_a_racy_record_is_confirmed_and_then_trusted(db: Any, root: Path, regist
     assert files_by_path(db)["a.jpg"]["racy"] is False
     quiet = scan_service()
     assert (quiet["changes"], quiet["counts"]["hashed_bytes"]) == ([], 0)
+
+
+def test_a_scan_that_dies_among_its_writes_leaves_no_index_that_matches(
+        db: Any, settings: Any, root: Path, register: Any, scan_service: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tree(root, {"a.jpg": (10, 10), "b.jpg": (11, 11)})
+    age(root)
+    register()
+    scan_service()
+    assert _plan(db, settings).used_index
+    (root / "b.jpg").unlink()
+    tree(root, {"c.jpg": (12, 12)})
+    age(root)
+
+    def die(*args: Any, **kwargs: Any) -> int:
+        raise KeyboardInterrupt  # as a kill among the writes: the generation is already bumped
+
+    monkeypatch.setattr(service, "apply", die)
+    with pytest.raises(KeyboardInterrupt):
+        scan_service()
+    monkeypatch.undo()
+    assert not _plan(db, settings).used_index
+    assert {("added", "c.jpg"), ("deleted", "b.jpg")} <= changes_of(scan_service())
