@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from pymongo.database import Database
 
-from libwatch import cachefiles, renderer
+from libwatch import cachefiles, messages, renderer
 from libwatch.bus import Topology
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.catalog import rebuilds, runs
@@ -27,18 +27,15 @@ from libwatch.catalog.rebuilds import FileState, Scope, Settled
 from libwatch.config import Settings
 from libwatch.core.paths import join, raw_of
 from libwatch.errors import UsageError
-from libwatch.imaging import RenderSpec
+from libwatch.imaging import DEFAULT_SPECS, RenderSpec
 from libwatch.library import Library
 from libwatch.renderer import RenderJob, RenderOutcome
 from libwatch.services import outbox
 
 SELECTIONS: Final = ("pending", "missing", "all")
 BULK_PRIORITY: Final = 1
-DEFAULT_PRIORITY: Final = 5
 QUEUED_TIMEOUT_S: Final = 3600.0
 MAX_FAILURES_SHOWN: Final = 100
-CACHE_QUALITY: Final = 85
-THUMBNAIL_QUALITY: Final = 80
 
 Db = Database[dict[str, Any]]
 
@@ -73,8 +70,9 @@ class RebuildReport:
 
 def render_specs(settings: Settings) -> dict[str, RenderSpec]:
     """How each kind is rendered, from the settings (sizes, format)."""
-    return {"cache": RenderSpec(settings.cache_edge, settings.image_format, CACHE_QUALITY),
-            "thumbnail": RenderSpec(settings.thumbnail_edge, settings.image_format, THUMBNAIL_QUALITY)}
+    edges = {"cache": settings.cache_edge, "thumbnail": settings.thumbnail_edge}
+    return {kind: replace(spec, max_edge=edges[kind], format=settings.image_format)
+            for kind, spec in DEFAULT_SPECS.items()}
 
 
 def source_path(root: str, record: FileState) -> bytes:
@@ -133,7 +131,7 @@ def _publish(db: Db, settings: Settings, library: Library, scope: Scope, kinds: 
         counts["requeued_stale"] += rebuilds.requeue_stale(db, scope, kinds, queued_before=cutoff)
     else:
         bulk = options.selection == "all"
-        stored = priority if priority is not None else BULK_PRIORITY if bulk else DEFAULT_PRIORITY
+        stored = priority if priority is not None else BULK_PRIORITY if bulk else messages.DEFAULT_PRIORITY
         now = datetime.now(UTC)
         for records, kind in _wanted(db, settings, library, scope, kinds, options, counts):
             counts["selected"] += len(records)

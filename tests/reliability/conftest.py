@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-from pipeline.conftest import broker_settings, drain, topology  # noqa: F401  (fixtures and helpers reused)
+from pipeline.conftest import broker_settings, drain  # noqa: F401  (fixtures and helpers reused)
 from scan.conftest import (  # noqa: F401  (fixtures and helpers reused)
     NAME,
     age,
