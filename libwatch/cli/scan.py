@@ -14,6 +14,7 @@ from libwatch.cli.options import JsonOption
 from libwatch.errors import EXIT_CHANGES, UsageError
 from libwatch.library import Library
 from libwatch.services import libraries as library_service
+from libwatch.services import rescan
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions, ScanReport
 
@@ -139,7 +140,7 @@ def scan(
     with context.catalog(ctx) as db, _progress(not context.wants_json(ctx, json_output)) as progress:
         publisher = _publisher(cli.settings)
         for library in _libraries(ctx, db, targets or [], all_, name):
-            run = service.scan_until_quiet if rescan_on_change else service.scan
+            run = rescan.scan_until_quiet if rescan_on_change else service.scan
             report = run(db, cli.settings, library, options, progress=progress, publish=publisher)
             reports.append(report)
             _refresh_watch(db, library, report)

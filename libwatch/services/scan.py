@@ -32,7 +32,6 @@ from libwatch.core.diff import (
     DELETED,
     MODIFIED,
     RENAMED,
-    TOUCHED,
     Change,
     Record,
 )
@@ -50,6 +49,7 @@ from libwatch.core.walk import (
 from libwatch.errors import GuardRefused
 from libwatch.errors import RootUnavailable as RootUnavailableError
 from libwatch.library import Library
+from libwatch.messages import DEFAULT_PRIORITY
 
 log = logging.getLogger("libwatch.scan")
 
@@ -57,7 +57,7 @@ log = logging.getLogger("libwatch.scan")
 # (git's "racy clean"): such records are hashed again next time. 2 s covers FAT/SMB.
 GRANULARITY_NS: Final = 2_000_000_000
 ERROR_REASONS: Final = frozenset({"io-error"})
-FILE_CHANGES: Final = (ADDED, MODIFIED, TOUCHED, RENAMED, DELETED, CORRUPTED)
+FILE_CHANGES: Final = engine.CHANGE_TYPES
 
 Db = Database[dict[str, Any]]
 Progress = Callable[[str, int], None]
@@ -77,7 +77,7 @@ class ScanOptions:
     allow_mass_delete: bool = False
     max_delete: float | None = None
     wait_lock_s: float = 0.0
-    priority: int = 5
+    priority: int = DEFAULT_PRIORITY
 
 
 @dataclass(slots=True)
@@ -529,55 +529,3 @@ def _publish(db: Db, library: Library, rebuild: dict[str, int],
         return {**rebuild, "published": 0}, error.exit_code, str(error)
     return {"requested": rebuild["requested"], "published": outcome.get("published", 0),
             "pending": outcome.get("pending", 0)}, 0, None
-
-
-MAX_ROUNDS: Final = 5
-
-
-def _watched_folders(db: Db, library: Library) -> set[str]:
-    """The root, every collection folder and their ancestors: where a change shows in a folder's times."""
-    folders = {""}
-    for path in catalog_files.collection_documents(db, library.name):
-        while path:
-            folders.add(path)
-            path = collection_of(path)
-    return folders
-
-
-def changed_since(db: Db, library: Library, since_ns: int) -> bool:
-    """Whether any watched folder or any image changed after `since_ns` (a stat walk, no hashing)."""
-    root = os.fsencode(library.path)
-    for folder in _watched_folders(db, library):
-        try:
-            st = os.stat(os.path.join(root, os.fsencode(folder)) if folder else root)
-        except OSError:
-            return True
-        if max(st.st_mtime_ns, st.st_ctime_ns) >= since_ns:
-            return True
-    return any(type(item) is not Skip and max(item.mtime_ns, item.ctime_ns) >= since_ns
-               for item in walk(library.path, walk_options(library)))
-
-
-def scan_until_quiet(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
-                     progress: Progress = _no_progress, publish: Publish | None = None) -> ScanReport:
-    """Scan, and scan again while files were still settling or something changed during the run.
-
-    systemd removes a path unit's inotify watches while its service runs, so changes made
-    during a scan raise no new event: this loop is what keeps them from being lost.
-    """
-    earlier: list[dict[str, Any]] = []
-    for round_number in range(1, MAX_ROUNDS + 1):
-        started_ns = time.time_ns()
-        report = scan(db, settings, library, options, progress=progress, publish=publish)
-        doc = report.document
-        if report.exit_code or doc.get("skipped_run") or options.dry_run:
-            return report
-        settling = any(item["reason"] == "unstable" for item in doc["skipped"])
-        if round_number == MAX_ROUNDS or not (settling or changed_since(db, library, started_ns)):
-            doc["rounds"] = round_number
-            doc["changes"] = earlier + doc["changes"]
-            return report
-        log.info("%s changed during the scan; scanning again", library.name)
-        earlier.extend(doc["changes"])
-        time.sleep(max(options.settle_s, 1.0) if settling else 0.5)
-    raise AssertionError("unreachable")

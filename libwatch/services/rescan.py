@@ -1,0 +1,78 @@
+"""Scanning until quiet: what a path-triggered scan does so that systemd's blind window loses nothing.
+
+systemd removes a path unit's inotify watches while the service it started runs, and
+does not look again when it ends: changes made during a scan raise no new event. So the
+watch service scans, checks whether anything changed since that scan started (a stat
+walk, no hashing), and scans again while it did (bounded).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Final
+
+from pymongo.database import Database
+
+from libwatch.catalog import files as catalog_files
+from libwatch.config import Settings
+from libwatch.core.paths import collection_of
+from libwatch.core.walk import Skip, walk
+from libwatch.library import Library
+from libwatch.services.scan import Progress, Publish, ScanOptions, ScanReport, scan, walk_options
+
+log = logging.getLogger("libwatch.scan")
+
+MAX_ROUNDS: Final = 5
+
+Db = Database[dict[str, Any]]
+
+
+def _watched_folders(db: Db, library: Library) -> set[str]:
+    """The root, every collection folder and their ancestors: where a change shows in a folder's times."""
+    folders = {""}
+    for path in catalog_files.collection_documents(db, library.name):
+        while path:
+            folders.add(path)
+            path = collection_of(path)
+    return folders
+
+
+def changed_since(db: Db, library: Library, since_ns: int) -> bool:
+    """Whether any watched folder or any image changed after `since_ns` (a stat walk, no hashing)."""
+    root = os.fsencode(library.path)
+    for folder in _watched_folders(db, library):
+        try:
+            st = os.stat(os.path.join(root, os.fsencode(folder)) if folder else root)
+        except OSError:
+            return True
+        if max(st.st_mtime_ns, st.st_ctime_ns) >= since_ns:
+            return True
+    return any(type(item) is not Skip and max(item.mtime_ns, item.ctime_ns) >= since_ns
+               for item in walk(library.path, walk_options(library)))
+
+
+def scan_until_quiet(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
+                     progress: Progress | None = None, publish: Publish | None = None) -> ScanReport:
+    """Scan, and scan again while files were still settling or something changed during the run.
+
+    The returned document is the last round's, with every round's changes and a `rounds` count.
+    """
+    earlier: list[dict[str, Any]] = []
+    extra = {} if progress is None else {"progress": progress}
+    for round_number in range(1, MAX_ROUNDS + 1):
+        started_ns = time.time_ns()
+        report = scan(db, settings, library, options, publish=publish, **extra)
+        doc = report.document
+        if report.exit_code or doc.get("skipped_run") or options.dry_run:
+            return report
+        settling = any(item["reason"] == "unstable" for item in doc["skipped"])
+        quiet = not (settling or changed_since(db, library, started_ns))
+        doc["rounds"] = round_number
+        doc["changes"] = earlier + doc["changes"]
+        if quiet or round_number == MAX_ROUNDS:
+            return report
+        log.info("%s changed during the scan; scanning again", library.name)
+        earlier = doc["changes"]
+        time.sleep(max(options.settle_s, 1.0) if settling else 0.5)
+    return report
