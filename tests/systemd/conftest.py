@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from systemd_box import HARNESS, Container, missing_requirement
 
+PROJECT = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture
 def container(tmp_path: Path) -> Iterator[Container]:
@@ -20,8 +22,11 @@ def container(tmp_path: Path) -> Iterator[Container]:
         pytest.skip(f"cannot boot systemd: {reason}")
     log = tmp_path / "harness.log"
     with open(log, "w") as stderr:
+        # The checkout (and its .venv) is bound in read-only at the same path: the container's /tmp
+        # is a fresh tmpfs and only the root file system is overlaid, so a checkout under /tmp or on
+        # another mount (as CI's may be) would otherwise be invisible inside.
         proc = subprocess.Popen(["bash", str(HARNESS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=stderr, text=True)
+                                stderr=stderr, text=True, env={**os.environ, "PROJECT_DIR": str(PROJECT)})
     try:
         assert proc.stdout is not None and proc.stdin is not None
         ready = proc.stdout.readline().split()

@@ -161,6 +161,12 @@ def test_timer_and_watcher_record_every_change(container: Container, mode: str) 
     box.run("sh", "-c", f"mkdir -p /etc/systemd/system/libwatch-scan@{LIBRARY}.timer.d && printf "
             f"'[Timer]\\nPersistent=false\\nAccuracySec=100ms\\nRandomizedDelaySec=0\\n' "
             f"> /etc/systemd/system/libwatch-scan@{LIBRARY}.timer.d/zz-e2e-fast.conf")
+    if Path(sys.executable).is_relative_to("/tmp"):
+        # Test-only: a checkout under /tmp (a CI clone may be one) is hidden from services by their
+        # PrivateTmp=; an installed libwatch lives in /usr or /opt, where this does not arise.
+        for unit in ("libwatch-scan@.service", "libwatch-watch@.service"):
+            box.run("sh", "-c", f"mkdir -p /etc/systemd/system/{unit}.d && printf '[Service]\\nPrivateTmp=no\\n' "
+                    f"> /etc/systemd/system/{unit}.d/zz-e2e-checkout-in-tmp.conf")
 
     installed = box.python(
         "import json; from libwatch.systemd import *; "
