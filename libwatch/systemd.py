@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Final
 
+from libwatch.library import NAME_PATTERN
+
 SYSTEM_UNIT_DIR: Final = Path("/etc/systemd/system")
 SYSTEM_ENV_FILE: Final = "/etc/libwatch/libwatch.env"
 DEFAULT_WATCH_CAP: Final = 200
@@ -40,7 +42,7 @@ TEMPLATE_NAMES: Final = (
 )
 SCHEDULE_DROPIN: Final = "schedule.conf"
 PATHS_DROPIN: Final = "paths.conf"
-LIBRARY_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+LIBRARY_NAME: Final = NAME_PATTERN  # the one library-name rule (libwatch.library)
 # Path units cannot watch these (no inotify events for changes made by other hosts).
 NETWORK_FS_TYPES: Final = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "afs", "ceph", "glusterfs",

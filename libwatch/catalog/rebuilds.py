@@ -36,7 +36,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from libwatch.catalog.files import path_ranges
+from libwatch.catalog.files import collection_documents, path_ranges
 from libwatch.catalog.schema import DURABLE
 from libwatch.catalog.store import error_reason
 from libwatch.errors import CatalogUnavailable
@@ -296,14 +296,13 @@ def record_results(db: Db, results: Sequence[Settled], *, now: datetime) -> int:
 
 
 @_catalog_errors
-def collection_ids(db: Db, library: str, paths: Iterable[str]) -> dict[str, str]:
-    """``collections._id`` (as text) of each folder path of a library."""
-    wanted = list(dict.fromkeys(paths))
-    found: dict[str, str] = {}
-    for chunk in _chunks(wanted):
-        for doc in db.collections.find({"library": library, "path": {"$in": list(chunk)}}, {"_id": 1, "path": 1}):
-            found[doc["path"]] = str(doc["_id"])
-    return found
+def collection_ids(db: Db, library: str) -> dict[str, str]:
+    """``collections._id`` (as text) of every folder of a library, by path.
+
+    One read of the library's collections (one document per folder), not ``$in`` batches:
+    SecantusDB answers ``$in`` with a full collection scan.
+    """
+    return {path: str(doc["_id"]) for path, doc in collection_documents(db, library).items()}
 
 
 @_catalog_errors

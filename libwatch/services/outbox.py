@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -65,9 +65,8 @@ class _Key:
     hash: str
 
 
-def _messages(db: Db, root: str, library: str, page: Sequence[FileState], kinds: Sequence[str],
-              priority: int | None) -> Iterator[bus.OutgoingMessage]:
-    collections = rebuilds.collection_ids(db, library, (r.collection for r in page))
+def _messages(root: str, library: str, collections: Mapping[str, str], page: Sequence[FileState],
+              kinds: Sequence[str], priority: int | None) -> Iterator[bus.OutgoingMessage]:
     requested_at = messages.utc_timestamp()
     for record in page:
         for kind in kinds:
@@ -122,9 +121,10 @@ def publish_pending(db: Db, settings: Settings, *, library: str | None = None, k
     try:
         with bus.Publisher(settings.amqp_url, topology or default_topology()) as publisher:
             for each in scopes:
+                collections = rebuilds.collection_ids(db, each.library)
                 for page in rebuilds.pending_pages(db, each, kinds):
-                    sent, failures = _publish_page(
-                        db, publisher, _messages(db, roots[each.library], each.library, page, kinds, priority))
+                    sent, failures = _publish_page(db, publisher, _messages(
+                        roots[each.library], each.library, collections, page, kinds, priority))
                     published += sent
                     refused += failures
     except bus.BusError as error:
