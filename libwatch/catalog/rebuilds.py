@@ -250,6 +250,21 @@ def mark_queued(db: Db, kind: str, published: Sequence[tuple[str, str]], *, now:
 
 
 @_catalog_errors
+def unqueue(db: Db, requests: Sequence[tuple[str, str, str]], *, now: datetime) -> int:
+    """Set queued ``(id, kind, hash)`` requests back to pending: their message was used up unserved.
+
+    The worker found no file at the record's path (moved or deleted since the scan). A
+    move keeps the record and its rebuild state and asks for no new rendering, so a
+    request left queued would never be served; pending, the scan that records the move
+    publishes it again (and one that records a deletion leaves nothing to publish).
+    """
+    updates = [UpdateOne({"_id": ObjectId(i), "rebuild.hash": h, f"rebuild.{kind}": QUEUED},
+                         {"$set": {f"rebuild.{kind}": PENDING, f"rebuild.{kind}_at": now}})
+               for i, kind, h in requests]
+    return _files(db).bulk_write(updates, ordered=False).modified_count if updates else 0
+
+
+@_catalog_errors
 def records_by_id(db: Db, ids: Iterable[str]) -> dict[str, FileState]:
     """The records with these ids (unknown or malformed ids are simply absent)."""
     found: dict[str, FileState] = {}

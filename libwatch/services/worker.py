@@ -11,6 +11,9 @@ Per message:
   another library → rejected (dead-lettered), the reason logged;
 - the record gone, missing, or holding other content than the message's hash →
   acknowledged and counted ``skipped`` (a newer request exists or none is needed);
+- no file at the record's path (moved or deleted since the scan) → acknowledged,
+  counted ``skipped``, and the request set back to ``pending`` for the next scan,
+  which records the move and publishes it again;
 - already ``done`` for this hash → acknowledged, counted ``duplicate``;
 - rendered → ``done``; the image is broken (decode error, bomb, timeout, crash)
   → ``failed`` with the reason, and rejected so it is never retried forever;
@@ -247,9 +250,14 @@ class Worker:
         for outcome in self._render(self._jobs(tasks)):
             assert isinstance(outcome.key, int)
             outcomes[outcome.key] = outcome
+        now = datetime.now(UTC)
         results = [r for i, o in outcomes.items() if (r := settle((tasks[i].record, tasks[i].request.kind), o))]
         if results:
-            rebuilds.record_results(self.db, results, now=datetime.now(UTC))
+            rebuilds.record_results(self.db, results, now=now)
+        unserved = [(tasks[i].record.id, tasks[i].request.kind, tasks[i].request.content_hash)
+                    for i, o in outcomes.items() if o.status == renderer.SKIPPED]
+        if unserved:
+            rebuilds.unqueue(self.db, unserved, now=now)
         retry: list[_Task] = []
         for index, task in enumerate(tasks):
             outcome = outcomes.get(index)

@@ -89,3 +89,29 @@ def test_an_unroutable_publish_is_an_error_and_the_request_stays_pending(
     assert outbox.publish_pending(db, with_broker, library=NAME, topology=topology) == {"published": 2, "pending": 0}
     assert set(_states(db).values()) == {("queued", "queued")}
     assert bus.queue_depths(amqp_url, topology) == {"cache": 2, "thumbnail": 2, "dead": 0}
+
+
+def test_a_request_whose_file_moved_before_the_worker_came_is_rendered_after_the_next_scan(
+        db: Any, root: Path, register: Any, libwatch: Any, amqp_url: str, topology: Topology) -> None:
+    # The found-by-hypothesis case: a rename keeps the record's rebuild state and asks for no
+    # new rendering, so a request the worker could not serve (its source had moved) must not
+    # stay `queued`: it goes back to pending, and the scan that records the move publishes it.
+    write_image(root / "a.jpg", (40, 30), fmt="JPEG")
+    register()
+    env = broker_env(amqp_url, topology)
+    assert libwatch("scan", NAME, env=env).code == 0
+    (root / "moved").mkdir()
+    (root / "a.jpg").rename(root / "moved/a.jpg")
+
+    first = libwatch("--json", "worker", "--idle-exit", "1", "--processes", "1", env=env)
+    assert first.code == 0, first.stderr
+    assert json.loads(first.stdout)["counts"] == {"received": 2, "skipped": 2}
+    assert _states(db) == {"a.jpg": ("pending", "pending")}
+
+    rescan = libwatch("--json", "scan", NAME, env=env)
+    assert rescan.code == 0, rescan.stderr
+    assert json.loads(rescan.stdout)["counts"]["renamed"] == 1
+    assert json.loads(rescan.stdout)["rebuild"]["published"] == 2
+    second = libwatch("--json", "worker", "--idle-exit", "1", "--processes", "1", env=env)
+    assert json.loads(second.stdout)["counts"] == {"received": 2, "done": 2}
+    assert _states(db) == {"moved/a.jpg": ("done", "done")}
