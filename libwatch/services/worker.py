@@ -60,7 +60,13 @@ class BrokerLost(ServiceUnavailable):
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
-    """``batch`` defaults to half the prefetch window; ``idle_exit_s`` None waits for messages forever."""
+    """``batch`` defaults to the whole prefetch window of both queues; ``idle_exit_s`` None waits forever.
+
+    The whole window, so that an image's cache and thumbnail requests, which arrive on
+    two queues, usually share a batch and so one catalog write: measured on SecantusDB,
+    where each document written costs about 0.7 ms, a batch of half the window held a
+    single queue's deliveries and the no-op worker ran at half the rate.
+    """
 
     prefetch: int = 100
     max_messages: int | None = None
@@ -76,7 +82,7 @@ class WorkerOptions:
 
     @property
     def batch_size(self) -> int:
-        return self.batch or max(1, self.prefetch // 2)
+        return self.batch or self.prefetch * len(rebuilds.KINDS)
 
 
 @dataclass(slots=True)
