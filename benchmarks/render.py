@@ -26,6 +26,8 @@ file size, so the lower the noise, the larger libwatch's lead over a full decode
 Targets (issue 4): libwatch >= 3x plain Pillow and >= 1.2x vipsthumbnail on one
 core; 2 processes >= 1.7x one. ``ours/floor`` shows how close the renderer is to
 the decode floor; ``--noise`` shows how the ratios move with the file size.
+``derived/not``: the rate for both kinds of an image (what each new image costs)
+when the thumbnail is rendered from the fresh cache image, against both from the original.
 
     .venv/bin/python benchmarks/render.py --count 40
 """
@@ -47,8 +49,10 @@ from typing import Final
 import xxhash
 from PIL import Image
 
+from libwatch.catalog.rebuilds import KINDS
 from libwatch.imaging import DEFAULT_SPECS
 from libwatch.renderer import DONE, Renderer, RenderJob
+from libwatch.services.rebuild import DERIVED_FROM
 
 SIZE: Final = (4000, 3000)
 EDGE: Final = 320
@@ -99,15 +103,19 @@ def vips(paths: list[Path], out: Path) -> None:
     )
 
 
-def libwatch(paths: list[Path], cache_dir: Path, processes: int) -> tuple[Renderer, Callable[[], None]]:
-    """A warmed-up Renderer (children started) and the timed call that renders ``paths``."""
+def render_jobs(paths: list[Path], kinds: tuple[str, ...], *, derive: bool) -> list[RenderJob]:
+    """Forced jobs (every repeat renders again), kind by kind as the worker orders a batch."""
+    hashes = {p: "xxh3-128:" + xxhash.xxh3_128_hexdigest(p.read_bytes()) for p in paths}
+    return [RenderJob((p, kind), str(p), kind, hashes[p], DEFAULT_SPECS[kind], force=True,
+                      derive_from=DERIVED_FROM.get(kind) if derive else None)
+            for kind in kinds for p in paths]
+
+
+def libwatch(jobs: list[RenderJob], cache_dir: Path, processes: int) -> tuple[Renderer, Callable[[], None]]:
+    """A warmed-up Renderer (children started) and the timed call that renders ``jobs``."""
     spec = DEFAULT_SPECS["thumbnail"]
-    jobs = [
-        RenderJob(p, str(p), "thumbnail", "xxh3-128:" + xxhash.xxh3_128_hexdigest(p.read_bytes()), spec, force=True)
-        for p in paths
-    ]
     renderer = Renderer(cache_dir, processes=processes)
-    warmup = cache_dir.parent / f"warmup-{processes}.jpg"
+    warmup = cache_dir.parent / f"warmup-{cache_dir.name}.jpg"
     Image.new("RGB", (64, 48), "gray").save(warmup)
     warm_jobs = [RenderJob(i, str(warmup), f"warmup{i}", "xxh3-128:" + "0" * 32, spec) for i in range(processes)]
     list(renderer.render_many(warm_jobs))
@@ -156,10 +164,17 @@ def main() -> None:
             rates["vips"] = timed("vipsthumbnail (1 thread)", n, rep, lambda: vips(paths, root / "vips"))
         else:
             print("vipsthumbnail: baseline missing (apt-get install -y libvips-tools)")
+        thumbnails = render_jobs(paths, ("thumbnail",), derive=False)
         for processes in (1, 2):
-            renderer, run = libwatch(paths, root / f"cache-{processes}", processes)
+            renderer, run = libwatch(thumbnails, root / f"cache-{processes}", processes)
             with renderer:
                 rates[f"{processes}proc"] = timed(f"libwatch Renderer, {processes} process(es)", n, rep, run)
+        print("both kinds of each image (1920 px cache image, then thumbnail), one process:")
+        for derive in (False, True):
+            label = "thumbnail from the cache image" if derive else "each from the original"
+            renderer, run = libwatch(render_jobs(paths, KINDS, derive=derive), root / f"both-{derive}", 1)
+            with renderer:
+                rates[f"both-{derive}"] = timed(f"  libwatch, {label}", n, rep, run)
         report(rates)
 
 
@@ -172,6 +187,7 @@ def report(rates: dict[str, float]) -> None:
         print(f"{name:<14} {ratio:5.2f}x  ({verdict} the {TARGETS[name]}x target)")
     print(f"{'ours/reduced':<14} {rates['1proc'] / rates['reduced']:5.2f}x  (the stronger Pillow baseline)")
     print(f"{'ours/floor':<14} {rates['1proc'] / rates['floor']:5.2f}x  (1.00 would be the decode alone)")
+    print(f"{'derived/not':<14} {rates['both-True'] / rates['both-False']:5.2f}x  (images/s with both kinds)")
 
 
 if __name__ == "__main__":

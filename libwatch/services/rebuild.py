@@ -33,6 +33,9 @@ from libwatch.renderer import RenderJob, RenderOutcome
 from libwatch.services import outbox
 
 SELECTIONS: Final = ("pending", "missing", "all")
+# A thumbnail is rendered from the image's cache image when the cache holds it: the
+# cache kind comes first in rebuilds.KINDS, so a batch renders it first.
+DERIVED_FROM: Final = {"thumbnail": "cache"}
 BULK_PRIORITY: Final = 1
 QUEUED_TIMEOUT_S: Final = 3600.0
 MAX_FAILURES_SHOWN: Final = 100
@@ -151,7 +154,7 @@ def _jobs(settings: Settings, library: Library, selected: Iterable[tuple[list[Fi
         for record in records:
             assert record.hash is not None
             yield RenderJob((record, kind), source_path(library.path, record), kind, record.hash, specs[kind],
-                            force=force or record.force)
+                            force=force or record.force, derive_from=DERIVED_FROM.get(kind))
 
 
 def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kinds: Sequence[str],

@@ -42,7 +42,7 @@ from libwatch.config import Settings
 from libwatch.errors import CatalogUnavailable, ServiceUnavailable, UsageError
 from libwatch.renderer import RenderJob, RenderOutcome
 from libwatch.services import outbox
-from libwatch.services.rebuild import render_specs, settle, source_path
+from libwatch.services.rebuild import DERIVED_FROM, render_specs, settle, source_path
 
 log = logging.getLogger("libwatch.worker")
 
@@ -234,7 +234,8 @@ class Worker:
                 self._ack(consumer, task, "duplicate")
             else:
                 work.append(task)
-        return work
+        # Cache images first: the thumbnails of the same images are then rendered from them.
+        return sorted(work, key=lambda task: rebuilds.KINDS.index(task.request.kind))
 
     def _ack(self, consumer: bus.Consumer, task: _Task, outcome: str) -> None:
         for delivery in task.deliveries:
@@ -248,7 +249,8 @@ class Worker:
             request = task.request
             yield RenderJob(index, source_path(root_of[task.record.library], task.record), request.kind,
                             request.content_hash, self._specs[request.kind],
-                            force=request.force_regenerate or task.record.force)
+                            force=request.force_regenerate or task.record.force,
+                            derive_from=DERIVED_FROM.get(request.kind))
 
     def _render_and_record(self, consumer: bus.Consumer, tasks: list[_Task]) -> None:
         assert self._render is not None

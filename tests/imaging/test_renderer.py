@@ -114,6 +114,46 @@ def test_a_duplicate_or_renamed_image_needs_no_render_unless_forced(
     assert (forced.status, forced.error) == (SKIPPED, "vanished")
 
 
+def test_a_thumbnail_is_rendered_from_the_cache_image_when_the_cache_holds_it(
+    tmp_path: Path, make_jpeg: Callable[..., Path]
+) -> None:
+    path = make_jpeg("big.jpg", (4000, 3000), orientation=6)
+    cache_dir = tmp_path / "cache"
+    derive = job(path, key="derived", derive_from="cache", force=True)
+    no_rendition = job(path, key="none", derive_from="nothing-here", force=True)
+    with Renderer(cache_dir, processes=1) as renderer:
+        cached = renderer.render_one(job(path, kind="cache", spec=DEFAULT_SPECS["cache"]))
+        direct = renderer.render_one(job(path, key="direct"))
+        path.unlink()
+        # The original is gone: "done" proves the thumbnail came from the cache image.
+        derived, missing = renderer.render_one(derive), renderer.render_one(no_rendition)
+    assert (cached.status, direct.status, derived.status) == (DONE, DONE, DONE)
+    assert (missing.status, missing.error) == (SKIPPED, "vanished")
+    with Image.open(derived.path) as thumb:  # type: ignore[arg-type]
+        assert thumb.size == (240, 320)  # upright: the cache image already is
+
+
+@pytest.mark.parametrize("rendition", [b"", b"not an image", "small"])
+def test_a_cache_image_that_cannot_serve_leaves_the_thumbnail_to_the_original(
+    tmp_path: Path, make_jpeg: Callable[..., Path], rendition: bytes | str
+) -> None:
+    path = make_jpeg("a.jpg", (1600, 1200))
+    cache_dir = tmp_path / "cache"
+    stored = cachefiles.cache_path(cache_dir, "cache", content_hash(path), "jpg")
+    stored.parent.mkdir(parents=True)
+    if rendition == "small":  # under twice the thumbnail's edge: too coarse to derive from
+        Image.new("RGB", (600, 450), "red").save(stored)
+    else:
+        stored.write_bytes(rendition)  # type: ignore[arg-type]
+    with Renderer(cache_dir, processes=1) as renderer:
+        outcome = renderer.render_one(job(path, derive_from="cache"))
+    assert outcome.status == DONE
+    with Image.open(outcome.path) as thumb:  # type: ignore[arg-type]
+        assert thumb.size == (320, 240)
+        red, green, _blue = thumb.getpixel((160, 120))
+        assert not (red > 200 and green < 60)  # the original's centre, not the red stand-in
+
+
 def test_a_new_format_replaces_the_old_one(tmp_path: Path, make_jpeg: Callable[..., Path]) -> None:
     path = make_jpeg("a.jpg", (640, 480))
     cache_dir = tmp_path / "cache"
