@@ -10,15 +10,20 @@ forces a rebuild instead of a misread.
 
 The index also holds a digest per folder of its files' (path, size, mtime, ctime, inode),
 for folders whose records are all hashed and not racy: a walk whose listing of a folder
-has the same digest takes the whole folder as unchanged without matching file by file.
-Layout: a JSON header line, length-framed marshal chunks of records, one framed marshal
-dict of folder digests, and an 8-byte trailer with the offset of that dict.
+has the same digest takes the whole folder as unchanged without matching file by file,
+and the records of that folder are not even decoded.
+Layout: a JSON header line; the records in path order as length-framed runs (records of
+one folder that follow each other, at most 8,192), each a marshal pair of the first path
+and the marshal bytes of the records; one framed marshal pair of the record count and the
+dict of folder digests; and an 8-byte trailer with the offset of that pair.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import heapq
+import itertools
 import json
 import logging
 import marshal
@@ -31,11 +36,11 @@ from typing import Any, BinaryIO, Final
 
 import xxhash
 
-from libwatch.core.diff import Record
+from libwatch.core.diff import Record, Run
 from libwatch.core.paths import collection_of
 from libwatch.core.walk import DiskEntry
 
-FORMAT: Final = 3
+FORMAT: Final = 4
 _CHUNK: Final = 8192
 # Chunks are framed with their length and decoded with marshal.loads: marshal.load on a
 # file object reads item by item and was 12x slower (0.125 s against 0.011 s for 20,000 records).
@@ -63,17 +68,23 @@ def folder_digest(entries: Sequence[DiskEntry]) -> bytes:
 class Index:
     """An index whose header matched: its folder digests now, its records once, in path order."""
 
-    def __init__(self, stream: BinaryIO, folders: dict[str, bytes], end: int) -> None:
+    def __init__(self, stream: BinaryIO, count: int, folders: dict[str, bytes], end: int) -> None:
+        self.count = count
         self.folders = folders
         self._stream = stream
         self._end = end
 
-    def records(self) -> Iterator[Record]:
+    def runs(self) -> Iterator[Run]:
+        """The records as runs, each decoded only if loaded."""
         stream, end = self._stream, self._end
         with stream:
             while stream.tell() < end:
                 (length,) = _LENGTH.unpack(stream.read(_LENGTH.size))
-                yield from map(_record, marshal.loads(stream.read(length)))
+                first, rows = marshal.loads(stream.read(length))
+                yield Run(first, functools.partial(_decoded, rows))
+
+    def records(self) -> Iterator[Record]:
+        return (record for run in self.runs() for record in run.load())
 
 
 def index_path(home: Path, catalog_identity: str, library: str) -> Path:
@@ -101,16 +112,20 @@ def read(path: Path, *, library: str, generation: int, root: str) -> Index | Non
         (end,) = _TRAILER.unpack(stream.read(_TRAILER.size))
         stream.seek(end)
         (length,) = _LENGTH.unpack(stream.read(_LENGTH.size))
-        folders = marshal.loads(stream.read(length))
+        count, folders = marshal.loads(stream.read(length))
         stream.seek(start)
     except (ValueError, OSError, EOFError, TypeError, struct.error):
         stream.close()
         return None
-    return Index(stream, folders, end)
+    return Index(stream, count, folders, end)
 
 
 def _record(fields: tuple[Any, ...]) -> Record:
     return _new_record(Record, (*fields, None))
+
+
+def _decoded(rows: bytes) -> Iterator[Record]:
+    return map(_record, marshal.loads(rows))
 
 
 _new_record: Final = tuple.__new__
@@ -120,7 +135,7 @@ def _spooled(stream: BinaryIO) -> Iterator[Record]:
     with stream:
         while head := stream.read(_LENGTH.size):
             (length,) = _LENGTH.unpack(head)
-            yield from map(_record, marshal.loads(stream.read(length)))
+            yield from _decoded(stream.read(length))
 
 
 def _dump(chunk: Any, stream: BinaryIO) -> None:
@@ -129,31 +144,50 @@ def _dump(chunk: Any, stream: BinaryIO) -> None:
     stream.write(blob)
 
 
+def _row(r: Record) -> tuple[Any, ...]:
+    return r.path, r.size, r.mtime_ns, r.ctime_ns, r.inode, r.hash, r.racy
+
+
+def _folder_of(record: Record) -> str:
+    return collection_of(record.path)
+
+
+def _runs(records: Iterable[Record]) -> Iterator[tuple[str, list[Record]]]:
+    """Records in path order as (folder, run): records of one folder that follow each other, at most _CHUNK."""
+    for folder, group in itertools.groupby(records, key=_folder_of):
+        while run := list(itertools.islice(group, _CHUNK)):
+            yield folder, run
+
+
+def _digest_run(digests: dict[str, Any], folder: str, run: list[Record]) -> None:
+    """Add a run to its folder's running digest; a racy or unhashed record leaves the folder without one (None)."""
+    running = digests.setdefault(folder, xxhash.xxh3_128())
+    if running is None:
+        return
+    if any(r.racy or r.hash is None for r in run):
+        digests[folder] = None
+        return
+    dumps = marshal.dumps
+    for r in run:
+        running.update(dumps(_record_stat(r), _DIGEST_MARSHAL))
+
+
 def write(path: Path, records: Iterable[Record], *, library: str, generation: int, root: str) -> None:
     """Write the index atomically (temp file + rename); records must be in path order."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     digests: dict[str, Any] = {}  # folder -> running digest, or None once a record in it is racy or unhashed
-    dumps = marshal.dumps
     try:
         with temp.open("wb") as stream:
             stream.write(json.dumps(_header(library, generation, root)).encode() + b"\n")
-            chunk: list[tuple[Any, ...]] = []
-            for r in records:
-                chunk.append((r.path, r.size, r.mtime_ns, r.ctime_ns, r.inode, r.hash, r.racy))
-                if len(chunk) == _CHUNK:
-                    _dump(chunk, stream)
-                    chunk = []
-                folder = collection_of(r.path)
-                running = digests.setdefault(folder, xxhash.xxh3_128())
-                if r.racy or r.hash is None:
-                    digests[folder] = None
-                elif running is not None:
-                    running.update(dumps(_record_stat(r), _DIGEST_MARSHAL))
-            if chunk:
-                _dump(chunk, stream)
+            count = 0
+            for folder, run in _runs(records):
+                _dump((run[0].path, marshal.dumps(list(map(_row, run)))), stream)
+                _digest_run(digests, folder, run)
+                count += len(run)
             end = stream.tell()
-            _dump({folder: running.digest() for folder, running in digests.items() if running is not None}, stream)
+            _dump((count, {folder: running.digest() for folder, running in digests.items() if running is not None}),
+                  stream)
             stream.write(_TRAILER.pack(end))
         os.replace(temp, path)
     finally:
@@ -190,7 +224,7 @@ class Spool:
         self._carried.add(folder)
 
     def add(self, r: Record) -> None:
-        self._chunk.append((r.path, r.size, r.mtime_ns, r.ctime_ns, r.inode, r.hash, r.racy))
+        self._chunk.append(_row(r))
         if len(self._chunk) == _CHUNK:
             _dump(self._chunk, self._stream)
             self._chunk = []
@@ -214,7 +248,7 @@ class Spool:
                     discard(self.path)
                     return
                 carried = self._carried
-                parts.append(r for r in source.records() if collection_of(r.path) in carried)
+                parts.append(r for run in source.runs() if collection_of(run.path) in carried for r in run.load())
             write(self.path, heapq.merge(*parts, key=_path), library=library, generation=generation, root=root)
         finally:
             self.discard()

@@ -8,7 +8,7 @@ the gone records into changes, pairing renames in a second pass. No I/O here.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -53,6 +53,17 @@ class Record(NamedTuple):
     hash: str | None
     racy: bool = False
     id: object = None
+
+
+class Run(NamedTuple):
+    """Catalog records of one folder that follow each other in path order, not yet decoded.
+
+    ``path`` is the first record's; ``load`` decodes them all. :func:`match` drops a run
+    unread when the walk vouched for its folder with a :class:`Same`.
+    """
+
+    path: str
+    load: Callable[[], Iterable[Record]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +126,7 @@ def quick_check(entry: DiskEntry, record: Record, *, verify: bool = False, compa
 
 def match(
     disk: Iterable[DiskEntry | Skip | Same],
-    catalog: Iterable[Record],
+    catalog: Iterable[Record | Run],
     *,
     verify: bool = False,
     settle_cutoff_ns: int | None = None,
@@ -131,10 +142,13 @@ def match(
     A :class:`Same` folder is yielded as itself and stands for the records of
     the files directly in it, which yield nothing (the caller vouches that they
     are exactly the folder's files: the walk compared them with the same records).
+    A :class:`Run` in the catalog stream stands for its records: dropped whole in
+    a Same folder, else decoded when the merge reaches it.
     Raises ValueError when either stream is not in strictly ascending order.
     """
     disk_it = iter(disk)
     cat_it = iter(catalog)
+    loaded: Iterator[Record] = iter(())  # the records of the run being matched
     d = next(disk_it, None)
     r = next(cat_it, None)
     last_d: str | None = None
@@ -155,16 +169,22 @@ def match(
             else:
                 yield _disk_only(d, settle_cutoff_ns, folders)  # type: ignore[arg-type]
             last_d, d = dk, next(disk_it, None)
+        elif type(r) is Run:
+            if _in_same_folder(r.path, same):
+                last_r = r.path
+            else:
+                loaded = iter(r.load())
+            r = next(loaded, None) or next(cat_it, None)
         elif d is None or r.path < dk:  # type: ignore[operator]
             if not _in_same_folder(r.path, same):
                 while folders and not r.path.startswith(sort_key(folders[-1])):
                     folders.pop()
                 yield Kept(r, folders[-1]) if folders else Gone(r)
-            last_r, r = r.path, next(cat_it, None)
+            last_r, r = r.path, next(loaded, None) or next(cat_it, None)
         else:
-            yield from _both(d, r, verify, settle_cutoff_ns, compare)
+            yield from _both(d, r, verify, settle_cutoff_ns, compare)  # type: ignore[arg-type]
             last_d, d = dk, next(disk_it, None)
-            last_r, r = r.path, next(cat_it, None)
+            last_r, r = r.path, next(loaded, None) or next(cat_it, None)
 
 
 def _in_same_folder(path: str, same: list[str]) -> bool:

@@ -7,6 +7,7 @@ run. The same `plan` serves both, so diff and scan can never disagree.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -57,6 +58,9 @@ log = logging.getLogger("libwatch.scan")
 # (git's "racy clean"): such records are hashed again next time. 2 s covers FAT/SMB.
 GRANULARITY_NS: Final = 2_000_000_000
 ERROR_REASONS: Final = frozenset({"io-error"})
+# Below this many files the walk takes a few tens of milliseconds: forking worker processes
+# would save about what it costs. (A first scan has no index to tell: it is bound by hashing.)
+PARALLEL_WALK_FILES: Final = 10_000
 FILE_CHANGES: Final = engine.CHANGE_TYPES
 
 Db = Database[dict[str, Any]]
@@ -168,6 +172,13 @@ def _folder_check(digests: dict[str, bytes], settle_cutoff_ns: int | None) -> Fo
     return unchanged
 
 
+def _walk_workers(index: statindex.Index | None) -> int:
+    """Processes for the walk: one per CPU this process may run on, for a library the index shows to be large."""
+    if index is None or index.count < PARALLEL_WALK_FILES:
+        return 1
+    return len(os.sched_getaffinity(0))
+
+
 def _root_is_empty(root: str) -> bool:
     """Whether the root has no entries at all (an unmounted mount point); raises if it cannot be listed."""
     try:
@@ -189,7 +200,6 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
     """Detect what changed between the disk and the catalog; writes nothing to the catalog."""
     now = time.time_ns()
     result = Plan(library=library, started_at=datetime.now(UTC),
-                  collections_before=catalog_files.collection_documents(db, library.name),
                   spool=statindex.Spool(_index_file(settings, library)) if spool else None)
     root_empty = _root_is_empty(library.path)
     settle_cutoff = now - int(options.settle_s * 1e9) if options.settle_s > 0 else None
@@ -198,12 +208,16 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
     tallies: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     index = _open_index(settings, library, result)
     check = _folder_check(index.folders, settle_cutoff) if index is not None and not options.verify else None
-    records = index.records() if index is not None else catalog_files.present_records(
-        db, library.name, result.collections_before)
     try:
-        disk = _counted(walk(library.path, walk_options(library), unchanged=check), result, progress)
-        for verdict in engine.match(disk, records, verify=options.verify, settle_cutoff_ns=settle_cutoff):
-            _sort_verdict(verdict, result, needs_hash, gone, tallies)
+        with contextlib.closing(walk(library.path, walk_options(library), unchanged=check,
+                                     workers=_walk_workers(index))) as walked:
+            # Read while the walk's worker processes are under way.
+            result.collections_before = catalog_files.collection_documents(db, library.name)
+            records = index.runs() if index is not None else catalog_files.present_records(
+                db, library.name, result.collections_before)
+            disk = _counted(walked, result, progress)
+            for verdict in engine.match(disk, records, verify=options.verify, settle_cutoff_ns=settle_cutoff):
+                _sort_verdict(verdict, result, needs_hash, gone, tallies)
     except RootUnavailable as error:
         raise RootUnavailableError(f"library root {library.path} is unavailable: {error.strerror}; "
                                    "nothing was changed") from None

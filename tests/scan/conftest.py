@@ -62,6 +62,15 @@ def age(root: Path, start_ns: int = OLD_NS) -> None:
         os.utime(path, ns=(start_ns + offset * 10**9, start_ns + offset * 10**9))
 
 
+def flip_a_byte_keeping_size_and_mtime(target: Path) -> None:
+    """Rewrite a file in place as bit rot would: only its ctime shows it."""
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """The library folder (empty)."""

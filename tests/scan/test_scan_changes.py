@@ -13,6 +13,7 @@ from .conftest import (
     changes_of,
     file_hash,
     files_by_path,
+    flip_a_byte_keeping_size_and_mtime,
     tree,
     write_image,
 )
@@ -111,21 +112,13 @@ def test_every_change_type_of_one_rescan(db: Any, root: Path, register: Any, cli
     assert (again.code, again.doc["changes"]) == (0, [])
 
 
-def _flip_a_byte_keeping_size_and_mtime(target: Path) -> None:
-    st = target.stat()
-    data = bytearray(target.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    target.write_bytes(bytes(data))
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
 def test_bit_rot_is_reported_corrupted_by_verify(db: Any, root: Path, register: Any, cli: Any) -> None:
     target = root / "a/photo.jpg"
     tree(root, {"a/photo.jpg": (80, 60), "a/other.jpg": (20, 20)})
     age(root)
     register()
     assert cli("scan", NAME).code == 0
-    _flip_a_byte_keeping_size_and_mtime(target)
+    flip_a_byte_keeping_size_and_mtime(target)
     # Size and mtime as recorded, content not: under --verify that is corruption (only the
     # ctime moved, as it must when a test writes the file); a plain scan calls it modified.
     done = cli("scan", NAME, "--verify")
@@ -144,7 +137,7 @@ def test_content_rewritten_with_mtime_restored_is_caught_without_verify(root: Pa
     age(root)
     register()
     assert cli("scan", NAME).code == 0
-    _flip_a_byte_keeping_size_and_mtime(target)
+    flip_a_byte_keeping_size_and_mtime(target)
     done = cli("scan", NAME)
     # The changed ctime sends the file to the hash check; the core calls that a modification (touch -r).
     assert changes_of(done.doc) == {("modified", "photo.jpg")}

@@ -7,11 +7,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from libwatch import statindex
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.services import scan as service
 
-from .conftest import NAME, age, changes_of, present_in_catalog, present_on_disk, tree
+from .conftest import (
+    NAME,
+    age,
+    changes_of,
+    flip_a_byte_keeping_size_and_mtime,
+    present_in_catalog,
+    present_on_disk,
+    tree,
+)
 
 
 def _index(settings: Any, db: Any) -> statindex.Index:
@@ -70,3 +80,26 @@ def test_settling_files_are_skipped_even_in_a_folder_the_index_vouches_for(
     settled = scan_service(settle_s=3600.0)
     assert [(s["path"], s["reason"]) for s in settled["skipped"]] == [("a/1.jpg", "unstable")]
     assert scan_service()["counts"]["unchanged"] == 1
+
+
+# A root holding images and one folder: the parallel walk lists "one" itself and leaves its
+# subfolders to the worker processes.
+FOLDERS = ("", "one", "one/a", "one/a/b/c", "one/d", "one/d/e")
+
+
+@pytest.mark.parametrize("parallel_from", [0, service.PARALLEL_WALK_FILES], ids=["parallel", "serial"])
+def test_a_change_in_any_one_folder_is_found_while_the_others_are_folded(
+        db: Any, root: Path, register: Any, scan_service: Any, monkeypatch: pytest.MonkeyPatch,
+        parallel_from: int) -> None:
+    monkeypatch.setattr(service, "PARALLEL_WALK_FILES", parallel_from)
+    tree(root, {f"{folder}/{name}.jpg".lstrip("/"): (10 + i, 10) for folder in FOLDERS for i, name in enumerate("pq")})
+    age(root)
+    register()
+    scan_service()
+    for folder in FOLDERS:
+        changed = f"{folder}/p.jpg".lstrip("/")
+        flip_a_byte_keeping_size_and_mtime(root / changed)
+        found = scan_service()
+        assert changes_of(found) == {("modified", changed)}, folder
+        assert found["counts"]["unchanged"] == 2 * len(FOLDERS) - 1
+    assert present_in_catalog(db) == present_on_disk(root)
