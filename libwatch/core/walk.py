@@ -451,6 +451,12 @@ _MAX_BATCHES: Final = 1024
 _FRAME: Final = struct.Struct("<I")
 
 
+def _batches(units: list[_Unit]) -> list[list[_Unit]]:
+    """Consecutive units in at most _MAX_BATCHES batches of equal length (the last shorter)."""
+    size = max(1, -(-len(units) // _MAX_BATCHES))
+    return [units[i:i + size] for i in range(0, len(units), size)]
+
+
 class WalkWorkerLost(RuntimeError):
     """A walk worker process ended without finishing its share (killed?)."""
 
@@ -469,8 +475,7 @@ class _Parallel:
     def __init__(self, walker: _Walker, top: _Folder, children: list[_Child], unchanged: FolderCheck | None,
                  workers: int) -> None:
         found, units = _split(walker, top, children, unchanged, workers)
-        size = -(-len(units) // _MAX_BATCHES)
-        batches = [units[i:i + size] for i in range(0, len(units), size or 1)]
+        batches = _batches(units)
         self._pids: list[int] = []
         self._streams: list[BinaryIO] = []
         self._done = False
