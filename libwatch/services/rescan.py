@@ -7,6 +7,7 @@ walk, no hashing), and scans again while it did (bounded).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -17,9 +18,9 @@ from pymongo.database import Database
 from libwatch.catalog import files as catalog_files
 from libwatch.config import Settings
 from libwatch.core.paths import collection_of
-from libwatch.core.walk import Skip, walk
+from libwatch.core.walk import DiskEntry, walk
 from libwatch.library import Library
-from libwatch.services.scan import Progress, Publish, ScanOptions, ScanReport, scan, walk_options
+from libwatch.services.scan import Progress, Publish, ScanOptions, ScanReport, scan, walk_options, walk_workers
 
 log = logging.getLogger("libwatch.scan")
 
@@ -38,8 +39,12 @@ def _watched_folders(db: Db, library: Library) -> set[str]:
     return folders
 
 
-def changed_since(db: Db, library: Library, since_ns: int) -> bool:
-    """Whether any watched folder or any image changed after `since_ns` (a stat walk, no hashing)."""
+def changed_since(db: Db, library: Library, since_ns: int, *, workers: int = 1) -> bool:
+    """Whether any watched folder or any image changed after `since_ns` (a stat walk, no hashing).
+
+    The walk folds every folder with nothing newer into one item, so that its (parallel)
+    workers send back only the folders that changed.
+    """
     root = os.fsencode(library.path)
     for folder in _watched_folders(db, library):
         try:
@@ -48,8 +53,12 @@ def changed_since(db: Db, library: Library, since_ns: int) -> bool:
             return True
         if max(st.st_mtime_ns, st.st_ctime_ns) >= since_ns:
             return True
-    return any(type(item) is not Skip and max(item.mtime_ns, item.ctime_ns) >= since_ns
-               for item in walk(library.path, walk_options(library)))
+
+    def older(_folder: str, files: list[DiskEntry]) -> bool:
+        return all(max(f.mtime_ns, f.ctime_ns) < since_ns for f in files)
+
+    with contextlib.closing(walk(library.path, walk_options(library), unchanged=older, workers=workers)) as items:
+        return any(type(item) is DiskEntry for item in items)
 
 
 def scan_until_quiet(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
@@ -67,7 +76,8 @@ def scan_until_quiet(db: Db, settings: Settings, library: Library, options: Scan
         if report.exit_code or doc.get("skipped_run") or options.dry_run:
             return report
         settling = any(item["reason"] == "unstable" for item in doc["skipped"])
-        quiet = not (settling or changed_since(db, library, started_ns))
+        quiet = not (settling or changed_since(db, library, started_ns,
+                                               workers=walk_workers(doc["counts"]["scanned"])))
         doc["rounds"] = round_number
         doc["changes"] = earlier + doc["changes"]
         if quiet or round_number == MAX_ROUNDS:

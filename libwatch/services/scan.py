@@ -172,11 +172,9 @@ def _folder_check(digests: dict[str, bytes], settle_cutoff_ns: int | None) -> Fo
     return unchanged
 
 
-def _walk_workers(index: statindex.Index | None) -> int:
-    """Processes for the walk: one per CPU this process may run on, for a library the index shows to be large."""
-    if index is None or index.count < PARALLEL_WALK_FILES:
-        return 1
-    return len(os.sched_getaffinity(0))
+def walk_workers(files: int) -> int:
+    """Processes for walking a library of about ``files`` images: one per CPU this process may run on, if large."""
+    return len(os.sched_getaffinity(0)) if files >= PARALLEL_WALK_FILES else 1
 
 
 def _root_is_empty(root: str) -> bool:
@@ -210,7 +208,7 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
     check = _folder_check(index.folders, settle_cutoff) if index is not None and not options.verify else None
     try:
         with contextlib.closing(walk(library.path, walk_options(library), unchanged=check,
-                                     workers=_walk_workers(index))) as walked:
+                                     workers=walk_workers(index.count if index is not None else 0))) as walked:
             # Read while the walk's worker processes are under way.
             result.collections_before = catalog_files.collection_documents(db, library.name)
             records = index.runs() if index is not None else catalog_files.present_records(
