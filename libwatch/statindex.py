@@ -83,9 +83,6 @@ class Index:
                 first, rows = marshal.loads(stream.read(length))
                 yield Run(first, functools.partial(_decoded, rows))
 
-    def records(self) -> Iterator[Record]:
-        return (record for run in self.runs() for record in run.load())
-
 
 def index_path(home: Path, catalog_identity: str, library: str) -> Path:
     """Where the index of `library` in the catalog named by `catalog_identity` lives."""
