@@ -38,6 +38,7 @@ from libwatch.core.diff import (
 )
 from libwatch.core.hashing import Fingerprint, hash_files
 from libwatch.core.paths import b64_of, collection_of, is_exact
+from libwatch.core.parallel_walk import walk
 from libwatch.core.walk import (
     DiskEntry,
     FolderCheck,
@@ -45,7 +46,6 @@ from libwatch.core.walk import (
     Same,
     Skip,
     WalkOptions,
-    walk,
 )
 from libwatch.errors import GuardRefused
 from libwatch.errors import RootUnavailable as RootUnavailableError

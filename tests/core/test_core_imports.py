@@ -7,7 +7,7 @@ from pathlib import Path
 
 SNIPPET = """
 import sys
-import libwatch.core.paths, libwatch.core.walk, libwatch.core.hashing, libwatch.core.diff
+import libwatch.core.paths, libwatch.core.walk, libwatch.core.parallel_walk, libwatch.core.hashing, libwatch.core.diff
 print(",".join(sorted(m for m in ("pymongo", "pika", "PIL", "typer", "rich", "bson", "secantus") if m in sys.modules)))
 """
 

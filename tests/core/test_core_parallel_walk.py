@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from libwatch.core.walk import DiskEntry, Same, WalkOptions, WalkWorkerLost, walk
+from libwatch.core.parallel_walk import WalkWorkerLost, walk
+from libwatch.core.walk import DiskEntry, Same, WalkOptions
+from libwatch.core.walk import walk as serial_walk
 
 FOLDER_NAMES = ("a", "b", "a-b", "a.b", ".h", "\u00e9", "z")
 FILE_NAMES = ("x.jpg", "y.PNG", "n.txt", ".x.jpg", "a.jpg")
@@ -57,7 +59,7 @@ def test_the_parallel_walk_yields_exactly_the_serial_walk(
         def fold(folder: str, entries: list[DiskEntry]) -> bool:  # runs in the workers too
             return folder in accepted
 
-        serial = list(walk(root, options, unchanged=fold))
+        serial = list(serial_walk(root, options, unchanged=fold))
         parallel = list(walk(root, options, unchanged=fold, workers=workers))
     finally:
         shutil.rmtree(root)
@@ -96,7 +98,7 @@ def test_a_root_holding_one_folder_still_spreads_its_subfolders_over_the_workers
     (root / "only" / "top.jpg").write_bytes(b"top")
     record = tmp_path / "pids"
     items = list(walk(root, unchanged=_recording(record), workers=2))  # type: ignore[arg-type]
-    assert items == list(walk(root, unchanged=_recording(tmp_path / "serial")))  # type: ignore[arg-type]
+    assert items == list(serial_walk(root, unchanged=_recording(tmp_path / "serial")))  # type: ignore[arg-type]
     assert Same("only/f1", 1, 1) in items
     by_folder = {folder: pid for pid, folder in _checks_seen(record)}
     assert by_folder.pop("only") == os.getpid()  # listed by the walk itself to find more than one subtree
