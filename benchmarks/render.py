@@ -14,7 +14,7 @@ with:
   baseline JPEG's entropy coding must be decoded in full whatever the scale, so no
   JPEG thumbnailer built on libjpeg-turbo (Pillow, vips) beats this on one core;
 * ``vipsthumbnail -s 320`` with ``VIPS_CONCURRENCY=1`` (one core), one invocation for all files;
-* libwatch's ``Renderer`` with the thumbnail spec, 1 process and 2 processes
+* libwatch's ``RenderPool`` with the thumbnail spec, 1 process and 2 processes
   (output fsync'ed into a cache folder, as in production; ``force`` so that every
   repeat renders again).
 
@@ -24,7 +24,7 @@ sets the grain: the default 0.3 gives files of about 4.8 MB, the size of a
 file size, so the lower the noise, the larger libwatch's lead over a full decode.
 
 Targets (issue 4): libwatch >= 3x plain Pillow and >= 1.2x vipsthumbnail on one
-core; 2 processes >= 1.7x one. ``ours/floor`` shows how close the renderer is to
+core; 2 processes >= 1.7x one. ``ours/floor`` shows how close the pool is to
 the decode floor; ``--noise`` shows how the ratios move with the file size.
 ``derived/not``: the rate for both kinds of an image (what each new image costs)
 when the thumbnail is rendered from the fresh cache image, against both from the original.
@@ -51,7 +51,7 @@ from PIL import Image
 
 from libwatch.catalog.rebuilds import KINDS
 from libwatch.imaging import DEFAULT_SPECS
-from libwatch.renderer import DONE, Renderer, RenderJob
+from libwatch.renderpool import DONE, RenderPool, RenderJob
 from libwatch.services.rebuild import DERIVED_FROM
 
 SIZE: Final = (4000, 3000)
@@ -111,20 +111,20 @@ def render_jobs(paths: list[Path], kinds: tuple[str, ...], *, derive: bool) -> l
             for kind in kinds for p in paths]
 
 
-def libwatch(jobs: list[RenderJob], cache_dir: Path, processes: int) -> tuple[Renderer, Callable[[], None]]:
-    """A warmed-up Renderer (children started) and the timed call that renders ``jobs``."""
+def libwatch(jobs: list[RenderJob], cache_dir: Path, processes: int) -> tuple[RenderPool, Callable[[], None]]:
+    """A warmed-up RenderPool (children started) and the timed call that renders ``jobs``."""
     spec = DEFAULT_SPECS["thumbnail"]
-    renderer = Renderer(cache_dir, processes=processes)
+    pool = RenderPool(cache_dir, processes=processes)
     warmup = cache_dir.parent / f"warmup-{cache_dir.name}.jpg"
     Image.new("RGB", (64, 48), "gray").save(warmup)
     warm_jobs = [RenderJob(i, str(warmup), f"warmup{i}", "xxh3-128:" + "0" * 32, spec) for i in range(processes)]
-    list(renderer.render_many(warm_jobs))
+    list(pool.render_many(warm_jobs))
 
     def run() -> None:
-        failed = [o for o in renderer.render_many(jobs) if o.status != DONE]
+        failed = [o for o in pool.render_many(jobs) if o.status != DONE]
         assert not failed, failed
 
-    return renderer, run
+    return pool, run
 
 
 def timed(label: str, count: int, repeat: int, run: Callable[[], None]) -> float:
@@ -166,14 +166,14 @@ def main() -> None:
             print("vipsthumbnail: baseline missing (apt-get install -y libvips-tools)")
         thumbnails = render_jobs(paths, ("thumbnail",), derive=False)
         for processes in (1, 2):
-            renderer, run = libwatch(thumbnails, root / f"cache-{processes}", processes)
-            with renderer:
-                rates[f"{processes}proc"] = timed(f"libwatch Renderer, {processes} process(es)", n, rep, run)
+            pool, run = libwatch(thumbnails, root / f"cache-{processes}", processes)
+            with pool:
+                rates[f"{processes}proc"] = timed(f"libwatch RenderPool, {processes} process(es)", n, rep, run)
         print("both kinds of each image (1920 px cache image, then thumbnail), one process:")
         for derive in (False, True):
             label = "thumbnail from the cache image" if derive else "each from the original"
-            renderer, run = libwatch(render_jobs(paths, KINDS, derive=derive), root / f"both-{derive}", 1)
-            with renderer:
+            pool, run = libwatch(render_jobs(paths, KINDS, derive=derive), root / f"both-{derive}", 1)
+            with pool:
                 rates[f"both-{derive}"] = timed(f"  libwatch, {label}", n, rep, run)
         report(rates)
 

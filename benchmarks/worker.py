@@ -40,7 +40,7 @@ from libwatch.catalog import libraries, rebuilds
 from libwatch.catalog.schema import ensure_schema
 from libwatch.config import Settings
 from libwatch.library import Library
-from libwatch.renderer import DONE, RenderJob, RenderOutcome
+from libwatch.renderpool import DONE, RenderJob, RenderOutcome
 from libwatch.services import outbox
 from libwatch.services.worker import Worker, WorkerOptions
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from pymongo.database import Database
 
-from libwatch import cachefiles, messages, renderer
+from libwatch import cachefiles, messages, renderpool
 from libwatch.bus import Topology
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.catalog import rebuilds, runs
@@ -29,7 +29,7 @@ from libwatch.core.paths import join, raw_of
 from libwatch.errors import UsageError
 from libwatch.imaging import DEFAULT_SPECS, RenderSpec
 from libwatch.library import Library
-from libwatch.renderer import RenderJob, RenderOutcome
+from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.services import outbox
 
 SELECTIONS: Final = ("pending", "missing", "all")
@@ -87,9 +87,9 @@ def settle(key: tuple[FileState, str], outcome: RenderOutcome) -> Settled | None
     """What to record of a finished rendering; None when nothing may be recorded (vanished, transient)."""
     record, kind = key
     assert record.hash is not None
-    if outcome.status == renderer.DONE:
+    if outcome.status == renderpool.DONE:
         return Settled(record.id, kind, record.hash)
-    if outcome.status == renderer.FAILED and not outcome.transient:
+    if outcome.status == renderpool.FAILED and not outcome.transient:
         return Settled(record.id, kind, record.hash, outcome.error or "failed")
     return None
 
@@ -158,7 +158,7 @@ def _jobs(settings: Settings, library: Library, selected: Iterable[tuple[list[Fi
 
 
 def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kinds: Sequence[str],
-                 options: RebuildOptions, pool: renderer.Renderer, counts: Counter[str],
+                 options: RebuildOptions, pool: renderpool.RenderPool, counts: Counter[str],
                  failures: list[dict[str, Any]]) -> None:
     jobs = _jobs(settings, library, _wanted(db, settings, library, scope, kinds, options, counts),
                  force=options.selection == "all")
@@ -167,7 +167,7 @@ def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kin
         counts["selected"] += 1
         record, kind = outcome.key  # type: ignore[misc]
         counts["retry" if outcome.transient else outcome.status] += 1
-        if outcome.status != renderer.DONE and len(failures) < MAX_FAILURES_SHOWN:
+        if outcome.status != renderpool.DONE and len(failures) < MAX_FAILURES_SHOWN:
             failures.append({"path": record.path, "kind": kind, "status": outcome.status, "error": outcome.error})
         settled = settle((record, kind), outcome)
         if settled is not None:
@@ -192,7 +192,7 @@ def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOpt
     run_id = runs.start(db, "rebuild", library, options.trigger, selection=options.selection,
                         mode="run" if run_here else "publish")
     try:
-        pool = renderer.Renderer(settings.cache_dir, processes=processes) if run_here else None
+        pool = renderpool.RenderPool(settings.cache_dir, processes=processes) if run_here else None
         try:
             for lib in libraries:
                 kinds = options.kinds if options.kinds is not None else lib.rebuild_kinds

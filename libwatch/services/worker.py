@@ -2,7 +2,7 @@
 
 Deliveries are handled in batches (what the prefetch window holds at the moment):
 one catalog read for the batch's records, the renderings spread over the
-renderer's processes, one bulk write of the outcomes, and only then the acks, so
+render pool's processes, one bulk write of the outcomes, and only then the acks, so
 a worker killed at any point loses nothing (unacked messages are redelivered and
 a redelivered request that is already done is acknowledged without work).
 
@@ -35,12 +35,12 @@ from typing import Any, Final
 
 from pymongo.database import Database
 
-from libwatch import bus, messages, renderer
+from libwatch import bus, messages, renderpool
 from libwatch.catalog import rebuilds, runs
 from libwatch.catalog.rebuilds import FileState
 from libwatch.config import Settings
 from libwatch.errors import CatalogUnavailable, ServiceUnavailable, UsageError
-from libwatch.renderer import RenderJob, RenderOutcome
+from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.services import outbox
 from libwatch.services.rebuild import DERIVED_FROM, render_specs, settle, source_path
 
@@ -136,7 +136,7 @@ class Worker:
     def _consume(self) -> None:
         pool = None
         if self._render is None:
-            pool = renderer.Renderer(self.settings.cache_dir, processes=self._processes)
+            pool = renderpool.RenderPool(self.settings.cache_dir, processes=self._processes)
             self._render = pool.render_many
         assert self.settings.amqp_url is not None
         try:
@@ -263,7 +263,7 @@ class Worker:
         if results:
             rebuilds.record_results(self.db, results, now=now)
         unserved = [(tasks[i].record.id, tasks[i].request.kind, tasks[i].request.content_hash)
-                    for i, o in outcomes.items() if o.status == renderer.SKIPPED]
+                    for i, o in outcomes.items() if o.status == renderpool.SKIPPED]
         if unserved:
             rebuilds.unqueue(self.db, unserved, now=now)
         retry: list[_Task] = []
@@ -273,12 +273,12 @@ class Worker:
                 if outcome is not None:
                     log.warning("%s: %s; retrying later", task.record.path, outcome.error)
                 retry.append(task)
-            elif outcome.status == renderer.FAILED:
+            elif outcome.status == renderpool.FAILED:
                 log.warning("%s (%s): %s", task.record.path, task.request.kind, outcome.error)
                 for delivery in task.deliveries:
                     self._settle(consumer.reject, delivery, "failed")
             else:
-                self._ack(consumer, task, "done" if outcome.status == renderer.DONE else "skipped")
+                self._ack(consumer, task, "done" if outcome.status == renderpool.DONE else "skipped")
         if any(outcome.transient for outcome in outcomes.values()):
             self._backoff()
         else:

@@ -162,7 +162,7 @@ def test_spec_extensions() -> None:
 
 def test_only_imaging_imports_pillow() -> None:
     code = (
-        "import sys, libwatch.renderer, libwatch.messages, libwatch.cachefiles; "
+        "import sys, libwatch.renderpool, libwatch.messages, libwatch.cachefiles; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PIL', 'pillow_heif')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -13,7 +13,7 @@ from support import CORPUS
 from libwatch import cachefiles
 from libwatch.bus import Topology
 from libwatch.config import Settings
-from libwatch.renderer import RenderJob
+from libwatch.renderpool import RenderJob
 from libwatch.services import outbox
 from libwatch.services.worker import Worker, WorkerOptions
 
@@ -149,7 +149,7 @@ def test_max_messages_stops_and_leaves_the_rest(photos: Photos, broker_settings:
     _publish(photos, broker_settings, topology)
 
     def noop(jobs: Any) -> Any:
-        from libwatch.renderer import DONE, RenderOutcome
+        from libwatch.renderpool import DONE, RenderOutcome
         return (RenderOutcome(job.key, DONE) for job in jobs if isinstance(job, RenderJob))
 
     worker = Worker(photos.db, broker_settings, WorkerOptions(max_messages=4, prefetch=2, idle_exit_s=1.0),

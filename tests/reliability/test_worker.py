@@ -15,14 +15,14 @@ from libwatch.bus import Topology
 from .conftest import NAME, broker_env
 
 # A sample of the corpus that exercises every way a decoder can fail or surprise (the
-# whole corpus goes through the renderer in tests/imaging): bombs, truncations, fuzzer
+# whole corpus goes through the render pool in tests/imaging): bombs, truncations, fuzzer
 # crashes, an OOM case, EXIF rotation, 16-bit TIFF, palette and alpha PNG, animations, AVIF/HEIF.
 NASTY: Final = ("decompression_bomb.gif", "decompression_bomb_extents.gif", "png_decompression_dos.png",
                 "truncated_jpeg.jpg", "truncated_image.png", "broken.png", "broken_data_stream.png",
                 "crash-0c7e0e8e11ce787078f00b5b0ca409a167f070e0.tif", "crash-2020-10-test.tif",
                 "oom-225817ca0f8c663be7ab4b9e717b02c661e66834.tif", "hopper_orientation_2.jpg", "16bit.deflate.tif",
                 "1_trns.png", "iss634.webp", "iss634.gif", "avif/hopper.avif", "avif/hopper.heif", "hopper.jpg")
-# The worker's whole run, for ~40 requests with the renderer's own per-image limit (60 s, 1 GiB) behind it.
+# The worker's whole run, for ~40 requests with the render pool's own per-image limit (60 s, 1 GiB) behind it.
 RUN_LIMIT_S: Final = 240
 
 

@@ -93,7 +93,7 @@ class RenderOutcome:
     transient: bool = False
 
 
-class Renderer:
+class RenderPool:
     """A pool of rendering child processes; a context manager. Not thread-safe: one caller at a time."""
 
     def __init__(
@@ -110,9 +110,9 @@ class Renderer:
         self.memory_limit_bytes = memory_limit_bytes
         count = processes or len(os.sched_getaffinity(0))
         self._children = [_Child(self.cache_dir, memory_limit_bytes) for _ in range(max(1, count))]
-        _open_renderers.add(self)
+        _open_pools.add(self)
 
-    def __enter__(self) -> Renderer:
+    def __enter__(self) -> RenderPool:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -253,8 +253,8 @@ class _Child:
         self.process.join(STOP_GRACE_S)
         code = self.process.exitcode
         if code is not None and code < 0:
-            return f"renderer crashed ({signal.Signals(-code).name})"
-        return f"renderer exited unexpectedly (code {code})"
+            return f"render process crashed ({signal.Signals(-code).name})"
+        return f"render process exited unexpectedly (code {code})"
 
     def stop(self, timeout_s: float) -> None:
         """Ask the process to exit after its current image; kill it if it does not."""
@@ -279,15 +279,15 @@ class _Child:
         self.process, self.conn = None, None
 
 
-_open_renderers: weakref.WeakSet[Renderer] = weakref.WeakSet()
+_open_pools: weakref.WeakSet[RenderPool] = weakref.WeakSet()
 
 
 @atexit.register
-def _close_open_renderers() -> None:
-    """Close renderers the caller left open. Registered after multiprocessing's own exit hook,
+def _close_open_pools() -> None:
+    """Close pools the caller left open. Registered after multiprocessing's own exit hook,
     so it runs first: the children ignore SIGTERM and would otherwise be joined forever."""
-    for renderer in list(_open_renderers):
-        renderer.close()
+    for pool in list(_open_pools):
+        pool.close()
 
 
 def _child_main(conn: Connection, cache_dir: str, memory_limit_bytes: int | None) -> None:

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from libwatch import cachefiles
 from libwatch.imaging import DEFAULT_SPECS, RenderSpec
-from libwatch.renderer import DONE, FAILED, SKIPPED, Renderer, RenderJob, RenderOutcome
+from libwatch.renderpool import DONE, FAILED, SKIPPED, RenderPool, RenderJob, RenderOutcome
 
 from .images import CORPUS, content_hash, leftovers
 
@@ -41,7 +41,7 @@ def render_children() -> set[int]:
 
 @pytest.fixture
 def slow_png(tmp_path: Path) -> Path:
-    """A valid 64 MP PNG: a tiny file that takes the renderer a noticeable time to decode."""
+    """A valid 64 MP PNG: a tiny file that takes the pool a noticeable time to decode."""
     path = tmp_path / "slow.png"
     Image.new("L", (8000, 8000), 128).save(path, compress_level=1)
     return path
@@ -51,8 +51,8 @@ def test_the_whole_corpus_ends_done_or_failed_with_a_reason_within_the_limit(tmp
     files = sorted(p for p in CORPUS.rglob("*") if p.is_file())
     assert len(files) > 700
     started = time.monotonic()
-    with Renderer(tmp_path / "cache", processes=2, timeout_s=30) as renderer:
-        outcomes = {o.key: o for o in renderer.render_many(job(p, key=p) for p in files)}
+    with RenderPool(tmp_path / "cache", processes=2, timeout_s=30) as pool:
+        outcomes = {o.key: o for o in pool.render_many(job(p, key=p) for p in files)}
     elapsed = time.monotonic() - started
     assert set(outcomes) == set(files)
     for path, outcome in outcomes.items():
@@ -60,7 +60,7 @@ def test_the_whole_corpus_ends_done_or_failed_with_a_reason_within_the_limit(tmp
         assert (outcome.status == DONE) == (outcome.path is not None and outcome.path.is_file()), (path, outcome)
         if outcome.status == FAILED:
             assert outcome.error and "\n" not in outcome.error, (path, outcome)
-            assert not outcome.error.startswith(("timed out", "renderer crashed")), (path, outcome)
+            assert not outcome.error.startswith(("timed out", "render process crashed")), (path, outcome)
     for bomb in CORPUS.glob("decompression_bomb*.gif"):
         assert outcomes[bomb].status == FAILED and "decompression bomb" in outcomes[bomb].error
     for name in ("truncated_jpeg.jpg", "truncated_image.png", "truncated_end_chunk.png"):
@@ -81,8 +81,8 @@ def test_the_whole_corpus_ends_done_or_failed_with_a_reason_within_the_limit(tmp
 def test_empty_and_text_jpgs_fail(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "photo.jpg"
     path.write_bytes(content)
-    with Renderer(tmp_path / "cache", processes=1) as renderer:
-        outcome = renderer.render_one(job(path))
+    with RenderPool(tmp_path / "cache", processes=1) as pool:
+        outcome = pool.render_one(job(path))
     assert (outcome.status, outcome.error, outcome.transient) == (FAILED, "cannot identify image", False)
 
 
@@ -91,8 +91,8 @@ def test_a_12_mp_jpeg_becomes_a_320_px_thumbnail_in_the_content_addressed_place(
 ) -> None:
     path = make_jpeg("big.jpg", (4000, 3000), orientation=6)
     cache_dir = tmp_path / "cache"
-    with Renderer(cache_dir, processes=1) as renderer:
-        outcome = renderer.render_one(job(path, key="k"))
+    with RenderPool(cache_dir, processes=1) as pool:
+        outcome = pool.render_one(job(path, key="k"))
     assert outcome == RenderOutcome("k", DONE, cachefiles.cache_path(cache_dir, "thumbnail", content_hash(path), "jpg"))
     with Image.open(outcome.path) as thumb:  # type: ignore[arg-type]
         assert thumb.size == (240, 320)
@@ -103,13 +103,13 @@ def test_a_duplicate_or_renamed_image_needs_no_render_unless_forced(
 ) -> None:
     original = make_jpeg("a.jpg", (640, 480))
     cache_dir = tmp_path / "cache"
-    with Renderer(cache_dir, processes=1) as renderer:
-        first = renderer.render_one(job(original))
+    with RenderPool(cache_dir, processes=1) as pool:
+        first = pool.render_one(job(original))
         renamed = original.rename(tmp_path / "b.jpg")
         gone = tmp_path / "a.jpg"
         # The old path no longer exists: "done" proves nothing was opened.
-        same = renderer.render_one(RenderJob("again", str(gone), "thumbnail", content_hash(renamed), THUMB))
-        forced = renderer.render_one(RenderJob("forced", str(gone), "thumbnail", content_hash(renamed), THUMB, force=True))
+        same = pool.render_one(RenderJob("again", str(gone), "thumbnail", content_hash(renamed), THUMB))
+        forced = pool.render_one(RenderJob("forced", str(gone), "thumbnail", content_hash(renamed), THUMB, force=True))
     assert (first.status, same.status, same.path) == (DONE, DONE, first.path)
     assert (forced.status, forced.error) == (SKIPPED, "vanished")
 
@@ -121,12 +121,12 @@ def test_a_thumbnail_is_rendered_from_the_cache_image_when_the_cache_holds_it(
     cache_dir = tmp_path / "cache"
     derive = job(path, key="derived", derive_from="cache", force=True)
     no_rendition = job(path, key="none", derive_from="nothing-here", force=True)
-    with Renderer(cache_dir, processes=1) as renderer:
-        cached = renderer.render_one(job(path, kind="cache", spec=DEFAULT_SPECS["cache"]))
-        direct = renderer.render_one(job(path, key="direct"))
+    with RenderPool(cache_dir, processes=1) as pool:
+        cached = pool.render_one(job(path, kind="cache", spec=DEFAULT_SPECS["cache"]))
+        direct = pool.render_one(job(path, key="direct"))
         path.unlink()
         # The original is gone: "done" proves the thumbnail came from the cache image.
-        derived, missing = renderer.render_one(derive), renderer.render_one(no_rendition)
+        derived, missing = pool.render_one(derive), pool.render_one(no_rendition)
     assert (cached.status, direct.status, derived.status) == (DONE, DONE, DONE)
     assert (missing.status, missing.error) == (SKIPPED, "vanished")
     with Image.open(derived.path) as thumb:  # type: ignore[arg-type]
@@ -145,8 +145,8 @@ def test_a_cache_image_that_cannot_serve_leaves_the_thumbnail_to_the_original(
         Image.new("RGB", (600, 450), "red").save(stored)
     else:
         stored.write_bytes(rendition)  # type: ignore[arg-type]
-    with Renderer(cache_dir, processes=1) as renderer:
-        outcome = renderer.render_one(job(path, derive_from="cache"))
+    with RenderPool(cache_dir, processes=1) as pool:
+        outcome = pool.render_one(job(path, derive_from="cache"))
     assert outcome.status == DONE
     with Image.open(outcome.path) as thumb:  # type: ignore[arg-type]
         assert thumb.size == (320, 240)
@@ -157,9 +157,9 @@ def test_a_cache_image_that_cannot_serve_leaves_the_thumbnail_to_the_original(
 def test_a_new_format_replaces_the_old_one(tmp_path: Path, make_jpeg: Callable[..., Path]) -> None:
     path = make_jpeg("a.jpg", (640, 480))
     cache_dir = tmp_path / "cache"
-    with Renderer(cache_dir, processes=1) as renderer:
-        jpeg = renderer.render_one(job(path))
-        webp = renderer.render_one(job(path, spec=RenderSpec(320, "webp"), force=True))
+    with RenderPool(cache_dir, processes=1) as pool:
+        jpeg = pool.render_one(job(path))
+        webp = pool.render_one(job(path, spec=RenderSpec(320, "webp"), force=True))
     assert webp.path is not None and webp.path.suffix == ".webp"
     assert jpeg.path is not None and not jpeg.path.exists()
     assert cachefiles.existing(cache_dir, "thumbnail", content_hash(path)) == webp.path
@@ -169,8 +169,8 @@ def test_a_vanished_source_is_skipped(tmp_path: Path, make_jpeg: Callable[..., P
     path = make_jpeg("a.jpg", (64, 48))
     stale = job(path)
     path.unlink()
-    with Renderer(tmp_path / "cache", processes=1) as renderer:
-        assert renderer.render_one(stale) == RenderOutcome("a.jpg", SKIPPED, error="vanished")
+    with RenderPool(tmp_path / "cache", processes=1) as pool:
+        assert pool.render_one(stale) == RenderOutcome("a.jpg", SKIPPED, error="vanished")
 
 
 def test_a_full_cache_disk_is_a_transient_failure_that_leaves_no_temp_file(
@@ -178,8 +178,8 @@ def test_a_full_cache_disk_is_a_transient_failure_that_leaves_no_temp_file(
 ) -> None:
     path = tmp_path / "noise.png"
     Image.effect_noise((1200, 900), 80).convert("RGB").save(path)
-    with Renderer(full_disk, processes=1) as renderer:
-        outcome = renderer.render_one(job(path, kind="cache", spec=DEFAULT_SPECS["cache"]))
+    with RenderPool(full_disk, processes=1) as pool:
+        outcome = pool.render_one(job(path, kind="cache", spec=DEFAULT_SPECS["cache"]))
     assert (outcome.status, outcome.transient) == (FAILED, True)
     assert "No space left on device" in outcome.error
     assert leftovers(full_disk) == []
@@ -191,15 +191,15 @@ def test_a_child_that_segfaults_fails_its_job_and_the_next_job_renders(
 ) -> None:
     good = make_jpeg("good.jpg", (640, 480))
     before = render_children()
-    with Renderer(tmp_path / "cache", processes=1, timeout_s=60) as renderer:
-        renderer.render_one(job(make_jpeg("warm.jpg", (32, 32))))
+    with RenderPool(tmp_path / "cache", processes=1, timeout_s=60) as pool:
+        pool.render_one(job(make_jpeg("warm.jpg", (32, 32))))
         (child,) = render_children() - before
         killer = threading.Thread(target=_segfault_when_opened, args=(child, slow_png))
         killer.start()
-        outcomes = list(renderer.render_many([job(slow_png), job(good)]))
+        outcomes = list(pool.render_many([job(slow_png), job(good)]))
         killer.join()
     assert [(o.key, o.status) for o in outcomes] == [("slow.png", FAILED), ("good.jpg", DONE)]
-    assert outcomes[0].error == "renderer crashed (SIGSEGV)"
+    assert outcomes[0].error == "render process crashed (SIGSEGV)"
     assert outcomes[0].transient is False
 
 
@@ -221,9 +221,9 @@ def test_a_job_over_its_time_limit_is_killed_and_the_next_job_renders(
     tmp_path: Path, slow_png: Path, make_jpeg: Callable[..., Path]
 ) -> None:
     good = make_jpeg("good.jpg", (640, 480))
-    with Renderer(tmp_path / "cache", processes=1, timeout_s=0.2) as renderer:
+    with RenderPool(tmp_path / "cache", processes=1, timeout_s=0.2) as pool:
         started = time.monotonic()
-        outcomes = list(renderer.render_many([job(slow_png), job(good)]))
+        outcomes = list(pool.render_many([job(slow_png), job(good)]))
     assert [(o.key, o.status, o.error) for o in outcomes] == [
         ("slow.png", FAILED, "timed out after 0.2 s"),
         ("good.jpg", DONE, ""),
@@ -238,8 +238,8 @@ def test_a_job_over_its_memory_limit_fails_and_the_next_job_renders(
     huge = tmp_path / "huge.png"
     Image.new("L", (9000, 9000), 7).save(huge, compress_level=1)  # 243 MB once converted to RGB
     good = make_jpeg("good.jpg", (640, 480))
-    with Renderer(tmp_path / "cache", processes=1, memory_limit_bytes=256 << 20) as renderer:
-        outcomes = list(renderer.render_many([job(huge), job(good)]))
+    with RenderPool(tmp_path / "cache", processes=1, memory_limit_bytes=256 << 20) as pool:
+        outcomes = list(pool.render_many([job(huge), job(good)]))
     assert [(o.key, o.status) for o in outcomes] == [("huge.png", FAILED), ("good.jpg", DONE)]
     assert outcomes[0].error == "out of memory while decoding"
 
@@ -249,24 +249,24 @@ def test_outcomes_come_as_jobs_finish_and_an_abandoned_batch_still_completes(
 ) -> None:
     small = make_jpeg("small.jpg", (64, 48))
     cache_dir = tmp_path / "cache"
-    with Renderer(cache_dir, processes=2) as renderer:
-        outcomes = renderer.render_many([job(slow_png), job(small)])
+    with RenderPool(cache_dir, processes=2) as pool:
+        outcomes = pool.render_many([job(slow_png), job(small)])
         assert next(outcomes).key == "small.jpg"
         outcomes.close()  # the caller stops early: the slow render finishes, it is not cut off
         assert cachefiles.existing(cache_dir, "thumbnail", content_hash(slow_png)) is not None
-        assert renderer.render_one(job(small, key="reuse")).status == DONE
+        assert pool.render_one(job(small, key="reuse")).status == DONE
     assert render_children() == set()
 
 
 def test_children_ignore_sigint_and_sigterm_aimed_at_the_process_group(
     tmp_path: Path, make_jpeg: Callable[..., Path]
 ) -> None:
-    with Renderer(tmp_path / "cache", processes=1) as renderer:
-        renderer.render_one(job(make_jpeg("warm.jpg", (32, 32))))
+    with RenderPool(tmp_path / "cache", processes=1) as pool:
+        pool.render_one(job(make_jpeg("warm.jpg", (32, 32))))
         (child,) = render_children()
         os.kill(child, signal.SIGTERM)
         os.kill(child, signal.SIGINT)
-        assert renderer.render_one(job(make_jpeg("after.jpg", (32, 32)))).status == DONE
+        assert pool.render_one(job(make_jpeg("after.jpg", (32, 32)))).status == DONE
         assert render_children() == {child}
 
 
@@ -280,23 +280,23 @@ def test_render_jobs_validate_their_hash() -> None:
 def test_an_idle_child_that_died_is_replaced_without_failing_the_next_job(
     tmp_path: Path, make_jpeg: Callable[..., Path]
 ) -> None:
-    with Renderer(tmp_path / "cache", processes=1) as renderer:
-        renderer.render_one(job(make_jpeg("warm.jpg", (32, 32))))
+    with RenderPool(tmp_path / "cache", processes=1) as pool:
+        pool.render_one(job(make_jpeg("warm.jpg", (32, 32))))
         (child,) = render_children()
         os.kill(child, signal.SIGKILL)
         time.sleep(0.2)
-        assert renderer.render_one(job(make_jpeg("after.jpg", (32, 32)))).status == DONE
+        assert pool.render_one(job(make_jpeg("after.jpg", (32, 32)))).status == DONE
         assert child not in render_children()
 
 
-def test_a_renderer_left_open_does_not_hang_the_interpreter_at_exit(tmp_path: Path) -> None:
+def test_a_pool_left_open_does_not_hang_the_interpreter_at_exit(tmp_path: Path) -> None:
     script = tmp_path / "left_open.py"
     script.write_text(
         "from pathlib import Path\n"
         "from libwatch.imaging import DEFAULT_SPECS\n"
-        "from libwatch.renderer import Renderer, RenderJob\n"
+        "from libwatch.renderpool import RenderPool, RenderJob\n"
         "if __name__ == '__main__':\n"
-        f"    r = Renderer(Path({str(tmp_path / 'cache')!r}), processes=2)\n"
+        f"    r = RenderPool(Path({str(tmp_path / 'cache')!r}), processes=2)\n"
         f"    print(r.render_one(RenderJob(1, {str(CORPUS / 'hopper.jpg')!r}, 'thumbnail',"
         f" {content_hash(CORPUS / 'hopper.jpg')!r}, DEFAULT_SPECS['thumbnail'])).status)\n"
     )
