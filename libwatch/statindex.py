@@ -12,7 +12,7 @@ The index also holds a digest per folder of its files' (path, size, mtime, ctime
 for folders whose records are all hashed and not racy: a walk whose listing of a folder
 has the same digest takes the whole folder as unchanged without matching file by file,
 and the records of that folder are not even decoded.
-Layout: a JSON header line; the records in path order as length-framed runs (records of
+Layout: a JSON header line; the records in path order as length-framed spans (records of
 one folder that follow each other, at most 8,192), each a marshal pair of the first path
 and the marshal bytes of the records; one framed marshal pair of the record count and the
 dict of folder digests; and an 8-byte trailer with the offset of that pair.
@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, Final
 
 import xxhash
 
-from libwatch.core.diff import Record, Run
+from libwatch.core.diff import Record, Span
 from libwatch.core.paths import collection_of
 from libwatch.core.walk import DiskEntry
 
@@ -74,14 +74,14 @@ class Index:
         self._stream = stream
         self._end = end
 
-    def runs(self) -> Iterator[Run]:
-        """The records as runs, each decoded only if loaded."""
+    def spans(self) -> Iterator[Span]:
+        """The records as spans, each decoded only if loaded."""
         stream, end = self._stream, self._end
         with stream:
             while stream.tell() < end:
                 (length,) = _LENGTH.unpack(stream.read(_LENGTH.size))
                 first, rows = marshal.loads(stream.read(length))
-                yield Run(first, functools.partial(_decoded, rows))
+                yield Span(first, functools.partial(_decoded, rows))
 
 
 def index_path(home: Path, catalog_identity: str, library: str) -> Path:
@@ -149,23 +149,23 @@ def _folder_of(record: Record) -> str:
     return collection_of(record.path)
 
 
-def _runs(records: Iterable[Record]) -> Iterator[tuple[str, list[Record]]]:
-    """Records in path order as (folder, run): records of one folder that follow each other, at most _CHUNK."""
+def _spans(records: Iterable[Record]) -> Iterator[tuple[str, list[Record]]]:
+    """Records in path order as (folder, span): records of one folder that follow each other, at most _CHUNK."""
     for folder, group in itertools.groupby(records, key=_folder_of):
-        while run := list(itertools.islice(group, _CHUNK)):
-            yield folder, run
+        while span := list(itertools.islice(group, _CHUNK)):
+            yield folder, span
 
 
-def _digest_run(digests: dict[str, Any], folder: str, run: list[Record]) -> None:
-    """Add a run to its folder's running digest; a racy or unhashed record leaves the folder without one (None)."""
+def _digest_span(digests: dict[str, Any], folder: str, span: list[Record]) -> None:
+    """Add a span to its folder's running digest; a racy or unhashed record leaves the folder without one (None)."""
     running = digests.setdefault(folder, xxhash.xxh3_128())
     if running is None:
         return
-    if any(r.racy or r.hash is None for r in run):
+    if any(r.racy or r.hash is None for r in span):
         digests[folder] = None
         return
     dumps = marshal.dumps
-    for r in run:
+    for r in span:
         running.update(dumps(_record_stat(r), _DIGEST_MARSHAL))
 
 
@@ -178,10 +178,10 @@ def write(path: Path, records: Iterable[Record], *, library: str, generation: in
         with temp.open("wb") as stream:
             stream.write(json.dumps(_header(library, generation, root)).encode() + b"\n")
             count = 0
-            for folder, run in _runs(records):
-                _dump((run[0].path, marshal.dumps(list(map(_row, run)))), stream)
-                _digest_run(digests, folder, run)
-                count += len(run)
+            for folder, span in _spans(records):
+                _dump((span[0].path, marshal.dumps(list(map(_row, span)))), stream)
+                _digest_span(digests, folder, span)
+                count += len(span)
             end = stream.tell()
             _dump((count, {folder: running.digest() for folder, running in digests.items() if running is not None}),
                   stream)
@@ -245,7 +245,7 @@ class Spool:
                     discard(self.path)
                     return
                 carried = self._carried
-                parts.append(r for run in source.runs() if collection_of(run.path) in carried for r in run.load())
+                parts.append(r for span in source.spans() if collection_of(span.path) in carried for r in span.load())
             write(self.path, heapq.merge(*parts, key=_path), library=library, generation=generation, root=root)
         finally:
             self.discard()

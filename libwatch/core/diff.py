@@ -7,13 +7,13 @@ the gone records into changes, pairing renames in a second pass. No I/O here.
 """
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from libwatch.core.hashing import Fingerprint
-from libwatch.core.paths import SEP, collection_of
+from libwatch.core.paths import SEP
 from libwatch.core.walk import UNSTABLE, DiskEntry, Same, Skip, sort_key
 
 ADDED: Final = "added"
@@ -55,10 +55,10 @@ class Record(NamedTuple):
     id: object = None
 
 
-class Run(NamedTuple):
+class Span(NamedTuple):
     """Catalog records of one folder that follow each other in path order, not yet decoded.
 
-    ``path`` is the first record's; ``load`` decodes them all. :func:`match` drops a run
+    ``path`` is the first record's; ``load`` decodes them all. :func:`match` drops a span
     unread when the walk vouched for its folder with a :class:`Same`.
     """
 
@@ -126,7 +126,7 @@ def quick_check(entry: DiskEntry, record: Record, *, verify: bool = False, compa
 
 def match(
     disk: Iterable[DiskEntry | Skip | Same],
-    catalog: Iterable[Record | Run],
+    catalog: Iterable[Record | Span],
     *,
     verify: bool = False,
     settle_cutoff_ns: int | None = None,
@@ -142,13 +142,13 @@ def match(
     A :class:`Same` folder is yielded as itself and stands for the records of
     the files directly in it, which yield nothing (the caller vouches that they
     are exactly the folder's files: the walk compared them with the same records).
-    A :class:`Run` in the catalog stream stands for its records: dropped whole in
+    A :class:`Span` in the catalog stream stands for its records: dropped whole in
     a Same folder, else decoded when the merge reaches it.
     Raises ValueError when either stream is not in strictly ascending order.
     """
     disk_it = iter(disk)
     cat_it = iter(catalog)
-    loaded: Iterator[Record] = iter(())  # the records of the run being matched
+    loaded: Iterator[Record] = iter(())  # the records of the span being matched
     d = next(disk_it, None)
     r = next(cat_it, None)
     last_d: str | None = None
@@ -169,7 +169,7 @@ def match(
             else:
                 yield _disk_only(d, settle_cutoff_ns, folders)  # type: ignore[arg-type]
             last_d, d = dk, next(disk_it, None)
-        elif type(r) is Run:
+        elif type(r) is Span:
             if _in_same_folder(r.path, same):
                 last_r = r.path
             else:
@@ -357,27 +357,3 @@ def _path_of(change: Change) -> str:
 
 def _change_order(change: Change) -> tuple[str, int]:
     return change.path, CHANGE_TYPES.index(change.type)
-
-
-def summarise(changes: Iterable[Change]) -> dict[str, int]:
-    """The number of changes of each type (every type present, zero included)."""
-    counts = Counter(change.type for change in changes)
-    return {kind: counts.get(kind, 0) for kind in CHANGE_TYPES}
-
-
-def collection_deltas(changes: Iterable[Change]) -> dict[str, int]:
-    """The change in present images per collection that ``changes`` make (zero deltas left out)."""
-    deltas: Counter[str] = Counter()
-    for change in changes:
-        if change.type in (ADDED, RENAMED):
-            deltas[collection_of(change.path)] += 1
-        if change.type in (DELETED, RENAMED):
-            deltas[collection_of(change.old_path or change.path)] -= 1
-    return {folder: delta for folder, delta in deltas.items() if delta}
-
-
-def collection_changes(before: Mapping[str, int], after: Mapping[str, int]) -> tuple[list[str], list[str]]:
-    """Collections that appeared and that disappeared, given present-image counts per folder."""
-    added = sorted(c for c, n in after.items() if n > 0 and before.get(c, 0) <= 0)
-    removed = sorted(c for c, n in before.items() if n > 0 and after.get(c, 0) <= 0)
-    return added, removed

@@ -51,11 +51,6 @@ def collection_of(path: str) -> str:
     return path.rpartition(SEP)[0]
 
 
-def is_under(path: str, folder: str) -> bool:
-    """Whether ``path`` lies strictly inside ``folder`` (``""`` is the root)."""
-    return folder == "" or path.startswith(folder + SEP)
-
-
 def join(root: bytes, raw: bytes) -> bytes:
     """The absolute path of a relative path under ``root``."""
     return root + SEP_BYTES + raw if raw else root

@@ -32,9 +32,6 @@ SYMLINK_LOOP: Final = "symlink-loop"
 IO_ERROR: Final = "io-error"
 NAME_TOO_LONG: Final = "name-too-long"
 MOUNT_POINT: Final = "mount-point"
-SKIP_REASONS: Final[frozenset[str]] = frozenset(
-    {UNSTABLE, NOT_REGULAR, PERMISSION_DENIED, VANISHED, SYMLINK_LOOP, IO_ERROR, NAME_TOO_LONG, MOUNT_POINT}
-)
 
 _REASON_BY_ERRNO: Final[dict[int, str]] = {
     errno.ENOENT: VANISHED,
@@ -92,12 +89,12 @@ class DiskEntry(NamedTuple):
 class Same(NamedTuple):
     """A folder whose image files all stand as the catalog last saw them, in place of one entry per file.
 
-    Only a walk given an ``unchanged`` check yields it; ``count`` and ``size`` are the
+    Only a walk given an ``unchanged`` check yields it; ``files`` and ``size`` are the
     folder's image files and their total bytes.
     """
 
     path: str
-    count: int
+    files: int
     size: int
 
 
@@ -128,11 +125,6 @@ def sort_key(item: DiskEntry | Skip | Same) -> str:
 def reason_of(err: OSError) -> str:
     """The skip reason for an ``OSError`` met on a path."""
     return _REASON_BY_ERRNO.get(err.errno or 0, IO_ERROR)
-
-
-def entry_of(path: str, raw: bytes, st: os.stat_result) -> DiskEntry:
-    """A :class:`DiskEntry` from a stat result."""
-    return DiskEntry(path, raw, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, st.st_nlink)
 
 
 def _globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
@@ -179,7 +171,7 @@ class _Walker:
         self.include = _globs(options.include)
         self.exclude = _globs(options.exclude)
 
-    def list(self, folder: _Folder) -> list[_Child]:
+    def children(self, folder: _Folder) -> list[_Child]:
         """The children of a folder in sort order, files already stat'ed; raises OSError."""
         prefix = folder.path + SEP if folder.path else ""
         raw_prefix = folder.raw + SEP_BYTES if folder.raw else b""
@@ -242,7 +234,7 @@ class _Walker:
             return Skip(path, raw, SYMLINK_LOOP, "folder is its own ancestor", subtree=True)
         folder = _Folder(path, raw, self.root + SEP_BYTES + raw, dev_ino)
         try:
-            return folder, self.list(folder)
+            return folder, self.children(folder)
         except OSError as err:
             return Skip(path, raw, reason_of(err), err.strerror or "", subtree=True)
 
@@ -352,7 +344,7 @@ def opened(root: str | bytes, options: WalkOptions,
     walker = _Walker(root_b, options, root_stat)
     top = _Folder("", b"", root_b, (root_stat.st_dev, root_stat.st_ino))
     try:
-        children = _folded(top, walker.list(top), unchanged)
+        children = _folded(top, walker.children(top), unchanged)
     except OSError as err:
         raise RootUnavailable(err.errno, f"library root unreadable: {err.strerror}", os.fsdecode(root_b)) from err
     return walker, top, children

@@ -211,7 +211,7 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
                                      workers=walk_workers(index.count if index is not None else 0))) as walked:
             # Read while the walk's worker processes are under way.
             result.collections_before = catalog_files.collection_documents(db, library.name)
-            records = index.runs() if index is not None else catalog_files.present_records(
+            records = index.spans() if index is not None else catalog_files.present_records(
                 db, library.name, result.collections_before)
             disk = _counted(walked, result, progress)
             for verdict in engine.match(disk, records, verify=options.verify, settle_cutoff_ns=settle_cutoff):
@@ -240,7 +240,7 @@ def _counted(items: Iterable[DiskEntry | Skip | Same], result: Plan,
         if kind is DiskEntry:
             result.scanned += 1
         elif kind is Same:
-            result.scanned += item.count  # type: ignore[union-attr]
+            result.scanned += item.files  # type: ignore[union-attr]
         if result.scanned - shown >= 1000:
             progress("walk", result.scanned - shown)
             shown = result.scanned
@@ -251,10 +251,10 @@ def _sort_verdict(verdict: Any, result: Plan, needs_hash: list[engine.NeedsHash]
                   tallies: dict[str, list[int]]) -> None:
     kind = type(verdict)
     if kind is Same:  # a whole folder as the index has it: its records were not read one by one
-        result.present_before += verdict.count
-        result.unchanged += verdict.count
+        result.present_before += verdict.files
+        result.unchanged += verdict.files
         tally = tallies[verdict.path]
-        tally[0] += verdict.count
+        tally[0] += verdict.files
         tally[1] += verdict.size
         if result.spool is not None:
             result.spool.carry(verdict.path)

@@ -18,11 +18,8 @@ from libwatch.core.diff import (
     Record,
     Unchanged,
     classify,
-    collection_changes,
-    collection_deltas,
     is_racy,
     match,
-    summarise,
 )
 from libwatch.core.hashing import Fingerprint
 from libwatch.core.walk import PERMISSION_DENIED, UNSTABLE, VANISHED, DiskEntry, Skip
@@ -200,18 +197,6 @@ def test_renames_need_equal_size() -> None:
     n = NeedsHash(entry("b.jpg", size=99), None, "new")
     got = classify([(n, fp(n.entry, H1))], [Gone(record("a.jpg"))], scan_started_ns=0, granularity_ns=S)
     assert [(c.type, c.path) for c in got.changes] == [(DELETED, "a.jpg"), (ADDED, "b.jpg")]
-
-
-def test_counts_and_collections() -> None:
-    changes = [
-        Change(ADDED, "a/new.jpg", H1, entry("a/new.jpg"), None),
-        Change(RENAMED, "b/moved.jpg", H1, entry("b/moved.jpg"), record("c/old.jpg"), "c/old.jpg"),
-        Change(DELETED, "d.jpg", H1, None, record("d.jpg")),
-        Change(TOUCHED, "a/t.jpg", H1, entry("a/t.jpg"), record("a/t.jpg")),
-    ]
-    assert summarise(changes) == {ADDED: 1, MODIFIED: 0, TOUCHED: 1, RENAMED: 1, DELETED: 1, CORRUPTED: 0}
-    assert collection_deltas(changes) == {"a": 1, "b": 1, "c": -1, "": -1}
-    assert collection_changes({"": 1, "c": 1, "a": 3}, {"": 0, "a": 4, "b": 1}) == (["b"], ["", "c"])
 
 
 def test_verify_calls_a_byte_flip_with_mtime_restored_corrupted_a_plain_scan_modified() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from libwatch import statindex
-from libwatch.core.diff import Gone, Kept, NeedsHash, Record, Run, Unchanged, match
+from libwatch.core.diff import Gone, Kept, NeedsHash, Record, Span, Unchanged, match
 from libwatch.core.walk import DiskEntry, Same, Skip, sort_key, walk
 
 S = 10**9
@@ -65,7 +65,7 @@ def test_the_walk_digest_equals_the_index_digest_of_the_same_stat(tmp_path: Path
     read = statindex.read(index, library="lib", generation=3, root="/r")
     assert read is not None
     assert read.folders == {"d": statindex.folder_digest(entries[:2])}  # e has a racy record: no digest
-    assert [r for run in read.runs() for r in run.load()] == records
+    assert [r for span in read.spans() for r in span.load()] == records
     assert statindex.folder_digest(entries[:1]) != read.folders["d"]
 
 
@@ -84,27 +84,27 @@ def test_a_walk_against_an_index_folds_the_unchanged_folders_and_matches_the_res
     def check(folder: str, files: list[DiskEntry]) -> bool:
         return read.folders.get(folder) == statindex.folder_digest(files)
 
-    out = list(match(walk(tmp_path, unchanged=check), read.runs()))
+    out = list(match(walk(tmp_path, unchanged=check), read.spans()))
     assert [(type(v).__name__, getattr(v, "reason", "")) for v in out] == [("Same", ""), ("NeedsHash", "size")]
     assert not any(isinstance(v, (Unchanged, Skip)) for v in out)
 
 
-def _unread(*records: Record) -> Run:
-    """A run whose records must not be needed."""
+def _unread(*records: Record) -> Span:
+    """A span whose records must not be needed."""
     def load() -> list[Record]:
-        raise AssertionError(f"the run at {records[0].path} was decoded")
+        raise AssertionError(f"the span at {records[0].path} was decoded")
 
-    return Run(records[0].path, load)
-
-
-def _run(*records: Record) -> Run:
-    return Run(records[0].path, lambda: list(records))
+    return Span(records[0].path, load)
 
 
-def test_runs_of_a_same_folder_are_dropped_unread_and_the_others_decoded() -> None:
+def _span(*records: Record) -> Span:
+    return Span(records[0].path, lambda: list(records))
+
+
+def test_spans_of_a_same_folder_are_dropped_unread_and_the_others_decoded() -> None:
     disk = [Same("d", 2, 20), entry("d/e/x.jpg"), entry("f/new.jpg")]
-    catalog = [_unread(record("d/1.jpg")), _run(record("d/e/gone.jpg"), record("d/e/x.jpg")),
-               _unread(record("d/z.jpg")), _run(record("f/old.jpg"))]
+    catalog = [_unread(record("d/1.jpg")), _span(record("d/e/gone.jpg"), record("d/e/x.jpg")),
+               _unread(record("d/z.jpg")), _span(record("f/old.jpg"))]
     out = list(match(disk, catalog))
     assert [(type(v).__name__, getattr(getattr(v, "record", v), "path", "")) for v in out] == [
         ("Same", "d"), ("Gone", "d/e/gone.jpg"), ("Unchanged", "d/e/x.jpg"), ("NeedsHash", ""), ("Gone", "f/old.jpg")]
@@ -112,17 +112,17 @@ def test_runs_of_a_same_folder_are_dropped_unread_and_the_others_decoded() -> No
 
 def test_a_run_under_a_skipped_folder_is_kept() -> None:
     skip = Skip("d", b"d", "permission-denied", subtree=True)
-    out = list(match([skip], [_run(record("d/1.jpg"), record("d/2.jpg"))]))
+    out = list(match([skip], [_span(record("d/1.jpg"), record("d/2.jpg"))]))
     assert out == [skip, Kept(record("d/1.jpg"), skip), Kept(record("d/2.jpg"), skip)]
 
 
 def test_the_index_keeps_records_as_runs_of_one_folder(tmp_path: Path) -> None:
-    many = [f"d/{i:05d}.jpg" for i in range(statindex._CHUNK + 1)]  # one run more than a run holds
+    many = [f"d/{i:05d}.jpg" for i in range(statindex._CHUNK + 1)]  # one span more than a span holds
     paths = [*many, "d/e/x.jpg", "d/z.jpg", "top.jpg"]
     index = tmp_path / "lib.idx"
     statindex.write(index, [record(p) for p in paths], library="lib", generation=1, root="/r")
     read = statindex.read(index, library="lib", generation=1, root="/r")
     assert read is not None and read.count == len(paths)
-    assert [[r.path for r in run.load()] for run in read.runs()] == [
+    assert [[r.path for r in span.load()] for span in read.spans()] == [
         many[:-1], many[-1:], ["d/e/x.jpg"], ["d/z.jpg"], ["top.jpg"]]
-    assert read.folders["d"] == statindex.folder_digest([entry(p) for p in [*many, "d/z.jpg"]])  # across its runs
+    assert read.folders["d"] == statindex.folder_digest([entry(p) for p in [*many, "d/z.jpg"]])  # across its spans

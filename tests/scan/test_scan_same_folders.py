@@ -48,7 +48,7 @@ def test_a_change_in_one_folder_keeps_the_others_in_the_rewritten_index(
     assert touched["counts"]["unchanged"] == 6 and touched["counts"]["scanned"] == 7
 
     index = _index(settings, db)
-    assert [r.path for run in index.runs() for r in run.load()] == sorted(present_in_catalog(db))
+    assert [r.path for span in index.spans() for r in span.load()] == sorted(present_in_catalog(db))
     assert set(index.folders) == {"", "d0", "d1"}
     quiet = scan_service()
     assert (quiet["changes"], quiet["counts"]["unchanged"], quiet["counts"]["hashed_bytes"]) == ([], 7, 0)
