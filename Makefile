@@ -8,7 +8,7 @@ LIBWATCH := $(VENV)/bin/libwatch
 RUN_ENV := -u LIBWATCH_MONGO_URI -u LIBWATCH_AMQP_URL LIBWATCH_HOME=$(CURDIR)/.run/home \
 	LIBWATCH_CACHE_DIR=$(CURDIR)/.run/cache LIBWATCH_CONFIG=/dev/null
 
-.PHONY: run test venv bench-deps clean
+.PHONY: run test typecheck venv bench-deps clean
 
 $(VENV)/.stamp-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: $(VENV)/.stamp-run
 
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The pure core is held to mypy --strict (settings in pyproject.toml).
+typecheck: $(VENV)/.stamp-test
+	$(PY) -m mypy --strict libwatch/core
 
 # Baselines the benchmarks compare against (xxh128sum, vipsthumbnail).
 bench-deps:

@@ -169,7 +169,7 @@ def match(
             else:
                 yield _disk_only(d, settle_cutoff_ns, folders)  # type: ignore[arg-type]
             last_d, d = dk, next(disk_it, None)
-        elif type(r) is Span:
+        elif isinstance(r, Span):
             if _in_same_folder(r.path, same):
                 last_r = r.path
             else:
@@ -341,9 +341,9 @@ def _pair_renames(changes: list[Change]) -> list[Change]:
     for change in sorted(changes, key=_path_of):
         if change.type != ADDED or change.entry is None:
             continue
-        candidates = deleted.get((change.entry.size, change.hash or ""))
-        if candidates:
-            old = candidates.pop(0)
+        same_content = deleted.get((change.entry.size, change.hash or ""))
+        if same_content:
+            old = same_content.pop(0)
             paired.add(id(old))
             out.append(Change(RENAMED, change.path, change.hash, change.entry, old.record, old.path, change.racy))
             paired.add(id(change))

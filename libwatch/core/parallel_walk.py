@@ -79,7 +79,7 @@ def _split(walker: _Walker, top: _Folder, children: list[_Child], unchanged: Fol
                 if type(child) is _Sub:
                     units.append(_Unit(folder, child, ancestors))
                 else:
-                    found.append(child.skip if type(child) is _Ready else child)  # type: ignore[union-attr,arg-type]
+                    found.append(child.skip if type(child) is _Ready else child)  # type: ignore[arg-type]
         if not units or len(units) >= wanted:
             found.sort(key=sort_key)
             return found, units
@@ -87,7 +87,7 @@ def _split(walker: _Walker, top: _Folder, children: list[_Child], unchanged: Fol
         for unit in units:
             entered = walker.enter(unit.parent, unit.sub, unit.ancestors)
             if type(entered) is Skip:
-                found.append(entered)  # type: ignore[arg-type]
+                found.append(entered)
                 continue
             folder, kids = entered  # type: ignore[misc]
             level.append((folder, _folded(folder, kids, unchanged), unit.ancestors | {folder.dev_ino}))

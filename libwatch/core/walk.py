@@ -13,7 +13,7 @@ import operator
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
@@ -264,8 +264,12 @@ def _without_ambiguous(children: list[_Child]) -> list[_Child]:
 
 
 def _is_exact_child(child: _Child) -> bool:
-    name = child.name if type(child) is _Sub else child.raw if type(child) is DiskEntry else child.skip.raw
-    return is_exact(name)
+    if isinstance(child, _Sub):
+        return is_exact(child.name)
+    if isinstance(child, _Ready):
+        return is_exact(child.skip.raw)
+    assert isinstance(child, DiskEntry)  # a Same is made after this check
+    return is_exact(child.raw)
 
 
 def _dir_target(dirent: os.DirEntry[bytes]) -> os.stat_result | None:
@@ -362,7 +366,7 @@ def _folded(folder: _Folder, children: list[_Child], unchanged: FolderCheck | No
 
 
 def _run(walker: _Walker, start: _Folder, children: list[_Child], unchanged: FolderCheck | None,
-         ancestors: set[tuple[int, int]]) -> Iterator[Item]:
+         ancestors: set[tuple[int, int]]) -> Generator[Item, None, None]:
     """The items of an entered folder's subtree (its children already folded); ``ancestors`` includes it."""
     folders = [start]
     stack = [iter(children)]
@@ -373,6 +377,7 @@ def _run(walker: _Walker, start: _Folder, children: list[_Child], unchanged: Fol
             elif type(child) is _Ready:
                 yield child.skip
             else:
+                assert type(child) is _Sub
                 entered = walker.enter(folders[-1], child, ancestors)
                 if type(entered) is Skip:
                     yield entered
