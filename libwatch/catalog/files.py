@@ -7,6 +7,7 @@ any point and run again converges to the same catalog.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +23,16 @@ from libwatch.core.paths import b64_of, collection_of, is_exact
 
 PAGE: Final = 5000
 BATCH: Final = 1000
-_RECORD_FIELDS: Final = {"_id": 1, "path": 1, "size": 1, "mtime_ns": 1, "ctime_ns": 1, "inode": 1, "hash": 1, "racy": 1}
+_RECORD_FIELDS: Final = {"_id": 1, "path": 1, "size": 1, "mtime_ns": 1, "ctime_ns": 1, "inode": 1, "hash": 1, "racy": 1,
+                          "exact": 1}
+# BSON integers are signed 64-bit. A stat value outside that range (a time after 2262 or
+# before 1678 in nanoseconds, an inode number from 2**63 up) is stored clamped to it, so
+# that every reader of the field gets an int, and exactly, as a decimal string under
+# `exact.<field>`, so that a later change of that value is still seen.
+INT64_MIN: Final = -(1 << 63)
+INT64_MAX: Final = (1 << 63) - 1
+STAT_FIELDS: Final = ("size", "mtime_ns", "ctime_ns", "inode")
+_DECIMAL: Final = re.compile(r"-?[0-9]{1,40}")
 
 Db = Database[dict[str, Any]]
 
@@ -56,8 +66,32 @@ def present_records(db: Db, library: str, collections: Mapping[str, dict[str, An
         for doc in _files(db).find(query, _RECORD_FIELDS | {"status": 1}).sort("path", 1):
             if doc.get("status") == "present":
                 # BSON int64 values come back as bson.Int64, which the local stat index (marshal) refuses.
+                exact = doc.get("exact")
+                if exact:
+                    doc = {**doc, **exact_values(exact)}
                 yield Record(doc["path"], int(doc["size"]), int(doc["mtime_ns"]), int(doc.get("ctime_ns", 0)),
                              int(doc.get("inode", 0)), doc.get("hash"), bool(doc.get("racy")), doc["_id"])
+
+
+def stat_fields(size: int, mtime_ns: int, ctime_ns: int, inode: int) -> dict[str, Any]:
+    """The stat fields of a record: each clamped to int64, and ``exact`` (or None) for those that did not fit."""
+    values = {"size": size, "mtime_ns": mtime_ns, "ctime_ns": ctime_ns, "inode": inode}
+    exact = {key: str(value) for key, value in values.items() if not INT64_MIN <= value <= INT64_MAX}
+    for key in exact:
+        values[key] = min(max(values[key], INT64_MIN), INT64_MAX)
+    return {**values, "exact": exact or None}
+
+
+def exact_values(exact: Any) -> dict[str, int]:
+    """The exact stat values of a record's ``exact`` field; anything else found there is ignored (catalog data is untrusted)."""
+    if not isinstance(exact, Mapping):
+        return {}
+    values: dict[str, int] = {}
+    for key in STAT_FIELDS:
+        text = exact.get(key)
+        if isinstance(text, str) and _DECIMAL.fullmatch(text):
+            values[key] = int(text)
+    return values
 
 
 def path_ranges(folders: Mapping[str, int], low: str = "", high: str | None = None, *,
@@ -84,9 +118,9 @@ def _state(change: Change) -> dict[str, Any]:
     entry = change.entry
     assert entry is not None
     return {"path": entry.path, "path_b64": None if is_exact(entry.raw) else b64_of(entry.raw),
-            "collection": collection_of(entry.path), "size": entry.size, "mtime_ns": entry.mtime_ns,
-            "ctime_ns": entry.ctime_ns, "inode": entry.inode, "hash": change.hash, "racy": change.racy,
-            "status": "present", "missing_since": None}
+            "collection": collection_of(entry.path),
+            **stat_fields(entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode),
+            "hash": change.hash, "racy": change.racy, "status": "present", "missing_since": None}
 
 
 def _rebuild(kinds: Sequence[str], digest: str | None, now: datetime, priority: int) -> dict[str, Any]:
@@ -180,6 +214,7 @@ def event_operations(library: str, changes: Iterable[Change], run_id: str, now: 
     for change in changes:
         entry = change.entry
         size = entry.size if entry is not None else change.record.size if change.record else None
+        size = None if size is None else min(size, INT64_MAX)
         yield InsertOne({"library": library, "collection": collection_of(change.path), "path": change.path,
                          "old_path": change.old_path, "type": change.type, "detected_at": now, "size": size,
                          "hash": change.hash, "old_hash": change.record.hash if change.record else None,

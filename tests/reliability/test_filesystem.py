@@ -1,6 +1,7 @@
 """Hostile libraries: odd file kinds and names, folders vanishing mid-walk, mounts, an unmounted root."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -11,8 +12,12 @@ from contextlib import chdir
 from pathlib import Path
 from typing import Any, Final
 
+import bson
+from hypothesis import given
+from hypothesis import strategies as st
 from support import CORPUS, tree
 
+from libwatch.catalog import files as files_module
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
@@ -149,3 +154,42 @@ def test_an_unmounted_or_missing_root_is_exit_74_and_nothing_is_marked_deleted(
     one_clear_line(missing.stderr, str(share), "nothing was changed")
     assert {d["status"] for d in files_by_path(db).values()} == {"present"}
     assert db.events.count_documents({"type": "deleted"}) == 0
+
+
+def test_a_file_dated_2300_is_recorded_with_the_new_image_and_its_next_change_is_seen(
+        db: Any, root: Path, register: Any, libwatch: Any) -> None:
+    (root / "a.jpg").write_bytes(JPEG)
+    register()
+    assert libwatch("scan", NAME).code == 0
+    (root / "new.jpg").write_bytes(JPEG + b"new")
+    (root / "odd.jpg").write_bytes(JPEG + b"odd")
+    subprocess.run(["touch", "-d", "2300-01-01", str(root / "odd.jpg")], check=True)
+    exact = (root / "odd.jpg").stat().st_mtime_ns
+    assert exact > files_module.INT64_MAX  # the case: past 2262 in nanoseconds
+
+    done = libwatch("scan", NAME, "--json")
+    assert done.code == 0, done.stderr
+    assert {(c["type"], c["path"]) for c in json.loads(done.stdout)["changes"]} == {
+        ("added", "new.jpg"), ("added", "odd.jpg")}
+    odd = files_by_path(db)["odd.jpg"]
+    assert (odd["mtime_ns"], odd["exact"]) == (files_module.INT64_MAX, {"mtime_ns": str(exact)})
+
+    assert libwatch("diff", NAME, "--exit-code").code == 0  # the exact value compares equal: no change
+    subprocess.run(["touch", "-d", "2300-01-02", str(root / "odd.jpg")], check=True)
+    moved = libwatch("scan", NAME, "--json")
+    assert moved.code == 0, moved.stderr
+    assert [(c["type"], c["path"]) for c in json.loads(moved.stdout)["changes"]] == [("touched", "odd.jpg")]
+    assert files_by_path(db)["odd.jpg"]["exact"] == {"mtime_ns": str((root / "odd.jpg").stat().st_mtime_ns)}
+
+
+_STAT = st.integers(min_value=-(1 << 70), max_value=1 << 70)
+
+
+@given(size=st.integers(min_value=0, max_value=1 << 66), mtime=_STAT, ctime=_STAT,
+       inode=st.integers(min_value=0, max_value=(1 << 64) - 1))
+def test_every_stat_value_is_stored_as_bson_and_read_back_exactly(size: int, mtime: int, ctime: int, inode: int) -> None:
+    fields = files_module.stat_fields(size, mtime, ctime, inode)
+    stored = bson.decode(bson.encode(fields))  # raises OverflowError for an int that BSON cannot hold
+    read = {**stored, **files_module.exact_values(stored["exact"])}
+    assert (read["size"], read["mtime_ns"], read["ctime_ns"], read["inode"]) == (size, mtime, ctime, inode)
+    assert all(files_module.INT64_MIN <= stored[key] <= files_module.INT64_MAX for key in files_module.STAT_FIELDS)
