@@ -53,6 +53,37 @@ class CatalogUnavailable(ServiceUnavailable):
     """The MongoDB catalog could not be reached or answered with an error."""
 
 
+class BusError(ServiceUnavailable):
+    """A RabbitMQ operation failed; the message is one line for the user."""
+
+
+class BrokerUnavailable(BusError):
+    """The broker could not be reached or the connection was lost (connect refused,
+    timeout, login refused, unknown host). The message names the URL with its
+    password masked."""
+
+
+class TopologyMismatch(BusError):
+    """An exchange or queue already exists with other arguments than libwatch
+    declares; delete it or use other names."""
+
+
+class Unroutable(BusError):
+    """The broker returned a mandatory message: no queue is bound for its routing key."""
+
+
+class PublishNacked(BusError):
+    """The broker refused to take responsibility for a message (basic.nack)."""
+
+
+class PublishFailed(ServiceUnavailable):
+    """RabbitMQ could not be reached, or did not accept every rebuild request; the rest stay pending."""
+
+
+class BrokerLost(ServiceUnavailable):
+    """RabbitMQ could not be reached, or dropped the worker's connection (systemd restarts the unit)."""
+
+
 class RootUnavailable(LibwatchError):
     """A library's root folder is missing, unreadable or empty while the catalog has files."""
 

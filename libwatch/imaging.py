@@ -21,6 +21,8 @@ from typing import IO, Final
 import pillow_heif
 from PIL import ExifTags, Image, UnidentifiedImageError, features
 
+from libwatch.messages import CACHE, THUMBNAIL
+
 pillow_heif.register_heif_opener()
 if not features.check("avif") and hasattr(pillow_heif, "register_avif_opener"):
     # Pillow < 11.2 has no AVIF plugin; pillow-heif < 0.22 can supply one.
@@ -76,7 +78,7 @@ class RenderSpec:
         return FORMATS[self.format]
 
 
-DEFAULT_SPECS: Final = {"cache": RenderSpec(1920, "jpeg", 85), "thumbnail": RenderSpec(320, "jpeg", 80)}
+DEFAULT_SPECS: Final = {CACHE: RenderSpec(1920, "jpeg", 85), THUMBNAIL: RenderSpec(320, "jpeg", 80)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from libwatch.errors import UsageError
+from libwatch.messages import CACHE, THUMBNAIL
 
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 DEFAULT_CALENDAR: Final = "*:0/30"
@@ -60,8 +61,8 @@ class Library:
     @property
     def rebuild_kinds(self) -> tuple[str, ...]:
         """The rebuild kinds this library asks for, in message-kind words."""
-        return tuple(kind for kind, wanted in (("cache", self.rebuild_cache),
-                                               ("thumbnail", self.rebuild_thumbnails)) if wanted)
+        return tuple(kind for kind, wanted in ((CACHE, self.rebuild_cache),
+                                               (THUMBNAIL, self.rebuild_thumbnails)) if wanted)
 
     def to_document(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,5 @@
-"""The body of a rebuild message (``libwatch.rebuild/1``): encode, and decode with validation.
+"""The message vocabulary: the rebuild kinds, the default priority, the routing key, and the
+body of a rebuild message (``libwatch.rebuild/1``): encode, and decode with validation.
 
 The field names are those of the original viewer's ``CacheGenerationMessage`` and
 ``ThumbnailGenerationMessage`` so that its consumers can read our messages. The
@@ -19,7 +20,10 @@ from typing import Any, Final
 from libwatch.cachefiles import hash_hex
 
 SCHEMA: Final = "libwatch.rebuild/1"
-KINDS: Final = ("cache", "thumbnail")
+# The rebuild kinds, in the order a batch renders them: a thumbnail is derived from the cache image.
+CACHE: Final = "cache"
+THUMBNAIL: Final = "thumbnail"
+KINDS: Final = (CACHE, THUMBNAIL)
 DEFAULT_PRIORITY: Final = 5
 
 # Body key → (RebuildRequest field, required type, required?)
@@ -64,7 +68,12 @@ class RebuildRequest:
     @property
     def routing_key(self) -> str:
         """``rebuild.<kind>``."""
-        return f"rebuild.{self.kind}"
+        return routing_key(self.kind)
+
+
+def routing_key(kind: str) -> str:
+    """The routing key of a kind's rebuild messages (``rebuild.cache``)."""
+    return f"rebuild.{kind}"
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:

@@ -122,7 +122,8 @@ def libwatch(cli_env: dict[str, str]):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def topology(amqp_url: str) -> Iterator[Any]:
     """A RabbitMQ topology of the test's own on the shared broker, deleted afterwards with its messages."""
-    from libwatch.bus import Topology, delete_topology
+    from broker import delete_topology
+    from libwatch.bus import Topology
 
     topo = Topology.prefixed(f"test-{uuid.uuid4().hex[:8]}.")
     yield topo

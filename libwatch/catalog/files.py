@@ -20,6 +20,7 @@ from pymongo.errors import BulkWriteError
 from libwatch.catalog.schema import DURABLE
 from libwatch.core.diff import ADDED, CORRUPTED, DELETED, MODIFIED, RENAMED, TOUCHED, Change, Confirmed, Record
 from libwatch.core.paths import b64_of, collection_of, is_exact
+from libwatch.messages import KINDS
 
 PAGE: Final = 5000
 BATCH: Final = 1000
@@ -125,7 +126,7 @@ def _state(change: Change) -> dict[str, Any]:
 
 def _rebuild(kinds: Sequence[str], digest: str | None, now: datetime, priority: int) -> dict[str, Any]:
     fields: dict[str, Any] = {"rebuild.hash": digest, "rebuild.priority": priority}
-    for kind in ("cache", "thumbnail"):
+    for kind in KINDS:
         fields[f"rebuild.{kind}"] = "pending" if kind in kinds else None
         fields[f"rebuild.{kind}_at"] = now
         fields[f"rebuild.{kind}_error"] = None

@@ -40,8 +40,8 @@ from libwatch.catalog.files import collection_documents, path_ranges
 from libwatch.catalog.schema import DURABLE
 from libwatch.catalog.store import error_reason
 from libwatch.errors import CatalogUnavailable
+from libwatch.messages import KINDS
 
-KINDS: Final = ("cache", "thumbnail")
 PENDING: Final = "pending"
 QUEUED: Final = "queued"
 DONE: Final = "done"

@@ -14,10 +14,10 @@ from pymongo import DESCENDING, UpdateOne
 from pymongo.database import Database
 
 from libwatch.catalog.schema import DURABLE
+from libwatch.messages import KINDS as REBUILD_KINDS
 
 BATCH: Final = 1000
 PAGE: Final = 5000
-REBUILD_KINDS: Final = ("cache", "thumbnail")
 REBUILD_STATES: Final = ("pending", "queued", "failed")
 FINISHED: Final = ("succeeded", "failed", "interrupted", "skipped")
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption
 from libwatch.errors import UsageError
+from libwatch.messages import CACHE, THUMBNAIL
 from libwatch.services import rebuild as service
 from libwatch.services.worker import Worker, WorkerOptions
 
@@ -19,7 +20,7 @@ from libwatch.services.worker import Worker, WorkerOptions
 def _kinds(cache: bool | None, thumbnails: bool | None) -> tuple[str, ...] | None:
     if cache is None and thumbnails is None:
         return None  # each library's own settings
-    kinds = tuple(kind for kind, wanted in (("cache", cache), ("thumbnail", thumbnails)) if wanted is not False)
+    kinds = tuple(kind for kind, wanted in ((CACHE, cache), (THUMBNAIL, thumbnails)) if wanted is not False)
     if not kinds:
         raise UsageError("--no-cache and --no-thumbnails leave nothing to rebuild")
     return kinds

@@ -33,18 +33,14 @@ from libwatch.catalog import rebuilds
 from libwatch.catalog.rebuilds import FileState, Scope
 from libwatch.config import Settings
 from libwatch.core.paths import join, raw_of
-from libwatch.errors import ServiceUnavailable, UsageError
+from libwatch.errors import PublishFailed, UsageError
+from libwatch.messages import KINDS
 
 log = logging.getLogger("libwatch.outbox")
 
 PREFIX_ENV: Final = "LIBWATCH_AMQP_PREFIX"
-KINDS: Final = rebuilds.KINDS
 
 Db = Database[dict[str, Any]]
-
-
-class PublishFailed(ServiceUnavailable):
-    """RabbitMQ could not be reached, or did not accept every rebuild request; the rest stay pending."""
 
 
 def default_topology() -> bus.Topology:

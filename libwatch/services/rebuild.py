@@ -21,6 +21,7 @@ from pymongo.database import Database
 
 from libwatch import cachefiles, messages, renderpool
 from libwatch.bus import Topology
+from libwatch.messages import CACHE, THUMBNAIL
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.catalog import rebuilds, runs
 from libwatch.catalog.rebuilds import FileState, Scope, Settled
@@ -35,7 +36,7 @@ from libwatch.services import outbox
 SELECTIONS: Final = ("pending", "missing", "all")
 # A thumbnail is rendered from the image's cache image when the cache holds it: the
 # cache kind comes first in rebuilds.KINDS, so a batch renders it first.
-DERIVED_FROM: Final = {"thumbnail": "cache"}
+DERIVED_FROM: Final = {THUMBNAIL: CACHE}
 BULK_PRIORITY: Final = 1
 QUEUED_TIMEOUT_S: Final = 3600.0
 MAX_FAILURES_SHOWN: Final = 100
@@ -73,7 +74,7 @@ class RebuildReport:
 
 def render_specs(settings: Settings) -> dict[str, RenderSpec]:
     """How each kind is rendered, from the settings (sizes, format)."""
-    edges = {"cache": settings.cache_edge, "thumbnail": settings.thumbnail_edge}
+    edges = {CACHE: settings.cache_edge, THUMBNAIL: settings.thumbnail_edge}
     return {kind: replace(spec, max_edge=edges[kind], format=settings.image_format)
             for kind, spec in DEFAULT_SPECS.items()}
 

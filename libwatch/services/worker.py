@@ -39,7 +39,7 @@ from libwatch import bus, messages, renderpool
 from libwatch.catalog import rebuilds, runs
 from libwatch.catalog.rebuilds import FileState
 from libwatch.config import Settings
-from libwatch.errors import CatalogUnavailable, ServiceUnavailable, UsageError
+from libwatch.errors import BrokerLost, CatalogUnavailable, UsageError
 from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.services import outbox
 from libwatch.services.rebuild import DERIVED_FROM, render_specs, settle, source_path
@@ -52,10 +52,6 @@ BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 Db = Database[dict[str, Any]]
 Render = Callable[[Iterable[RenderJob]], Iterator[RenderOutcome]]
-
-
-class BrokerLost(ServiceUnavailable):
-    """RabbitMQ could not be reached, or dropped the worker's connection (exit 69; systemd restarts the unit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +78,7 @@ class WorkerOptions:
 
     @property
     def batch_size(self) -> int:
-        return self.batch or self.prefetch * len(rebuilds.KINDS)
+        return self.batch or self.prefetch * len(messages.KINDS)
 
 
 @dataclass(slots=True)
@@ -113,7 +109,7 @@ class Worker:
         self._stopping = threading.Event()
         self._consumer: bus.Consumer | None = None
         self._transient_streak = 0
-        self._settled: set[int] = set()
+        self._answered: set[int] = set()
 
     def stop(self) -> None:
         """End after the image being rendered; safe in a signal handler."""
@@ -176,20 +172,20 @@ class Worker:
     def _handle(self, consumer: bus.Consumer, batch: list[bus.Delivery]) -> None:
         try:
             tasks = self._tasks(consumer, batch)
-            done = self._settle_known(consumer, tasks)
+            done = self._answer_known(consumer, tasks)
             self._render_and_record(consumer, done)
         except CatalogUnavailable as error:
-            unsettled = [d for d in batch if d.tag not in self._settled]
-            log.warning("%s; %d messages go back to the queue", error, len(unsettled))
+            unanswered = [d for d in batch if d.tag not in self._answered]
+            log.warning("%s; %d messages go back to the queue", error, len(unanswered))
             self._backoff()
-            for delivery in unsettled:
-                self._settle(consumer.requeue, delivery, "requeued")
+            for delivery in unanswered:
+                self._answer(consumer.requeue, delivery, "requeued")
         finally:
-            self._settled.clear()
+            self._answered.clear()
 
-    def _settle(self, how: Callable[[bus.Delivery], None], delivery: bus.Delivery, outcome: str) -> None:
+    def _answer(self, how: Callable[[bus.Delivery], None], delivery: bus.Delivery, outcome: str) -> None:
         how(delivery)
-        self._settled.add(delivery.tag)
+        self._answered.add(delivery.tag)
         self.counts[outcome] += 1
 
     def _tasks(self, consumer: bus.Consumer, batch: list[bus.Delivery]) -> list[_Task]:
@@ -221,9 +217,9 @@ class Worker:
 
     def _reject_invalid(self, consumer: bus.Consumer, delivery: bus.Delivery, reason: str) -> None:
         log.warning("rejected message %s: %s", delivery.message_id or "(no id)", reason)
-        self._settle(consumer.reject, delivery, "invalid")
+        self._answer(consumer.reject, delivery, "invalid")
 
-    def _settle_known(self, consumer: bus.Consumer, tasks: list[_Task]) -> list[_Task]:
+    def _answer_known(self, consumer: bus.Consumer, tasks: list[_Task]) -> list[_Task]:
         """Acknowledge what needs no rendering; returns the tasks to render."""
         work = []
         for task in tasks:
@@ -235,11 +231,11 @@ class Worker:
             else:
                 work.append(task)
         # Cache images first: the thumbnails of the same images are then rendered from them.
-        return sorted(work, key=lambda task: rebuilds.KINDS.index(task.request.kind))
+        return sorted(work, key=lambda task: messages.KINDS.index(task.request.kind))
 
     def _ack(self, consumer: bus.Consumer, task: _Task, outcome: str) -> None:
         for delivery in task.deliveries:
-            self._settle(consumer.ack, delivery, outcome)
+            self._answer(consumer.ack, delivery, outcome)
 
     def _jobs(self, tasks: list[_Task]) -> Iterator[RenderJob]:
         root_of = self._roots
@@ -276,7 +272,7 @@ class Worker:
             elif outcome.status == renderpool.FAILED:
                 log.warning("%s (%s): %s", task.record.path, task.request.kind, outcome.error)
                 for delivery in task.deliveries:
-                    self._settle(consumer.reject, delivery, "failed")
+                    self._answer(consumer.reject, delivery, "failed")
             else:
                 self._ack(consumer, task, "done" if outcome.status == renderpool.DONE else "skipped")
         if any(outcome.transient for outcome in outcomes.values()):
@@ -285,7 +281,7 @@ class Worker:
             self._transient_streak = 0
         for task in retry:
             for delivery in task.deliveries:
-                self._settle(consumer.requeue, delivery, "requeued")
+                self._answer(consumer.requeue, delivery, "requeued")
 
     def _backoff(self) -> None:
         delay = BACKOFF_S[min(self._transient_streak, len(BACKOFF_S) - 1)]

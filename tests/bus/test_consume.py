@@ -1,4 +1,4 @@
-"""Consuming: settling deliveries, redelivery after a crash, sharing, batched acks, idle end, stop()."""
+"""Consuming: answering deliveries, redelivery after a crash, sharing, batched acks, idle end, stop()."""
 from __future__ import annotations
 
 import signal
@@ -96,7 +96,7 @@ def test_two_consumers_share_a_queue_without_duplicates(amqp_url: str, topology:
     assert queue_depths(amqp_url, topology)["cache"] == 0
 
 
-def test_batched_acks_interleaved_with_rejects_settle_exactly_the_right_messages(
+def test_batched_acks_interleaved_with_rejects_answer_exactly_the_right_messages(
         amqp_url: str, topology: Topology, publish: Publish, drain: Callable[[str], list]) -> None:
     publish(_ids(40))
     rejected, acked, requeued = set(), [], set()
@@ -133,7 +133,7 @@ def test_settling_twice_is_refused(amqp_url: str, topology: Topology, publish: P
     with Consumer(amqp_url, topology) as consumer:
         [delivery] = list(consumer.deliveries(idle_timeout_s=0.3))
         consumer.ack(delivery)
-        with pytest.raises(ValueError, match="already settled"):
+        with pytest.raises(ValueError, match="already answered"):
             consumer.reject(delivery)
 
 

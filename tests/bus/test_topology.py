@@ -7,7 +7,8 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from libwatch.config import mask_url
+from broker import purge
+
 from libwatch.bus import (
     Publisher,
     PublishResult,
@@ -15,9 +16,9 @@ from libwatch.bus import (
     TopologyMismatch,
     check,
     declare,
-    purge,
     queue_depths,
 )
+from libwatch.config import mask_url
 
 pytestmark = pytest.mark.broker
 

@@ -1,0 +1,126 @@
+"""The exchanges and queues of libwatch and the admin calls on them: declare, depths, broker check."""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from libwatch import messages
+from libwatch.bus.confirms import ConfirmLink
+from libwatch.bus.connection import blocking, close_quietly, reason, unavailable
+from libwatch.errors import BusError, TopologyMismatch
+
+_PRECONDITION_FAILED: Final = 406
+_NOT_FOUND: Final = 404
+_MISMATCH: Final = re.compile(
+    r"inequivalent arg '(?P<arg>[^']+)' for (?P<what>queue|exchange) '(?P<name>[^']*)'"
+    r" in vhost '[^']*': (?P<detail>.*)"
+)
+
+
+def _frozen_queues() -> Mapping[str, str]:
+    return MappingProxyType({kind: f"libwatch.rebuild.{kind}" for kind in messages.KINDS})
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Names of the exchanges and queues; a prefix isolates tests on a shared broker."""
+
+    exchange: str = "libwatch"
+    queues: Mapping[str, str] = field(default_factory=_frozen_queues, hash=False)
+    dead_letter_exchange: str = "libwatch.dlx"
+    dead_letter_queue: str = "libwatch.dead"
+    max_priority: int = 10
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> Topology:
+        """The default topology with every exchange and queue name prefixed, e.g. ``test-1a2b.``."""
+        base = cls()
+        return cls(
+            exchange=prefix + base.exchange,
+            queues=MappingProxyType({kind: prefix + name for kind, name in base.queues.items()}),
+            dead_letter_exchange=prefix + base.dead_letter_exchange,
+            dead_letter_queue=prefix + base.dead_letter_queue,
+            max_priority=base.max_priority,
+        )
+
+    @staticmethod
+    def routing_key(kind: str) -> str:
+        """The routing key of a kind's rebuild messages (``rebuild.cache``)."""
+        return messages.routing_key(kind)
+
+    def queue_arguments(self) -> dict[str, Any]:
+        """The arguments every rebuild queue is declared with."""
+        return {"x-max-priority": self.max_priority, "x-dead-letter-exchange": self.dead_letter_exchange}
+
+    def all_queues(self) -> dict[str, str]:
+        """The rebuild queues by kind and the dead-letter queue as ``dead``."""
+        return {**self.queues, "dead": self.dead_letter_queue}
+
+
+def _mismatch(exc: pika.exceptions.ChannelClosedByBroker) -> TopologyMismatch:
+    found = _MISMATCH.search(exc.reply_text)
+    if found is None:
+        return TopologyMismatch(f"RabbitMQ refused the libwatch topology: {exc.reply_text}")
+    what, name = found["what"], found["name"]
+    fix = f"rabbitmqctl delete_queue {name}" if what == "queue" else f"rabbitmqadmin delete exchange name={name}"
+    return TopologyMismatch(
+        f"{what} {name!r} exists with a different {found['arg']!r} ({found['detail']}); "
+        f"delete it ({fix}) or configure other names"
+    )
+
+
+def declare(channel: BlockingChannel, topology: Topology = Topology()) -> None:
+    """Declare the exchanges, queues and bindings; idempotent.
+
+    Raises TopologyMismatch when one exists with other arguments (the broker's
+    PRECONDITION_FAILED closes the channel).
+    """
+    try:
+        channel.exchange_declare(topology.dead_letter_exchange, "fanout", durable=True)
+        channel.queue_declare(topology.dead_letter_queue, durable=True)
+        channel.queue_bind(topology.dead_letter_queue, topology.dead_letter_exchange)
+        channel.exchange_declare(topology.exchange, "topic", durable=True)
+        for kind, queue in topology.queues.items():
+            channel.queue_declare(queue, durable=True, arguments=topology.queue_arguments())
+            channel.queue_bind(queue, topology.exchange, routing_key=topology.routing_key(kind))
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == _PRECONDITION_FAILED:
+            raise _mismatch(exc) from exc
+        raise BusError(f"RabbitMQ refused to declare the libwatch topology: {exc.reply_text}") from exc
+
+
+def queue_depths(url: str, topology: Topology = Topology(), *, timeout_s: float = 5.0) -> dict[str, int]:
+    """Messages ready in each rebuild queue and in the dead-letter queue (``dead``); 0 for a missing queue."""
+    depths: dict[str, int] = {}
+    connection = blocking(url, timeout_s, "status")
+    try:
+        channel = connection.channel()
+        for name, queue in topology.all_queues().items():
+            try:
+                depths[name] = channel.queue_declare(queue, passive=True).method.message_count
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != _NOT_FOUND:
+                    raise BusError(f"RabbitMQ refused to inspect queue {queue!r}: {reason(exc)}") from exc
+                depths[name] = 0
+                channel = connection.channel()
+    except pika.exceptions.AMQPConnectionError as exc:
+        raise unavailable(url, exc, "lost the connection to") from exc
+    finally:
+        close_quietly(connection)
+    return depths
+
+
+def check(url: str, timeout_s: float = 5.0) -> str:
+    """The broker's product and version (``RabbitMQ 3.10.8``), for ``libwatch doctor``."""
+    link = ConfirmLink.open(url, timeout_s, "doctor")
+    try:
+        props = link.server_properties
+        return f"{props.get('product', 'AMQP broker')} {props.get('version', '?')}"
+    finally:
+        link.close()
