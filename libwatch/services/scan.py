@@ -46,6 +46,7 @@ from libwatch.core.walk import (
     Same,
     Skip,
     WalkOptions,
+    reason_of,
 )
 from libwatch.errors import GuardRefused
 from libwatch.errors import RootUnavailable as RootUnavailableError
@@ -324,6 +325,8 @@ def _probe(root: str, result: Plan) -> None:
             result.probes[path] = catalog_files.Probe(info.width, info.height, info.format)
         except imaging.ImageError as error:
             result.probes[path] = catalog_files.Probe(error=error.reason)
+        except OSError as error:  # gone, unreadable or turned into a folder since it was hashed
+            result.probes[path] = catalog_files.Probe(error=f"{reason_of(error)}: {error.strerror or error}")
 
 
 def check_guards(result: Plan, options: ScanOptions) -> None:
