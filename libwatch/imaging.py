@@ -21,6 +21,7 @@ from typing import IO, Final
 import pillow_heif
 from PIL import ExifTags, Image, UnidentifiedImageError, features
 
+from libwatch.errors import ImageError
 from libwatch.messages import CACHE, THUMBNAIL
 
 pillow_heif.register_heif_opener()
@@ -90,12 +91,6 @@ class ImageInfo:
     format: str
 
 
-class ImageError(Exception):
-    """The file is not an image Pillow can decode; ``reason`` says why in one line."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def probe(path: str | bytes) -> ImageInfo:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from libwatch.cachefiles import hash_hex
+from libwatch.errors import InvalidMessage
 
 SCHEMA: Final = "libwatch.rebuild/1"
 # The rebuild kinds, in the order a batch renders them: a thumbnail is derived from the cache image.
@@ -38,12 +39,6 @@ _FIELDS: Final[dict[str, tuple[str, type, bool]]] = {
 }
 
 
-class InvalidMessage(ValueError):
-    """A rebuild message body that cannot be acted on; ``reason`` says why in one line."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

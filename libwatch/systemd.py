@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Final
 
+from libwatch.errors import CalendarError, SystemdError, UnitError
 from libwatch.library import NAME_PATTERN
 
 SYSTEM_UNIT_DIR: Final = Path("/etc/systemd/system")
@@ -56,19 +57,10 @@ _NOT_RUNNING: Final = ("systemd is not running here (not PID 1, e.g. a container
                        "wrote the unit files but could not reload or enable them")
 
 
-class SystemdError(Exception):
-    """systemd integration failed: {0}"""
 
 
-class UnitError(SystemdError):
-    """Cannot express this in a unit file: {0}"""
 
 
-class CalendarError(SystemdError):
-    """Invalid calendar expression {0!r}: {1}"""
-
-    def __str__(self) -> str:
-        return f"invalid calendar expression {self.args[0]!r}: {self.args[1]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,21 +133,37 @@ def exclusive_store(settings: Settings) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def _translated(description: str) -> Iterator[None]:
+    """The one place a MongoDB failure during a command becomes `CatalogUnavailable` (exit 69)."""
+    try:
+        yield
+    except PyMongoError as error:
+        raise CatalogUnavailable(f"catalog error ({description}): {error_reason(error)}") from error
+
+
+@contextlib.contextmanager
 def connect(settings: Settings) -> Iterator[Connection]:
-    """Open the catalog the settings name; close (and stop the embedded store) on exit."""
+    """Open the catalog the settings name; close (and stop the embedded store) on exit.
+
+    A PyMongo error raised by the body becomes `CatalogUnavailable` naming the catalog.
+    """
     if settings.mongo_uri:
         shown = mask_url(settings.mongo_uri)
         client = _client(settings.mongo_uri)
         _ping(client, shown)
+        description = f"MongoDB {shown}"
         try:
-            yield Connection(client[settings.database], client, f"MongoDB {shown}", embedded=False)
+            with _translated(description):
+                yield Connection(client[settings.database], client, description, embedded=False)
         finally:
             client.close()
         return
     with exclusive_store(settings) as data_dir, embedded_server(data_dir) as server:
         client = _client(server.uri)
         _ping(client, server.uri)
+        description = f"embedded store {settings.store_dir}"
         try:
-            yield Connection(client[settings.database], client, f"embedded store {settings.store_dir}", embedded=True)
+            with _translated(description):
+                yield Connection(client[settings.database], client, description, embedded=True)
         finally:
             client.close()

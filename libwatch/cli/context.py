@@ -8,13 +8,11 @@ from typing import Any
 
 import typer
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
 from libwatch import config
 from libwatch.catalog import store
 from libwatch.catalog.schema import ensure_schema
 from libwatch.config import Settings
-from libwatch.errors import CatalogUnavailable
 
 
 @dataclass(slots=True)
@@ -48,10 +46,7 @@ def wants_json(ctx: typer.Context, local: bool) -> bool:
 
 @contextlib.contextmanager
 def catalog(ctx: typer.Context) -> Iterator[Database[dict[str, Any]]]:
-    """The catalog database, schema ensured; a MongoDB failure mid-command becomes exit 69."""
+    """The catalog database, schema ensured; a MongoDB failure mid-command becomes exit 69 (`store.connect`)."""
     with store.connect(state(ctx).settings) as connection:
         ensure_schema(connection.db)
-        try:
-            yield connection.db
-        except PyMongoError as error:
-            raise CatalogUnavailable(f"catalog error ({connection.description}): {store.error_reason(error)}") from error
+        yield connection.db

@@ -12,7 +12,7 @@ from libwatch import systemd
 from libwatch.catalog import libraries as repo
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption
-from libwatch.errors import UsageError
+from libwatch.errors import EXIT_PARTIAL
 from libwatch.services import units as service
 
 app = typer.Typer(help="The systemd units: timers for scheduled scans, path units for watching, the worker.\n\n"
@@ -50,7 +50,7 @@ def _emit(ctx: typer.Context, json_output: bool, result: systemd.InstallResult) 
     doc = _result_document(result)
     output.emit(context.wants_json(ctx, json_output), doc, lambda console: _print_result(console, doc))
     if result.problems:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
@@ -66,10 +66,7 @@ def render(
     Example: libwatch units render photos --output /tmp/units && systemd-analyze verify /tmp/units/*
     """
     with context.catalog(ctx) as db:
-        try:
-            result = service.render(db, context.state(ctx).settings, names or [], output_dir, user=user)
-        except systemd.SystemdError as error:
-            raise UsageError(str(error)) from None
+        result = service.render(db, context.state(ctx).settings, names or [], output_dir, user=user)
     _emit(ctx, json_output, result)
 
 
@@ -88,11 +85,8 @@ def install(
     Example: sudo libwatch units install photos --worker
     """
     with context.catalog(ctx) as db:
-        try:
-            result = service.install(db, context.state(ctx).settings, names or [], user=user, enable=enable,
-                                     worker=worker, store=store)
-        except systemd.SystemdError as error:
-            raise UsageError(str(error)) from None
+        result = service.install(db, context.state(ctx).settings, names or [], user=user, enable=enable,
+                                 worker=worker, store=store)
     _emit(ctx, json_output, result)
 
 
@@ -107,10 +101,7 @@ def uninstall(
 
     Example: sudo libwatch units uninstall photos
     """
-    try:
-        result = systemd.uninstall(name, user=user)
-    except systemd.SystemdError as error:
-        raise UsageError(str(error)) from None
+    result = systemd.uninstall(name, user=user)
     _emit(ctx, json_output, result)
 
 

@@ -31,6 +31,7 @@ from libwatch.core.walk import (
     opened,
     sort_key,
 )
+from libwatch.errors import WalkWorkerLost
 
 
 def walk(root: str | bytes, options: WalkOptions = WalkOptions(), *,
@@ -106,8 +107,6 @@ def _batches(units: list[_Unit]) -> list[list[_Unit]]:
     return [units[i:i + size] for i in range(0, len(units), size)]
 
 
-class WalkWorkerLost(RuntimeError):
-    """A walk worker process ended without finishing its share (killed?)."""
 
 
 class _Parallel:

@@ -2,7 +2,7 @@
 
 One ``scandir`` per folder and one ``stat`` per image, on bytes paths so that
 names round-trip exactly. Per-path problems become :class:`Skip` items in the
-stream; only a missing or unreadable root raises (:class:`RootUnavailable`).
+stream; only a missing or unreadable root raises (:class:`RootNotListable`).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
 from libwatch.core.paths import SEP, SEP_BYTES, is_exact
+from libwatch.errors import RootNotListable
 
 IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
     {"jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff", "heic", "heif", "avif"}
@@ -46,8 +47,6 @@ _REASON_BY_ERRNO: Final[dict[int, str]] = {
 log = logging.getLogger("libwatch.walk")
 
 
-class RootUnavailable(OSError):
-    """The library root is missing, not a folder, or cannot be listed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,15 +301,15 @@ def _kind_name(mode: int) -> str:
 
 
 def open_root(root: str | bytes) -> tuple[bytes, os.stat_result]:
-    """The root as bytes and its stat; raises :class:`RootUnavailable` unless it is a listable folder."""
+    """The root as bytes and its stat; raises :class:`RootNotListable` unless it is a listable folder."""
     root_b = os.fsencode(root)
     root_b = root_b.rstrip(SEP_BYTES) or SEP_BYTES
     try:
         st = os.stat(root_b)
     except OSError as err:
-        raise RootUnavailable(err.errno, f"library root unavailable: {err.strerror}", os.fsdecode(root_b)) from err
+        raise RootNotListable(err.errno, f"library root unavailable: {err.strerror}", os.fsdecode(root_b)) from err
     if not stat.S_ISDIR(st.st_mode):
-        raise RootUnavailable(errno.ENOTDIR, "library root is not a folder", os.fsdecode(root_b))
+        raise RootNotListable(errno.ENOTDIR, "library root is not a folder", os.fsdecode(root_b))
     return root_b, st
 
 
@@ -332,7 +331,7 @@ def walk(root: str | bytes, options: WalkOptions = WalkOptions(), *,
     """Yield every image under ``root`` and every skipped path, in ascending ``sort_key`` order.
 
     Folders that cannot be entered yield ``Skip(subtree=True)`` at their position;
-    raises :class:`RootUnavailable` (before yielding) when the root itself cannot be listed.
+    raises :class:`RootNotListable` (before yielding) when the root itself cannot be listed.
     With ``unchanged``, a folder whose image files (path order) it accepts yields one
     :class:`Same` before its other items instead of a ``DiskEntry`` per file.
     :func:`libwatch.core.parallel_walk.walk` yields the same items from forked processes.
@@ -343,14 +342,14 @@ def walk(root: str | bytes, options: WalkOptions = WalkOptions(), *,
 
 def opened(root: str | bytes, options: WalkOptions,
            unchanged: FolderCheck | None) -> tuple[_Walker, _Folder, list[_Child]]:
-    """The walk's state, its top folder and the top's children (folded); raises :class:`RootUnavailable`."""
+    """The walk's state, its top folder and the top's children (folded); raises :class:`RootNotListable`."""
     root_b, root_stat = open_root(root)
     walker = _Walker(root_b, options, root_stat)
     top = _Folder("", b"", root_b, (root_stat.st_dev, root_stat.st_ino))
     try:
         children = _folded(top, walker.children(top), unchanged)
     except OSError as err:
-        raise RootUnavailable(err.errno, f"library root unreadable: {err.strerror}", os.fsdecode(root_b)) from err
+        raise RootNotListable(err.errno, f"library root unreadable: {err.strerror}", os.fsdecode(root_b)) from err
     return walker, top, children
 
 

@@ -8,7 +8,6 @@ stops orphan removal altogether, because its records may be all that still names
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import socket
@@ -350,20 +349,22 @@ def cleanup(db: Db, settings: Settings, library: str | None = None, *, dry_run: 
     if trigger not in runs.TRIGGERS:
         raise UsageError(f"unknown trigger {trigger!r} (one of {', '.join(runs.TRIGGERS)})")
     started = datetime.now(UTC)
-    run_id = None if dry_run else runs.start(db, "cleanup", library, trigger)
-    try:
+    if dry_run:
+        planned = plan(db, settings, library, older_than=older_than, queued_timeout=queued_timeout, now=started)
+        return CleanupResult(library, None, dry_run, started, datetime.now(UTC), planned.counts(), planned,
+                             *_outcome(planned))
+    with runs.recorded(db, "cleanup", library, trigger) as run:
         planned = plan(db, settings, library, older_than=older_than, queued_timeout=queued_timeout,
-                       now=started, this_run=run_id)
-        counts = planned.counts() if dry_run else apply(db, planned)
-    except BaseException as error:
-        if run_id is not None:
-            with contextlib.suppress(Exception):  # a catalog that just failed may not take this either
-                runs.finish(db, run_id, runs.FAILED, error=f"{type(error).__name__}: {error}")
-        raise
+                       now=started, this_run=run.run_id)
+        run.counts = apply(db, planned)
+        exit_code, problems = _outcome(planned)
+        if problems:
+            run.end(runs.FAILED, "; ".join(problems))
+    return CleanupResult(library, run.run_id, dry_run, started, datetime.now(UTC), dict(run.counts), planned,
+                         exit_code, problems)
+
+
+def _outcome(planned: Plan) -> tuple[int, tuple[str, ...]]:
+    """Exit 74 and the reasons when orphan removal was skipped (a library root was unavailable)."""
     problems = tuple(f"orphan cache files kept: {item['reason']}" for item in planned.skipped)
-    if run_id is not None:
-        runs.finish(db, run_id, runs.FAILED if problems else runs.SUCCEEDED, counts=counts,
-                    error="; ".join(problems) or None,
-                    duration_s=(datetime.now(UTC) - started).total_seconds())
-    return CleanupResult(library, run_id, dry_run, started, datetime.now(UTC), counts, planned,
-                         EXIT_ROOT_UNAVAILABLE if problems else EXIT_OK, problems)
+    return (EXIT_ROOT_UNAVAILABLE if problems else EXIT_OK), problems

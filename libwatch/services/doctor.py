@@ -19,7 +19,7 @@ from libwatch import systemd
 from libwatch.catalog import libraries as library_repo
 from libwatch.catalog import store
 from libwatch.config import Settings, mask_url
-from libwatch.errors import LibwatchError
+from libwatch.errors import EXIT_CHECK_FAILED, EXIT_OK, LibwatchError
 from libwatch.library import Library
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -55,7 +55,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        return EXIT_OK if self.ok else EXIT_CHECK_FAILED
 
     def to_document(self) -> dict[str, Any]:
         """The `doctor --json` document."""

@@ -33,7 +33,7 @@ from libwatch.catalog import rebuilds
 from libwatch.catalog.rebuilds import FileState, Scope
 from libwatch.config import Settings
 from libwatch.core.paths import join, raw_of
-from libwatch.errors import PublishFailed, UsageError
+from libwatch.errors import BusError, PublishFailed, UsageError
 from libwatch.messages import KINDS
 
 log = logging.getLogger("libwatch.outbox")
@@ -123,7 +123,7 @@ def publish_pending(db: Db, settings: Settings, *, library: str | None = None, k
                         roots[each.library], each.library, collections, page, kinds, priority))
                     published += sent
                     refused += failures
-    except bus.BusError as error:
+    except BusError as error:
         raise PublishFailed(f"{error}; {published} rebuild requests published, the rest stay pending") from error
     if refused:
         raise PublishFailed(f"RabbitMQ did not accept {len(refused)} rebuild requests ({refused[0]}); "

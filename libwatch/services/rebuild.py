@@ -190,9 +190,9 @@ def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOpt
     counts: Counter[str] = Counter()
     failures: list[dict[str, Any]] = []
     started = datetime.now(UTC)
-    run_id = runs.start(db, "rebuild", library, options.trigger, selection=options.selection,
-                        mode="run" if run_here else "publish")
-    try:
+    with runs.recorded(db, "rebuild", library, options.trigger, selection=options.selection,
+                       mode="run" if run_here else "publish") as run:
+        run.counts = counts
         pool = renderpool.RenderPool(settings.cache_dir, processes=processes) if run_here else None
         try:
             for lib in libraries:
@@ -207,12 +207,7 @@ def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOpt
         finally:
             if pool is not None:
                 pool.close()
-    except BaseException as error:
-        runs.finish(db, run_id, runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED,
-                    counts=counts, error=str(error) or type(error).__name__)
-        raise
-    runs.finish(db, run_id, runs.SUCCEEDED, counts=counts)
-    document = {"run_id": run_id, "mode": "run" if run_here else "publish", "selection": options.selection,
+    document = {"run_id": run.run_id, "mode": "run" if run_here else "publish", "selection": options.selection,
                 "libraries": [lib.name for lib in libraries], "started_at": started,
                 "finished_at": datetime.now(UTC), "counts": _counts(counts, run_here), "failures": failures}
     return RebuildReport(document)

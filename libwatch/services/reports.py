@@ -18,7 +18,7 @@ from libwatch.catalog import libraries as library_repo
 from libwatch.catalog import reports as repo
 from libwatch.catalog import runs
 from libwatch.core import diff
-from libwatch.errors import UsageError
+from libwatch.errors import SystemdError, UsageError
 from libwatch.library import Library
 from libwatch.services.cleanup import parse_age
 
@@ -74,7 +74,7 @@ def schedules(names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each library's next and last timer run and watcher state, from systemd; "not scheduled" without it."""
     try:
         found = systemd.timers_status(names, user=os.geteuid() != 0)
-    except systemd.SystemdError:
+    except SystemdError:
         found = {}
     return {name: {"state": run.state, "next_run": run.next_run, "last_run": run.last_run, "watch": run.watch}
             if (run := found.get(name)) else dict(UNSCHEDULED) for name in names}

@@ -42,14 +42,12 @@ from libwatch.core.parallel_walk import walk
 from libwatch.core.walk import (
     DiskEntry,
     FolderCheck,
-    RootUnavailable,
     Same,
     Skip,
     WalkOptions,
     reason_of,
 )
-from libwatch.errors import GuardRefused
-from libwatch.errors import RootUnavailable as RootUnavailableError
+from libwatch.errors import GuardRefused, RootNotListable, RootUnavailable
 from libwatch.library import Library
 from libwatch.messages import DEFAULT_PRIORITY
 
@@ -184,14 +182,14 @@ def _root_is_empty(root: str) -> bool:
         with os.scandir(root) as entries:
             return next(entries, None) is None
     except OSError as error:
-        raise RootUnavailableError(f"library root {root} is unavailable: {error.strerror}; nothing was changed") from None
+        raise RootUnavailable(f"library root {root} is unavailable: {error.strerror}; nothing was changed") from None
 
 
 def _refuse_empty_root(root: str, result: Plan) -> None:
     """Refuse to treat an unmounted or empty root as 'everything deleted'."""
     if result.present_before:
-        raise RootUnavailableError(f"library root {root} is empty while the catalog has {result.present_before} "
-                                   "files (an unmounted share?); nothing was marked deleted")
+        raise RootUnavailable(f"library root {root} is empty while the catalog has {result.present_before} "
+                              "files (an unmounted share?); nothing was marked deleted")
 
 
 def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
@@ -217,9 +215,9 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
             disk = _counted(walked, result, progress)
             for verdict in engine.match(disk, records, verify=options.verify, settle_cutoff_ns=settle_cutoff):
                 _sort_verdict(verdict, result, needs_hash, gone, tallies)
-    except RootUnavailable as error:
-        raise RootUnavailableError(f"library root {library.path} is unavailable: {error.strerror}; "
-                                   "nothing was changed") from None
+    except RootNotListable as error:
+        raise RootUnavailable(f"library root {library.path} is unavailable: {error.strerror}; "
+                              "nothing was changed") from None
     classified = engine.classify(_hashed(library, needs_hash, result, tallies, progress), gone,
                                  scan_started_ns=now, granularity_ns=GRANULARITY_NS, verify=options.verify)
     _absorb(classified, result)
@@ -497,40 +495,32 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
     if options.dry_run:
         report = diff(db, settings, library, options, progress=progress)
         return ScanReport(report.document, 0)
-    run_id = runs.start(db, "scan", library.name, options.trigger)
-    lease = Lease(db, f"scan:{library.name}", run_id, settings.lease_s)
-    try:
+    with runs.recorded(db, "scan", library.name, options.trigger) as run:
+        lease = Lease(db, f"scan:{library.name}", run.run_id, settings.lease_s)
         lease.acquire(wait_s=options.wait_lock_s)
-    except Exception as error:
-        runs.finish(db, run_id, runs.FAILED, error=str(error))
-        raise
-    result: Plan | None = None
-    try:
-        library = catalog_libraries.get(db, library.name)  # fresh state, now that we hold the lease
-        result = plan(db, settings, library, options, progress=progress, spool=True)
-        check_guards(result, options)
-        _mark_writing(db, result, lease)
-        requested = apply(db, result, run_id, lease, priority=options.priority)
-        generation = _record_state(db, result, run_id, options, lease)
-        if result.spool is not None and (result.has_changes or result.refresh or not result.used_index):
-            result.spool.commit(_written_records(result), library=library.name, generation=generation,
-                                root=_index_root(library), source_generation=library.generation)
-        rebuild = {"requested": requested, "published": 0, "pending": requested}
-        exit_code, publish_error = 0, None
-        if publish is not None and options.publish:
-            rebuild, exit_code, publish_error = _publish(db, library, rebuild, publish)
-        doc = document(result, run_id=run_id, dry_run=False, rebuild=rebuild)
-        runs.finish(db, run_id, runs.SUCCEEDED if exit_code == 0 else runs.FAILED, counts=result.counts,
-                    duration_s=(datetime.now(UTC) - result.started_at).total_seconds(), error=publish_error)
-        return ScanReport(doc, exit_code)
-    except BaseException as error:
-        runs.finish(db, run_id, runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED,
-                    error=str(error) or type(error).__name__)
-        raise
-    finally:
-        if result is not None and result.spool is not None:
-            result.spool.discard()
-        lease.release()
+        result: Plan | None = None
+        try:
+            library = catalog_libraries.get(db, library.name)  # fresh state, now that we hold the lease
+            result = plan(db, settings, library, options, progress=progress, spool=True)
+            check_guards(result, options)
+            _mark_writing(db, result, lease)
+            requested = apply(db, result, run.run_id, lease, priority=options.priority)
+            run.counts = result.counts
+            generation = _record_state(db, result, run.run_id, options, lease)
+            if result.spool is not None and (result.has_changes or result.refresh or not result.used_index):
+                result.spool.commit(_written_records(result), library=library.name, generation=generation,
+                                    root=_index_root(library), source_generation=library.generation)
+            rebuild = {"requested": requested, "published": 0, "pending": requested}
+            exit_code, publish_error = 0, None
+            if publish is not None and options.publish:
+                rebuild, exit_code, publish_error = _publish(db, library, rebuild, publish)
+            if publish_error:  # the changes are recorded: the run keeps its counts and says what failed
+                run.problem(f"publishing failed: {publish_error}")
+            return ScanReport(document(result, run_id=run.run_id, dry_run=False, rebuild=rebuild), exit_code)
+        finally:
+            if result is not None and result.spool is not None:
+                result.spool.discard()
+            lease.release()
 
 
 def _publish(db: Db, library: Library, rebuild: dict[str, int],

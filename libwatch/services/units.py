@@ -10,7 +10,6 @@ from libwatch import systemd
 from libwatch.catalog import files as catalog_files
 from libwatch.catalog import libraries as repo
 from libwatch.config import Settings
-from libwatch.errors import UsageError
 from libwatch.library import Library
 
 Db = Database[dict[str, Any]]
@@ -49,11 +48,11 @@ def install(db: Db, settings: Settings, names: list[str], *, user: bool, enable:
 
 
 def validate_schedule(expression: str) -> str:
-    """The calendar expression if systemd accepts it (checked with `systemd-analyze calendar`)."""
-    try:
-        systemd.validate_calendar(expression)
-    except systemd.SystemdError as error:
-        raise UsageError(str(error)) from None
+    """The calendar expression if systemd accepts it (checked with `systemd-analyze calendar`).
+
+    Raises CalendarError (exit 2) when it does not, SystemdError (exit 69) without systemd-analyze.
+    """
+    systemd.validate_calendar(expression)
     return expression
 
 

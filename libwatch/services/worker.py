@@ -39,7 +39,7 @@ from libwatch import bus, messages, renderpool
 from libwatch.catalog import rebuilds, runs
 from libwatch.catalog.rebuilds import FileState
 from libwatch.config import Settings
-from libwatch.errors import BrokerLost, CatalogUnavailable, UsageError
+from libwatch.errors import BrokerLost, BusError, CatalogUnavailable, InvalidMessage, UsageError
 from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.services import outbox
 from libwatch.services.rebuild import DERIVED_FROM, render_specs, settle, source_path
@@ -119,14 +119,9 @@ class Worker:
 
     def run(self) -> dict[str, int]:
         """Consume until stopped, idle for ``idle_exit_s`` or ``max_messages`` handled; returns the counts."""
-        run_id = runs.start(self.db, "worker", None, self.options.trigger)
-        try:
+        with runs.recorded(self.db, "worker", None, self.options.trigger) as run:
+            run.counts = self.counts
             self._consume()
-        except BaseException as error:
-            runs.finish(self.db, run_id, runs.INTERRUPTED if isinstance(error, KeyboardInterrupt) else runs.FAILED,
-                        counts=self.counts, error=str(error) or type(error).__name__)
-            raise
-        runs.finish(self.db, run_id, runs.SUCCEEDED, counts=self.counts)
         return dict(self.counts)
 
     def _consume(self) -> None:
@@ -146,7 +141,7 @@ class Worker:
                     self._handle(consumer, batch)
                     if self.options.max_messages is not None and self.counts["received"] >= self.options.max_messages:
                         return
-        except bus.BusError as error:
+        except BusError as error:
             raise BrokerLost(f"{error}; unacknowledged messages will be delivered again") from error
         finally:
             self._consumer = None
@@ -194,7 +189,7 @@ class Worker:
         for delivery in batch:
             try:
                 decoded.append((delivery, messages.decode(delivery.body, root_of=self._root_of)))
-            except messages.InvalidMessage as error:
+            except InvalidMessage as error:
                 self._reject_invalid(consumer, delivery, error.reason)
         records = rebuilds.records_by_id(self.db, (request.image_id for _, request in decoded))
         tasks: dict[str, _Task] = {}

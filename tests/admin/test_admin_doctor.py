@@ -37,7 +37,7 @@ def test_doctor_json_when_all_is_well(libwatch, db: Any, tmp_path: Path) -> None
 
 def test_doctor_fails_on_unreachable_mongodb(libwatch) -> None:
     code, report = _report(libwatch, env={"LIBWATCH_MONGO_URI": "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=1000"})
-    assert code == 1 and report["ok"] is False
+    assert code == 4 and report["ok"] is False
     checks = _by_name(report)
     assert checks["mongodb"]["status"] == "fail" and "127.0.0.1:9" in checks["mongodb"]["detail"]
     assert checks["libraries"]["status"] == "skip"
@@ -47,7 +47,7 @@ def test_doctor_fails_on_an_unwritable_cache_dir(libwatch, tmp_path: Path) -> No
     not_a_folder = tmp_path / "cache-file"
     not_a_folder.write_text("x")
     code, report = _report(libwatch, env={"LIBWATCH_CACHE_DIR": str(not_a_folder)})
-    assert code == 1 and _by_name(report)["cache_dir"]["status"] == "fail"
+    assert code == 4 and _by_name(report)["cache_dir"]["status"] == "fail"
 
 
 def test_doctor_warns_about_a_missing_root(libwatch, db: Any, tmp_path: Path) -> None:
@@ -65,4 +65,4 @@ def test_doctor_checks_a_configured_broker(libwatch, amqp_url: str) -> None:
     assert rabbit["data"]["version"].startswith("RabbitMQ") and "guest:***" in rabbit["detail"]
 
     code, report = _report(libwatch, env={"LIBWATCH_AMQP_URL": "amqp://guest:guest@127.0.0.1:9/%2F"})
-    assert code == 1 and _by_name(report)["rabbitmq"]["status"] == "fail"
+    assert code == 4 and _by_name(report)["rabbitmq"]["status"] == "fail"

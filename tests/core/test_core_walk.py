@@ -23,12 +23,12 @@ from libwatch.core.walk import (
     SYMLINK_LOOP,
     VANISHED,
     DiskEntry,
-    RootUnavailable,
     Skip,
     WalkOptions,
     sort_key,
     walk,
 )
+from libwatch.errors import RootNotListable
 
 from collections.abc import Callable, Mapping
 
@@ -140,12 +140,12 @@ def test_followed_symlinks_and_loops(tree: Tree, jpeg: bytes) -> None:
 
 
 def test_missing_or_non_folder_root_raises(tmp_path: Path) -> None:
-    with pytest.raises(RootUnavailable):
+    with pytest.raises(RootNotListable):
         walk(tmp_path / "absent")
     (tmp_path / "file").write_bytes(b"x")
-    with pytest.raises(RootUnavailable):
+    with pytest.raises(RootNotListable):
         walk(tmp_path / "file")
-    assert isinstance(RootUnavailable(), OSError)
+    assert isinstance(RootNotListable(), OSError)
 
 
 def test_folder_vanishing_mid_walk_is_a_subtree_skip(tree: Tree, jpeg: bytes) -> None:
