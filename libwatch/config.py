@@ -33,6 +33,9 @@ class Settings:
     thumbnail_edge: int = 320
     image_format: str = "jpeg"
     retention_days: float = 30.0
+    # `libwatch web`: who may log in, and the scrypt hash of their secret (password or bearer token).
+    web_user: str = "admin"
+    web_secret_hash: str | None = None
     config_file: Path | None = None
 
     @property
@@ -58,6 +61,8 @@ _KEYS: Final[dict[str, tuple[str, type]]] = {
     "thumbnail_edge": ("LIBWATCH_THUMBNAIL_EDGE", int),
     "image_format": ("LIBWATCH_IMAGE_FORMAT", str),
     "retention_days": ("LIBWATCH_RETENTION_DAYS", float),
+    "web_user": ("LIBWATCH_WEB_USER", str),
+    "web_secret_hash": ("LIBWATCH_WEB_SECRET_HASH", str),
 }
 _IMAGE_FORMATS: Final = ("jpeg", "webp")
 

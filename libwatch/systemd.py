@@ -464,6 +464,11 @@ def _remove_dropin(directory: Path, unit: str, dropin: str) -> list[Path]:
     return [path]
 
 
+def start_unit(unit: str, *, user: bool) -> list[str]:
+    """`systemctl start --no-block UNIT` (e.g. a scan the web page asked for); the problems, if any."""
+    return _systemctl_step(user, "start", "--no-block", "--", unit)
+
+
 def _systemctl_step(user: bool, *args: str) -> list[str]:
     proc = _run(["systemctl", *(["--user"] if user else []), *args])
     if proc.returncode == 0:

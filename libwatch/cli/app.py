@@ -34,6 +34,7 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "status": ("reports", "status"), "history": ("reports", "history"), "events": ("reports", "events"),
     "doctor": ("doctor", "doctor"), "rebuild": ("rebuild", "rebuild"), "worker": ("rebuild", "worker"),
     "library": ("library", "app"), "store": ("store", "app"), "units": ("units", "app"),
+    "web": ("web", "web"), "metrics": ("web", "metrics"),
 }
 
 

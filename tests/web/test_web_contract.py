@@ -1,0 +1,85 @@
+"""The JSON API's documents are the CLI's `--json` documents, over real HTTP against the real store."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from support import write_image
+
+
+def _cli(libwatch: Any, *args: str) -> Any:
+    done = libwatch(*args, "--json")
+    assert done.code == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _without_clock(document: dict[str, Any]) -> dict[str, Any]:
+    # `generated_at` is the moment each document was made: the one field that must differ.
+    return {key: value for key, value in document.items() if key != "generated_at"}
+
+
+def test_status_history_events_equal_the_cli_documents(web: Any, photos: Path, libwatch: Any) -> None:
+    (photos / "e.jpg").unlink()
+    write_image(photos / "2025/new.jpg", (70, 40))
+    assert libwatch("scan", "photos").code == 0
+    server = web()
+
+    api = server.get("/api/v1/libraries/photos")
+    assert api.status == 200 and api.headers["content-type"] == "application/json"
+    cli = _cli(libwatch, "status", "photos")
+    assert _without_clock(api.json()) == _without_clock(cli)
+    assert api.json()["libraries"][0]["counts"]["files"] == 5
+
+    assert _without_clock(server.get("/api/v1/libraries").json()) == _without_clock(_cli(libwatch, "status"))
+    assert server.get("/api/v1/libraries/photos/history").json() == _cli(libwatch, "history", "photos")
+    assert server.get("/api/v1/libraries/photos/history?limit=1&job=scan&status=succeeded").json() \
+        == _cli(libwatch, "history", "photos", "--limit", "1", "--job", "scan", "--status", "succeeded")
+    assert server.get("/api/v1/libraries/photos/events").json() == _cli(libwatch, "events", "photos")
+    deleted = server.get("/api/v1/libraries/photos/events?type=deleted&type=added&since=1h&limit=3").json()
+    assert deleted == _cli(libwatch, "events", "photos", "--type", "deleted", "--type", "added",
+                           "--since", "1h", "--limit", "3")
+    assert {event["type"] for event in deleted["events"]} <= {"deleted", "added"}
+    assert any(event["path"] == "e.jpg" and event["type"] == "deleted" for event in deleted["events"])
+
+
+def test_history_pages_follow_each_other(web: Any, photos: Path, libwatch: Any) -> None:
+    for _ in range(3):
+        assert libwatch("scan", "photos").code == 0
+    server = web()
+    every = _cli(libwatch, "history", "photos", "--limit", "4")["runs"]
+    pages = [server.get(f"/api/v1/libraries/photos/history?limit=2&page={page}").json()["runs"] for page in (1, 2, 3)]
+    assert pages[0] + pages[1] == every
+    assert pages[2] == []
+
+
+def test_errors_are_json_documents_with_the_cli_exit_code(web: Any, photos: Path) -> None:
+    server = web()
+    missing = server.get("/api/v1/libraries/nope")
+    assert missing.status == 404
+    assert missing.json()["error"]["exit_code"] == 2 and "nope" in missing.json()["error"]["message"]
+    bad_type = server.get("/api/v1/libraries/photos/events?type=exploded")
+    assert bad_type.status == 400 and "exploded" in bad_type.json()["error"]["message"]
+    bad_since = server.get("/api/v1/libraries/photos/events?since=yesterday-ish")
+    assert bad_since.status == 400 and "bad time" in bad_since.json()["error"]["message"]
+
+
+def test_openapi_document_lists_the_api(web: Any) -> None:
+    document = web().get("/api/v1/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    assert {"/api/v1/libraries", "/api/v1/libraries/{name}", "/api/v1/libraries/{name}/history",
+            "/api/v1/libraries/{name}/events", "/api/v1/libraries/{name}/run",
+            "/api/v1/libraries/{name}/schedule"} <= set(document["paths"])
+    assert not any(path == "/" or path.startswith("/libraries") for path in document["paths"])
+
+
+def test_broker_document_shows_the_real_queues(web: Any, photos: Path, libwatch: Any, amqp_url: str,
+                                               topology: Any) -> None:
+    env = {"LIBWATCH_AMQP_URL": amqp_url, "LIBWATCH_AMQP_PREFIX": topology.exchange.removesuffix("libwatch")}
+    assert libwatch("rebuild", "photos", env=env).code == 0  # publishes the ten pending requests
+    document = web(env=env).get("/api/v1/broker").json()
+    assert document["error"] is None
+    assert document["broker"] == "amqp://guest:***@127.0.0.1:5672/%2F"
+    assert document["queues"]["cache"]["messages"] == 5
+    assert document["queues"]["thumbnail"]["messages"] == 5
+    assert document["workers"] == []
