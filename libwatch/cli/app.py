@@ -17,7 +17,7 @@ from typer.main import get_command_from_info, get_group_from_info
 from typer.models import CommandInfo, TyperInfo
 
 from libwatch import __version__, logs
-from libwatch.cli import context
+from libwatch.cli import context, output
 from libwatch.errors import (
     EXIT_INTERRUPTED,
     EXIT_SOFTWARE,
@@ -121,40 +121,57 @@ def global_options(
     context.CURRENT = context.CliState(flags=flags, json=json_output, verbosity=-1 if quiet else verbose,
                                        debug=debug)
     ctx.obj = context.CURRENT
+    output.MODE.json, output.MODE.quiet = json_output, quiet
     logs.setup(context.CURRENT.verbosity + (2 if debug else 0))
 
 
 def main() -> None:
-    """Entry point: run the app and map every ending to the documented exit code."""
+    """Entry point: run the app and map every ending to the documented exit code.
+
+    Every error is one escaped line on stderr; with --json (anywhere on the command line)
+    also one JSON document on stdout naming its kind, message and exit code.
+    """
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as error:  # Typer's (vendored click's) usage errors
         show = getattr(error, "show", None)
+        code = error.exit_code or EXIT_USAGE
         if show is not None:
             show()
-        else:
-            print(f"libwatch: error: {error.format_message()}", file=sys.stderr)
-        code = error.exit_code or EXIT_USAGE
+        _json_error("UsageError", error.format_message(), code)
     except (typer.Abort, KeyboardInterrupt):
-        print("libwatch: interrupted", file=sys.stderr)
-        code = EXIT_INTERRUPTED
+        code = _fail("Interrupted", "interrupted by the user", EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `| head`): end quietly
         code = 0
     except LibwatchError as error:
         if context.CURRENT.debug:
             traceback.print_exc()
-        print(f"libwatch: error: {error}", file=sys.stderr)
-        code = exit_code_for(error)
+        code = _fail(error.kind, str(error), exit_code_for(error))
     except Exception as error:  # a bug: one line unless --debug
         if context.CURRENT.debug:
             traceback.print_exc()
         logging.getLogger("libwatch").debug("internal error", exc_info=True)
-        print(f"libwatch: internal error: {type(error).__name__}: {error} (run with --debug for details)",
-              file=sys.stderr)
-        code = EXIT_SOFTWARE
+        code = _fail("InternalError", f"internal error: {type(error).__name__}: {error} (run with --debug for details)",
+                     EXIT_SOFTWARE)
     _skip_driver_exit_join()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _wants_json() -> bool:
+    """--json given before or after the command (and not after `--`), even if parsing failed."""
+    arguments = sys.argv[1:]
+    return context.CURRENT.json or "--json" in arguments[:arguments.index("--") if "--" in arguments else None]
+
+
+def _fail(kind: str, message: str, code: int) -> int:
+    output.error(kind, message, code, as_json=_wants_json())
+    return code
+
+
+def _json_error(kind: str, message: str, code: int) -> None:
+    if _wants_json():
+        output.error_document(kind, message, code)
 
 
 def _skip_driver_exit_join() -> None:

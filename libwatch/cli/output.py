@@ -1,19 +1,53 @@
-"""Printing results: exactly one JSON document on stdout with --json, rich text otherwise."""
+"""Printing results: exactly one JSON document on stdout with --json, text otherwise.
+
+Text on a terminal is drawn with rich (tables wrap cells to the width, never cut a path);
+piped or redirected it is plain: one record per line, every value whole, no ellipsis, no
+wrapping, no colours, so `grep`, `less` and logs see everything.
+
+A command parses, calls one service, and hands its `Result` to `show`, which prints it and
+returns the exit code. Every untrusted string in text output goes through `escape`.
+"""
 from __future__ import annotations
 
 import base64
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from libwatch.text import escape, json_safe
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     console: Console
     errors: Console
+
+__all__ = ["escape", "show", "table", "emit", "to_json", "when", "size", "duration", "count"]
+
+
+@dataclass(slots=True)
+class Mode:
+    """How results are shown, set once from the global options (`--json`, `-q`)."""
+
+    json: bool = False
+    quiet: bool = False
+    written: bool = False  # a JSON document is on stdout: an error after it adds no second one
+
+
+MODE = Mode()
+
+
+class Renderable(Protocol):
+    """What `show` prints: a `libwatch.result.Result` (or anything shaped like one)."""
+
+    @property
+    def exit_code(self) -> int: ...
+
+    def to_document(self) -> dict[str, Any]: ...
 
 
 def __getattr__(name: str) -> Any:
@@ -22,9 +56,19 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from rich.console import Console
 
-    made = {"console": Console(highlight=False, soft_wrap=False), "errors": Console(stderr=True, highlight=False)}
+    # Piped, `soft_wrap` keeps each printed line whole instead of wrapping it at 80 columns.
+    made = {"console": Console(highlight=False, soft_wrap=not is_terminal(sys.stdout)),
+            "errors": Console(stderr=True, highlight=False, soft_wrap=not is_terminal(sys.stderr))}
     globals().update(made)
     return made[name]
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether `stream` is a terminal (progress and wrapped tables only there)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _default(value: Any) -> Any:
@@ -41,36 +85,90 @@ def _default(value: Any) -> Any:
 
 
 def to_json(document: Mapping[str, Any] | list[Any]) -> str:
-    return json.dumps(document, default=_default, ensure_ascii=False)
+    """One line of JSON; bidi, format and C1 characters written as `\\uXXXX` (`text.json_safe`)."""
+    return json_safe(json.dumps(document, default=_default, ensure_ascii=False))
+
+
+def _write_json(document: Mapping[str, Any] | list[Any]) -> None:
+    sys.stdout.write(to_json(document) + "\n")
+    sys.stdout.flush()
+    MODE.written = True
 
 
 def emit(as_json: bool, document: Mapping[str, Any] | list[Any], human: Callable[[Console], None]) -> None:
-    """Print one result: the JSON document, or its human rendering."""
-    if as_json:
-        sys.stdout.write(to_json(document) + "\n")
-        sys.stdout.flush()
-    else:
+    """Print one result: the JSON document, or its human rendering (nothing with `-q`)."""
+    if as_json or MODE.json:
+        _write_json(document)
+    elif not MODE.quiet:
         human(__getattr__("console"))
 
 
-def when(value: datetime | None) -> str:
-    """A timestamp for humans, local time, or "never"."""
-    return "never" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+def show(result: Renderable, human: Callable[[Console], None], *, as_json: bool = False) -> int:
+    """Print a result (its JSON document, or `human`'s text) and return its exit code.
+
+    With `-q` the text is left out; the problems a result carries are printed on stderr
+    either way (one escaped line each), since `-q` keeps the errors.
+    """
+    document = result.to_document()
+    if as_json or MODE.json:
+        _write_json(document)
+        return result.exit_code
+    if not MODE.quiet:
+        human(__getattr__("console"))
+    for problem in document.get("problems", ()):
+        print(f"libwatch: problem: {escape(str(problem.get('item', '')))}: {escape(str(problem.get('reason', '')))}",
+              file=sys.stderr)
+    return result.exit_code
 
 
-def size(num_bytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(num_bytes) < 1024 or unit == "TiB":
-            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1024
-    return f"{num_bytes} B"
+def error(kind: str, message: str, exit_code: int, *, as_json: bool) -> None:
+    """Report an error that ended the command: one line on stderr; with --json also one document on stdout."""
+    print(f"libwatch: error: {escape(message)}", file=sys.stderr)
+    if as_json:
+        error_document(kind, message, exit_code)
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+def error_document(kind: str, message: str, exit_code: int) -> None:
+    """The `--json` document of an error: `{"status": "error", "error": {kind, message, exit_code}}`."""
+    from libwatch.result import ErrorResult
+
+    if not MODE.written:
+        _write_json(ErrorResult(kind, message, exit_code).to_document())
+
+
+def table(out: Console, headers: Sequence[str], rows: Iterable[Sequence[str]], *, title: str | None = None) -> None:
+    """Rows of text under `headers`, each cell escaped.
+
+    On a terminal: a rich table whose cells wrap (`overflow="fold"`) to fit the width, never
+    cut. Otherwise: aligned plain columns, one record per line, every value whole.
+    """
+    cells = [[escape(str(value)) for value in row] for row in rows]
+    if out.is_terminal:
+        _rich_table(out, headers, cells, title)
+        return
+    widths = [max([len(header), *(len(row[i]) for row in cells)]) for i, header in enumerate(headers)]
+    if title:
+        out.file.write(title + "\n")
+    for row in [list(headers), *cells]:
+        out.file.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+
+
+def _rich_table(out: Console, headers: Sequence[str], cells: list[list[str]], title: str | None) -> None:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table(*headers, title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for column in grid.columns:
+        column.overflow = "fold"
+    for row in cells:
+        grid.add_row(*(Text(cell) for cell in row))
+    out.print(grid)
+
+
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """`1 library`, `2 libraries`, `12,345 files`: one number format and plural everywhere."""
+    consonant_y = noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u")
+    word = noun if number == 1 else (plural or (noun[:-1] + "ies" if consonant_y else noun + "s"))
+    return f"{number:,} {word}"
+

@@ -1,0 +1,81 @@
+"""What a service hands back: a frozen result with a status, its problems and its exit code.
+
+As pipx's `OperationResult`: a command calls one service, gets a `Result`, and the one
+renderer (`libwatch.cli.output.show`) prints it as one JSON document or as text, then the
+command exits with `result.exit_code`.
+
+A subclass adds its data fields and its `data()` (the JSON document's keys); the base adds
+nothing to the document but what every result shares, so contract tests pin each document.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from libwatch.errors import EXIT_OK, EXIT_PARTIAL
+
+SUCCESS: Final = "success"
+PARTIAL: Final = "partial"
+ERROR: Final = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One item that could not be handled (a file, a render, a unit): the run went on without it.
+
+    `item` is what it concerns (a path relative to the library root, a unit name), `kind` a
+    short word (e.g. "unreadable", "render-failed"), `reason` one line for the admin.
+    """
+
+    item: str
+    kind: str
+    reason: str
+
+    def to_document(self) -> dict[str, str]:
+        return {"item": self.item, "kind": self.kind, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """A finished operation: `problems` (per item, the run went on) decide `status` and `exit_code`.
+
+    Subclasses override `data()` with their document's fields, and may override
+    `exit_code` where the operation has its own meaning of a code (`diff --exit-code`).
+    """
+
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def status(self) -> str:
+        """`success`, or `partial` when some items had problems."""
+        return PARTIAL if self.problems else SUCCESS
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 3 (`EXIT_PARTIAL`) when some items had problems."""
+        return EXIT_PARTIAL if self.problems else EXIT_OK
+
+    def data(self) -> Mapping[str, Any]:
+        """The operation's own fields of the JSON document."""
+        return {}
+
+    def to_document(self) -> dict[str, Any]:
+        """The `--json` document: the operation's fields, then `status` and `problems`."""
+        return {**self.data(), "status": self.status, "problems": [p.to_document() for p in self.problems]}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResult:
+    """A command that ended with an error, as `--json` prints it: kind, message, exit code."""
+
+    kind: str
+    message: str
+    exit_code: int
+
+    @property
+    def status(self) -> str:
+        return ERROR
+
+    def to_document(self) -> dict[str, Any]:
+        return {"status": ERROR, "error": {"kind": self.kind, "message": self.message, "exit_code": self.exit_code}}
