@@ -172,3 +172,25 @@ def count(number: int, noun: str, plural: str | None = None) -> str:
     word = noun if number == 1 else (plural or (noun[:-1] + "ies" if consonant_y else noun + "s"))
     return f"{number:,} {word}"
 
+
+def when(value: datetime | None) -> str:
+    """A timestamp for humans, local time, or "never"."""
+    return "never" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def size(num_bytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(num_bytes) < 1024 or unit == "TiB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    return f"{num_bytes} B"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
