@@ -117,7 +117,8 @@ def libwatch(jobs: list[RenderJob], cache_dir: Path, processes: int) -> tuple[Re
     pool = RenderPool(cache_dir, processes=processes)
     warmup = cache_dir.parent / f"warmup-{cache_dir.name}.jpg"
     Image.new("RGB", (64, 48), "gray").save(warmup)
-    warm_jobs = [RenderJob(i, str(warmup), f"warmup{i}", "xxh3-128:" + "0" * 32, spec) for i in range(processes)]
+    warm_hash = "xxh3-128:" + xxhash.xxh3_128_hexdigest(warmup.read_bytes())
+    warm_jobs = [RenderJob(i, str(warmup), f"warmup{i}", warm_hash, spec) for i in range(processes)]
     list(pool.render_many(warm_jobs))
 
     def run() -> None:

@@ -1,7 +1,7 @@
 """Decoding and rendering images with Pillow: the only module of libwatch that imports PIL.
 
-``render`` turns a source image into a cache image or a thumbnail; ``probe``
-reads only its header. Every way Pillow can fail on a bad file becomes an
+``render`` turns a source image's content into a cache image or a thumbnail;
+``probe`` reads only a file's header. Every way Pillow can fail on a bad file becomes an
 ``ImageError`` with a one-line reason; an I/O error opening the source (it
 vanished, permission denied) is left as the ``OSError`` it is, so that callers
 can tell "this image is broken" from "this file is not there".
@@ -110,18 +110,17 @@ def probe(path: str | bytes) -> ImageInfo:
             return ImageInfo(width, height, im.format or "unknown")
 
 
-def render(path: str | bytes, spec: RenderSpec) -> bytes:
-    """The encoded ``spec`` rendering of the image at ``path``: upright, RGB, longest edge at most ``max_edge``.
+def render(data: bytes, spec: RenderSpec) -> bytes:
+    """The encoded ``spec`` rendering of the image file content ``data``: upright, RGB, longest edge at most ``max_edge``.
 
-    JPEGs are decoded at a reduced scale (``draft``) and EXIF orientation is applied
-    to the small result, so a 12 MP photo is never decoded at full size. Animated
-    images give their first frame. Raises ImageError for any decoding problem
-    (decompression bombs and truncated files included), OSError when the file
-    cannot be opened.
+    The caller reads the file once and checks its hash, so what is decoded is exactly
+    what was hashed. JPEGs are decoded at a reduced scale (``draft``) and EXIF
+    orientation is applied to the small result, so a 12 MP photo is never decoded at
+    full size. Animated images give their first frame. Raises ImageError for any
+    decoding problem (decompression bombs and truncated files included).
     """
-    with _open_regular(path) as fp, _pillow_errors():
-        with Image.open(fp) as im:
-            return _render_opened(im, spec)
+    with _pillow_errors(), Image.open(io.BytesIO(data)) as im:
+        return _render_opened(im, spec)
 
 
 def derive(rendition: str | bytes, spec: RenderSpec) -> bytes | None:
@@ -160,7 +159,7 @@ def _render_opened(im: Image.Image, spec: RenderSpec) -> bytes:
 
 def _open_regular(path: str | bytes) -> IO[bytes]:
     # O_NONBLOCK: opening a FIFO named *.jpg must not hang; it is refused below.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     fp = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         fp.close()

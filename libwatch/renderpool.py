@@ -9,8 +9,12 @@ still renders in a child, so nothing Pillow does can kill the caller.
 Children are started with ``spawn`` (see ``_CONTEXT``), so, as with any spawn
 pool, the caller's ``__main__`` must be importable without side effects.
 
-Each child renders and writes its output itself (``cachefiles.write_atomic``),
-so the pixels never cross a pipe. Outputs are content-addressed: a job whose
+Each child reads the source once, beneath its library root without following
+symbolic links planted there (``libwatch.beneath``), and renders only bytes whose
+XXH3-128 is the job's content hash: a file replaced since the scan (another
+picture, a link to a private file, a folder) ends ``changed`` and writes nothing,
+so a rendering is never stored under another content's hash. It then renders and
+writes its output itself (``cachefiles.write_atomic``), so the pixels never cross a pipe. Outputs are content-addressed: a job whose
 (kind, hash) is already in the cache is done without rendering, which is what
 makes a renamed or duplicated image free.
 """
@@ -23,6 +27,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import stat
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -32,7 +37,10 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from libwatch import cachefiles
+import xxhash
+
+from libwatch import beneath, cachefiles
+from libwatch.core.hashing import HASH_PREFIX
 
 if TYPE_CHECKING:
     from libwatch.imaging import RenderSpec
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
 DONE: Final = "done"
 FAILED: Final = "failed"
 SKIPPED: Final = "skipped"
+CHANGED: Final = "changed"
 DEFAULT_TIMEOUT_S: Final = 60.0
 DEFAULT_MEMORY_LIMIT: Final = 1 << 30
 STARTUP_TIMEOUT_S: Final = 60.0
@@ -62,6 +71,9 @@ class RenderJob:
     ``derive_from`` names a kind whose rendering of the same content, when the cache
     holds it at the time the job runs, is rendered from instead of the source (a
     thumbnail from the cache image; see ``imaging.derive``).
+    ``source`` is relative to ``root`` (a library root); without a root it is an
+    absolute path whose folder serves as the root. ``follow_symlinks`` follows links
+    within the root (the library's setting); otherwise a link anywhere below it is refused.
     """
 
     key: object
@@ -71,6 +83,8 @@ class RenderJob:
     spec: RenderSpec
     force: bool = False
     derive_from: str | None = None
+    root: str | bytes | None = None
+    follow_symlinks: bool = False
 
     def __post_init__(self) -> None:
         cachefiles.hash_hex(self.content_hash)  # ValueError here, not halfway through a batch
@@ -80,7 +94,11 @@ class RenderJob:
 
 @dataclass(frozen=True, slots=True)
 class RenderOutcome:
-    """How a job ended: ``done`` (``path`` is the cache file), ``failed`` or ``skipped`` (``error`` says why).
+    """How a job ended: ``done`` (``path`` is the cache file), ``failed``, ``skipped`` or ``changed`` (``error`` says why).
+
+    ``skipped``: no file at the path (vanished since the scan). ``changed``: the file
+    there no longer holds the job's content (rewritten, now a link or a folder): nothing
+    was written, and the next scan records the change.
 
     ``transient`` marks a failure that is not the image's fault (the cache disk is
     full, the source's NAS timed out): retry later instead of recording it failed.
@@ -189,7 +207,7 @@ class _Child:
             self._start()
             assert self.conn is not None
             try:
-                self.conn.send((job.source, job.kind, job.content_hash, job.spec, job.derive_from))
+                self.conn.send(_request(job))
                 break
             except OSError:
                 self._kill()  # died between jobs (killed by hand, OOM killer): not this job's fault
@@ -290,6 +308,14 @@ def _close_open_pools() -> None:
         pool.close()
 
 
+def _request(job: RenderJob) -> tuple[object, ...]:
+    """What a child needs of ``job``, as a plain tuple (cheap to pickle)."""
+    root, source = job.root, job.source
+    if root is None:
+        root, source = os.path.split(source)
+    return (root, source, job.follow_symlinks, job.kind, job.content_hash, job.spec, job.derive_from)
+
+
 def _child_main(conn: Connection, cache_dir: str, memory_limit_bytes: int | None) -> None:
     """The child's loop: render each job received until told to stop or the parent is gone."""
     # Ctrl-C and systemd's SIGTERM reach the whole process group; the parent
@@ -300,19 +326,19 @@ def _child_main(conn: Connection, cache_dir: str, memory_limit_bytes: int | None
 
     if memory_limit_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
-    conn.send(_READY)
-    while True:
-        try:
-            request = conn.recv()
-        except EOFError:
-            return
-        if request is None:
-            return
-        conn.send(_render_and_store(Path(cache_dir), *request))
+    # A parent that died (SIGKILL, OOM killer) shows as end-of-file, a reset or a broken
+    # pipe, depending on the moment: each means "stop", quietly, not a traceback.
+    try:
+        conn.send(_READY)
+        while (request := conn.recv()) is not None:
+            conn.send(_render_and_store(Path(cache_dir), *request))
+    except (EOFError, OSError):
+        return
 
 
 def _render_and_store(
-    cache_dir: Path, source: str | bytes, kind: str, content_hash: str, spec: RenderSpec, derive_from: str | None
+    cache_dir: Path, root: str | bytes, source: str | bytes, follow_symlinks: bool, kind: str, content_hash: str,
+    spec: RenderSpec, derive_from: str | None,
 ) -> tuple[str, str | None, str, bool]:
     """(status, path, error, transient) for one job; runs in the child."""
     from libwatch import imaging
@@ -321,12 +347,19 @@ def _render_and_store(
     try:
         data = imaging.derive(str(rendition), spec) if rendition else None
         if data is None:
-            data = imaging.render(source, spec)
+            content = _read_source(root, source, follow_symlinks)
+            if isinstance(content, str):
+                return CHANGED, None, content, False
+            if HASH_PREFIX + xxhash.xxh3_128_hexdigest(content) != content_hash:
+                return CHANGED, None, "changed since the scan (other content)", False
+            data = imaging.render(content, spec)
     except (FileNotFoundError, NotADirectoryError):
         return SKIPPED, None, "vanished", False
     except imaging.ImageError as exc:
         return FAILED, None, exc.reason, False
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return CHANGED, None, "changed since the scan (now a symbolic link)", False
         return FAILED, None, f"cannot read the image: {exc.strerror or exc}", exc.errno in TRANSIENT_READ_ERRNOS
     dest = cachefiles.cache_path(cache_dir, kind, content_hash, spec.ext)
     try:
@@ -336,3 +369,16 @@ def _render_and_store(
         # The cache disk, not the image, is at fault (full, read-only, gone): retry later.
         return FAILED, None, f"cannot write {dest}: {exc.strerror or exc}", True
     return DONE, str(dest), "", False
+
+
+def _read_source(root: str | bytes, source: str | bytes, follow_symlinks: bool) -> bytes | str:
+    """The whole content of the source, read once (it is hashed and decoded from memory), or why it changed.
+
+    Raises OSError as ``beneath.open_file`` does (ELOOP for a link, EXDEV for a link leaving the root).
+    """
+    fd = beneath.open_file(root, source, follow_symlinks=follow_symlinks)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return "changed since the scan (no longer a regular file)"
+    with open(fd, "rb", closefd=True) as fp:
+        return fp.read()

@@ -324,3 +324,9 @@ def collection_ids(db: Db, library: str) -> dict[str, str]:
 def library_roots(db: Db) -> dict[str, str]:
     """Every library's root folder by name (the worker checks message paths against them)."""
     return {doc["_id"]: doc["path"] for doc in db.libraries.find({}, {"_id": 1, "path": 1})}
+
+
+@_catalog_errors
+def following_symlinks(db: Db) -> frozenset[str]:
+    """The names of the libraries that follow symbolic links (the worker follows them within the root only)."""
+    return frozenset(doc["_id"] for doc in db.libraries.find({"follow_symlinks": True}, {"_id": 1}))

@@ -26,7 +26,7 @@ from libwatch.catalog import libraries as catalog_libraries
 from libwatch.catalog import rebuilds, runs
 from libwatch.catalog.rebuilds import FileState, Scope, Settled
 from libwatch.config import Settings
-from libwatch.core.paths import join, raw_of
+from libwatch.core.paths import raw_of
 from libwatch.errors import UsageError
 from libwatch.imaging import DEFAULT_SPECS, RenderSpec
 from libwatch.library import Library
@@ -79,13 +79,19 @@ def render_specs(settings: Settings) -> dict[str, RenderSpec]:
             for kind, spec in DEFAULT_SPECS.items()}
 
 
-def source_path(root: str, record: FileState) -> bytes:
-    """The exact bytes of a record's absolute path (its name may not be UTF-8)."""
-    return join(os.fsencode(root), raw_of(record.path, record.path_b64))
+def render_job(key: object, root: str, follow_symlinks: bool, record: FileState, kind: str, content_hash: str,
+               spec: RenderSpec, *, force: bool) -> RenderJob:
+    """The job rendering ``record``'s file, opened beneath its library ``root`` (its name may not be UTF-8).
+
+    The render pool renders only bytes hashing to ``content_hash`` and never follows a
+    link out of ``root`` (none at all unless the library follows links).
+    """
+    return RenderJob(key, raw_of(record.path, record.path_b64), kind, content_hash, spec, force=force,
+                     derive_from=DERIVED_FROM.get(kind), root=os.fsencode(root), follow_symlinks=follow_symlinks)
 
 
 def settle(key: tuple[FileState, str], outcome: RenderOutcome) -> Settled | None:
-    """What to record of a finished rendering; None when nothing may be recorded (vanished, transient)."""
+    """What to record of a finished rendering; None when nothing may be recorded (vanished, changed, transient)."""
     record, kind = key
     assert record.hash is not None
     if outcome.status == renderpool.DONE:
@@ -154,8 +160,8 @@ def _jobs(settings: Settings, library: Library, selected: Iterable[tuple[list[Fi
     for records, kind in selected:
         for record in records:
             assert record.hash is not None
-            yield RenderJob((record, kind), source_path(library.path, record), kind, record.hash, specs[kind],
-                            force=force or record.force, derive_from=DERIVED_FROM.get(kind))
+            yield render_job((record, kind), library.path, library.follow_symlinks, record, kind, record.hash,
+                             specs[kind], force=force or record.force)
 
 
 def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kinds: Sequence[str],
@@ -214,6 +220,6 @@ def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOpt
 
 
 def _counts(counts: Counter[str], run_here: bool) -> dict[str, int]:
-    keys = ("selected", "done", "failed", "skipped", "retry") if run_here else ("selected", "published", "pending")
+    keys = ("selected", "done", "failed", "skipped", "changed", "retry") if run_here else ("selected", "published", "pending")
     return {key: counts[key] for key in (*keys, "requeued_stale")}
 

@@ -14,6 +14,10 @@ Per message:
 - no file at the record's path (moved or deleted since the scan) → acknowledged,
   counted ``skipped``, and the request set back to ``pending`` for the next scan,
   which records the move and publishes it again;
+- a file at the path that no longer holds the message's content (rewritten, or
+  swapped for a symbolic link or a folder since the scan) → nothing is written,
+  acknowledged, counted ``changed``, and the request set back to ``pending``: the
+  next scan records the change (see ``renderpool``);
 - already ``done`` for this hash → acknowledged, counted ``duplicate``;
 - rendered → ``done``; the image is broken (decode error, bomb, timeout, crash)
   → ``failed`` with the reason, and rejected so it is never retried forever;
@@ -42,7 +46,7 @@ from libwatch.config import Settings
 from libwatch.errors import BrokerLost, BusError, CatalogUnavailable, InvalidMessage, UsageError
 from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.services import outbox
-from libwatch.services.rebuild import DERIVED_FROM, render_specs, settle, source_path
+from libwatch.services.rebuild import render_job, render_specs, settle
 
 log = logging.getLogger("libwatch.worker")
 
@@ -106,6 +110,7 @@ class Worker:
         self._processes = processes
         self._specs = render_specs(settings)
         self._roots: dict[str, str] = {}
+        self._following: frozenset[str] = frozenset()
         self._stopping = threading.Event()
         self._consumer: bus.Consumer | None = None
         self._transient_streak = 0
@@ -208,6 +213,7 @@ class Worker:
     def _root_of(self, library: str) -> str | None:
         if library not in self._roots:
             self._roots = rebuilds.library_roots(self.db)
+            self._following = rebuilds.following_symlinks(self.db)
         return self._roots.get(library)
 
     def _reject_invalid(self, consumer: bus.Consumer, delivery: bus.Delivery, reason: str) -> None:
@@ -238,10 +244,10 @@ class Worker:
             if self._stopping.is_set():
                 return  # SIGTERM: finish the images under way, leave the rest to the queue
             request = task.request
-            yield RenderJob(index, source_path(root_of[task.record.library], task.record), request.kind,
-                            request.content_hash, self._specs[request.kind],
-                            force=request.force_regenerate or task.record.force,
-                            derive_from=DERIVED_FROM.get(request.kind))
+            library = task.record.library
+            yield render_job(index, root_of[library], library in self._following, task.record, request.kind,
+                             request.content_hash, self._specs[request.kind],
+                             force=request.force_regenerate or task.record.force)
 
     def _render_and_record(self, consumer: bus.Consumer, tasks: list[_Task]) -> None:
         assert self._render is not None
@@ -254,7 +260,7 @@ class Worker:
         if results:
             rebuilds.record_results(self.db, results, now=now)
         unserved = [(tasks[i].record.id, tasks[i].request.kind, tasks[i].request.content_hash)
-                    for i, o in outcomes.items() if o.status == renderpool.SKIPPED]
+                    for i, o in outcomes.items() if o.status in (renderpool.SKIPPED, renderpool.CHANGED)]
         if unserved:
             rebuilds.unqueue(self.db, unserved, now=now)
         retry: list[_Task] = []
@@ -269,7 +275,7 @@ class Worker:
                 for delivery in task.deliveries:
                     self._answer(consumer.reject, delivery, "failed")
             else:
-                self._ack(consumer, task, "done" if outcome.status == renderpool.DONE else "skipped")
+                self._ack(consumer, task, outcome.status)
         if any(outcome.transient for outcome in outcomes.values()):
             self._backoff()
         else:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from libwatch import cachefiles
+from libwatch import beneath, cachefiles, renderpool
 from libwatch.imaging import DEFAULT_SPECS, RenderSpec
-from libwatch.renderpool import DONE, FAILED, SKIPPED, RenderPool, RenderJob, RenderOutcome
+from libwatch.renderpool import CHANGED, DONE, FAILED, SKIPPED, RenderJob, RenderOutcome, RenderPool
 
 from .images import CORPUS, content_hash, leftovers
 
@@ -194,7 +194,7 @@ def test_a_child_that_segfaults_fails_its_job_and_the_next_job_renders(
     with RenderPool(tmp_path / "cache", processes=1, timeout_s=60) as pool:
         pool.render_one(job(make_jpeg("warm.jpg", (32, 32))))
         (child,) = render_children() - before
-        killer = threading.Thread(target=_segfault_when_opened, args=(child, slow_png))
+        killer = threading.Thread(target=_segfault_when_decoding, args=(child,))
         killer.start()
         outcomes = list(pool.render_many([job(slow_png), job(good)]))
         killer.join()
@@ -203,17 +203,22 @@ def test_a_child_that_segfaults_fails_its_job_and_the_next_job_renders(
     assert outcomes[0].transient is False
 
 
-def _segfault_when_opened(pid: int, path: Path, limit_s: float = 30) -> None:
-    """Send SIGSEGV to ``pid`` as soon as it has ``path`` open, i.e. in the middle of decoding it."""
+def _segfault_when_decoding(pid: int, limit_s: float = 30) -> None:
+    """Send SIGSEGV to ``pid`` in the middle of decoding: once its memory grew by 32 MiB.
+
+    The child reads the source into memory and closes it before decoding, so an open
+    file says nothing; the 64 MP PNG's pixels (64 MiB) growing the process does.
+    """
+    def rss_kib() -> int:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+
+    start = rss_kib()
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                if os.readlink(fd) == str(path):
-                    os.kill(pid, signal.SIGSEGV)
-                    return
-            except FileNotFoundError:
-                continue
+        if rss_kib() - start > 32 << 10:
+            os.kill(pid, signal.SIGSEGV)
+            return
         time.sleep(0.001)
 
 
@@ -302,3 +307,108 @@ def test_a_pool_left_open_does_not_hang_the_interpreter_at_exit(tmp_path: Path) 
     )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout.strip()) == (0, DONE), result.stderr
+
+
+def test_a_source_rewritten_while_it_is_read_is_changed_and_nothing_is_written(
+        tmp_path: Path, make_jpeg: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    red = make_jpeg("a.jpg", (64, 48))
+    digest = content_hash(red)
+    blue = Image.new("RGB", (64, 48), (0, 0, 255))
+    real_open = beneath.open_file
+
+    def open_then_rewrite(*args: object, **kwargs: object) -> int:
+        fd = real_open(*args, **kwargs)  # type: ignore[arg-type]
+        blue.save(red, "JPEG")  # the same inode, rewritten between the open and the read
+        return fd
+
+    monkeypatch.setattr(beneath, "open_file", open_then_rewrite)
+    cache_dir = tmp_path / "cache"
+    outcome = renderpool._render_and_store(cache_dir, str(tmp_path), "a.jpg", False, "thumbnail", digest, THUMB, None)
+    assert outcome == (CHANGED, None, "changed since the scan (other content)", False)
+    assert not cache_dir.exists()
+
+
+def test_a_source_rewritten_after_it_was_read_renders_what_was_read(
+        tmp_path: Path, make_jpeg: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from libwatch import imaging
+
+    path = make_jpeg("a.jpg", (64, 48))
+    original = ImageOps.exif_transpose(Image.open(path)).convert("RGB").getpixel((32, 24))
+    digest = content_hash(path)
+    real_render = imaging.render
+
+    def rewrite_then_render(data: bytes, spec: RenderSpec) -> bytes:
+        Image.new("RGB", (64, 48), (0, 0, 255)).save(path, "JPEG")  # during the decode, as far as the file knows
+        return real_render(data, spec)
+
+    monkeypatch.setattr(imaging, "render", rewrite_then_render)
+    status, stored, _, _ = renderpool._render_and_store(tmp_path / "cache", str(tmp_path), "a.jpg", False,
+                                                        "thumbnail", digest, THUMB, None)
+    assert status == DONE and stored is not None
+    with Image.open(stored) as im:
+        shown = im.convert("RGB").getpixel((32, 24))
+    assert max(abs(a - b) for a, b in zip(shown, original, strict=True)) < 24  # the content that was hashed
+
+
+@pytest.mark.parametrize("target", ["a file", "a folder"])
+def test_a_fifo_or_folder_where_the_scan_saw_a_file_is_changed(tmp_path: Path, target: str) -> None:
+    path = tmp_path / "a.jpg"
+    if target == "a file":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    with RenderPool(tmp_path / "cache", processes=1) as pool:
+        outcome = pool.render_one(RenderJob("a", str(path), "thumbnail", NEVER_RENDERED, THUMB))
+    assert (outcome.status, outcome.error) == (CHANGED, "changed since the scan (no longer a regular file)")
+
+
+def test_render_processes_exit_quietly_when_their_parent_is_killed(tmp_path: Path, slow_png: Path) -> None:
+    """SIGKILL the parent while both children render: each ends without a word on stderr (issue 18)."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from libwatch.imaging import DEFAULT_SPECS\n"
+        "from libwatch.renderpool import RenderPool, RenderJob\n"
+        "if __name__ == '__main__':\n"
+        "    pool = RenderPool(Path(sys.argv[1]), processes=2)\n"
+        "    jobs = [RenderJob(i, sys.argv[2], f'k{i}', sys.argv[3], DEFAULT_SPECS['thumbnail'], force=True)\n"
+        "            for i in range(4)]\n"
+        "    print('rendering', flush=True)\n"
+        "    list(pool.render_many(jobs))\n"
+    )
+    stderr = tmp_path / "stderr"
+    with stderr.open("wb") as err:
+        parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cache"), str(slow_png),
+                                   content_hash(slow_png)], stdout=subprocess.PIPE, stderr=err)
+        assert parent.stdout is not None and parent.stdout.readline() == b"rendering\n"
+        children = _children_of(parent.pid, count=2)
+        time.sleep(0.3)  # both children inside a render
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in children)
+    assert stderr.read_bytes() == b""
+
+
+def _children_of(pid: int, count: int, limit_s: float = 30) -> list[int]:
+    """The render processes of ``pid`` (spawned children, not the resource tracker), once there are ``count``."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        found = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+        if len(found) >= count:
+            return found
+        time.sleep(0.01)
+    raise AssertionError(f"{pid} has not started {count} render processes")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
