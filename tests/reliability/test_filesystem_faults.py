@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+import xxhash
 from support import tree
 
-from libwatch import imaging, renderpool
+from libwatch import beneath, imaging, renderpool
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.core import hashing, walk
 from libwatch.imaging import RenderSpec
@@ -180,15 +181,31 @@ def test_a_failing_call_is_a_reported_path_and_nothing_on_disk_is_marked_deleted
     assert present_in_catalog(db) == present_on_disk(root)
 
 
+class _FaultyOpenBeneath:
+    """``os`` as ``libwatch.beneath`` sees it: the render's open of the target, by name below its folder, fails."""
+
+    def __init__(self, name: bytes, fault: _Fault) -> None:
+        self._name = name
+        self._fault = fault
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def open(self, path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if dir_fd is not None and os.fsencode(path) == self._name:
+            self._fault.fire()
+        return os.open(path, flags, mode, dir_fd=dir_fd)
+
+
 @pytest.mark.parametrize("fault", FAULTS)
-def test_a_failing_open_of_a_render_is_a_failed_or_skipped_job_with_its_reason(
+def test_a_failing_open_of_a_render_is_a_failed_skipped_or_changed_job_with_its_reason(
         root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
     tree(root, {"x.jpg": (30, 20)})
+    digest = "xxh3-128:" + xxhash.xxh3_128_hexdigest((root / "x.jpg").read_bytes())
     injected = _Fault(root, "x.jpg", fault)
-    monkeypatch.setattr(imaging, "os", _FaultyOs("open", injected))
+    monkeypatch.setattr(beneath, "os", _FaultyOpenBeneath(b"x.jpg", injected))
     status, path, error, _ = renderpool._render_and_store(
-        tmp_path / "cache", os.fsencode(root / "x.jpg"), "thumbnail", "xxh3-128:" + "0" * 32,
-        RenderSpec(max_edge=16), None)
+        tmp_path / "cache", os.fsencode(root), b"x.jpg", False, "thumbnail", digest, RenderSpec(max_edge=16), None)
     assert injected.fired
-    assert status in (renderpool.FAILED, renderpool.SKIPPED) and path is None and error
+    assert status in (renderpool.FAILED, renderpool.SKIPPED, renderpool.CHANGED) and path is None and error
     assert not (tmp_path / "cache").exists() or not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
