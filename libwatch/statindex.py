@@ -30,6 +30,7 @@ import marshal
 import operator
 import os
 import struct
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -88,6 +89,24 @@ def index_path(home: Path, catalog_identity: str, library: str) -> Path:
     """Where the index of `library` in the catalog named by `catalog_identity` lives."""
     digest = hashlib.sha256(catalog_identity.encode()).hexdigest()[:16]
     return home / "index" / digest / f"{library}.idx"
+
+
+def clock_ns(index_file: Path) -> int:
+    """Now by the clock of the filesystem holding the index: the mtime of a file touched beside it.
+
+    git compares file times with its index file's own mtime for the same reason: a file's
+    times come from its filesystem's clock (a NAS's, for a share), not this machine's. The
+    machine's clock stands in when the folder cannot be written (a read-only state folder).
+    """
+    marker = index_file.with_name(index_file.name + ".clock")
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        with marker.open("ab"):
+            pass
+        os.utime(marker)  # no times given: the filesystem sets its own now
+        return marker.stat().st_mtime_ns
+    except OSError:
+        return time.time_ns()
 
 
 def _header(library: str, generation: int, root: str) -> dict[str, Any]:

@@ -194,8 +194,17 @@ def _in_same_folder(path: str, same: list[str]) -> bool:
     return bool(same) and SEP not in path[len(same[-1]):]
 
 
+def recently_written(entry: DiskEntry, cutoff_ns: int) -> bool:
+    """Whether the file was written after ``cutoff_ns``: its mtime and its ctime both later.
+
+    A write sets both to the filesystem's now; a date set ahead with ``touch -d`` moves the
+    mtime only (the ctime records when that was done), so such a file settles like any other.
+    """
+    return entry.mtime_ns > cutoff_ns and entry.ctime_ns > cutoff_ns
+
+
 def _settling(entry: DiskEntry, settle_cutoff_ns: int | None) -> Skip | None:
-    if settle_cutoff_ns is not None and entry.mtime_ns > settle_cutoff_ns:
+    if settle_cutoff_ns is not None and recently_written(entry, settle_cutoff_ns):
         return Skip(entry.path, entry.raw, UNSTABLE, SETTLING)
     return None
 
@@ -228,9 +237,18 @@ def _both(
     yield Unchanged(item, record) if reason is None else NeedsHash(item, record, reason)
 
 
-def is_racy(entry: DiskEntry, scan_started_ns: int, granularity_ns: int) -> bool:
-    """Whether a file may still change without its size or mtime showing it (git's racy clean)."""
-    return entry.mtime_ns >= scan_started_ns - granularity_ns
+def is_racy(entry: DiskEntry, scan_started_ns: int, granularity_ns: int, scan_ended_ns: int | None = None) -> bool:
+    """Whether a file may still change without its stat showing it (git's "racy clean").
+
+    A later write sets the mtime to the filesystem's now, so it can leave the recorded mtime
+    as it was only when that mtime lies within ``granularity_ns`` of the time the file was
+    read: in the scan's window ``[started - granularity, ended + granularity]`` (``ended``
+    defaults to ``started``), both by the filesystem's clock. A date far ahead
+    (``touch -d 2031-01-01``) is outside the window: a write now would set it back to now.
+    """
+    low = scan_started_ns - granularity_ns
+    high = (scan_started_ns if scan_ended_ns is None else scan_ended_ns) + granularity_ns
+    return low <= entry.mtime_ns <= high
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +288,7 @@ def classify(
     *,
     scan_started_ns: int,
     granularity_ns: int,
+    scan_ended_ns: int | None = None,
     verify: bool = False,
 ) -> Classified:
     """Decide the change of every hashed file and gone record, then pair renames.
@@ -279,6 +298,7 @@ def classify(
     a ``verify`` scan found size and mtime unchanged (also when only ctime or inode
     moved: flipping a byte and restoring the mtime still changes the ctime). A deleted record and an
     added file with the same (size, hash) become one rename, paired in path order.
+    A change or confirmation is racy by :func:`is_racy` over the scan's window.
     """
     changes: list[Change] = []
     skipped: list[tuple[Skip, Record | None]] = []
@@ -288,7 +308,7 @@ def classify(
             skipped.append((result, needs.record))
             continue
         assert type(result) is Fingerprint
-        racy = is_racy(result.entry, scan_started_ns, granularity_ns)
+        racy = is_racy(result.entry, scan_started_ns, granularity_ns, scan_ended_ns)
         verdict = _verdict(needs, result, verify)
         if verdict is None:
             record = needs.record

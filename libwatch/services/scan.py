@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -164,7 +163,7 @@ def _folder_check(digests: dict[str, bytes], settle_cutoff_ns: int | None) -> Fo
         expected = digests.get(folder)
         if expected is None:
             return False
-        if settle_cutoff_ns is not None and any(entry.mtime_ns > settle_cutoff_ns for entry in files):
+        if settle_cutoff_ns is not None and any(engine.recently_written(entry, settle_cutoff_ns) for entry in files):
             return False  # settling files are reported as skipped, as the per-file match does
         return statindex.folder_digest(files) == expected
 
@@ -195,7 +194,7 @@ def _refuse_empty_root(root: str, result: Plan) -> None:
 def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
          progress: Progress = _no_progress, spool: bool = False) -> Plan:
     """Detect what changed between the disk and the catalog; writes nothing to the catalog."""
-    now = time.time_ns()
+    now = statindex.clock_ns(_index_file(settings, library))
     result = Plan(library=library, started_at=datetime.now(UTC),
                   spool=statindex.Spool(_index_file(settings, library)) if spool else None)
     root_empty = _root_is_empty(library.path)
@@ -218,8 +217,10 @@ def plan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
     except RootNotListable as error:
         raise RootUnavailable(f"library root {library.path} is unavailable: {error.strerror}; "
                               "nothing was changed") from None
-    classified = engine.classify(_hashed(library, needs_hash, result, tallies, progress), gone,
-                                 scan_started_ns=now, granularity_ns=GRANULARITY_NS, verify=options.verify)
+    hashed = list(_hashed(library, needs_hash, result, tallies, progress))
+    classified = engine.classify(hashed, gone, scan_started_ns=now, granularity_ns=GRANULARITY_NS,
+                                 scan_ended_ns=statindex.clock_ns(_index_file(settings, library)),
+                                 verify=options.verify)
     _absorb(classified, result)
     if root_empty:
         _refuse_empty_root(library.path, result)

@@ -88,7 +88,8 @@ def test_new_and_gone() -> None:
 
 
 def test_settling_files_are_skipped_and_their_records_kept() -> None:
-    got = verdicts([entry("a.jpg", mtime=200 * S), entry("b.jpg", mtime=200 * S), entry("c.jpg")],
+    got = verdicts([entry("a.jpg", mtime=200 * S, ctime=200 * S), entry("b.jpg", mtime=200 * S, ctime=200 * S),
+                    entry("c.jpg")],
                    [record("a.jpg")], settle_cutoff_ns=150 * S)
     assert got == [("Skip", "a.jpg", UNSTABLE), ("Kept", "a.jpg", UNSTABLE), ("Skip", "b.jpg", UNSTABLE),
                    ("NeedsHash", "c.jpg", "new")]
@@ -168,6 +169,27 @@ def test_racy_flag_on_recent_files() -> None:
     assert not is_racy(entry("a", mtime=started - S - 1), started, S)
     got = classify_one(NeedsHash(entry("a.jpg", mtime=started), None, "new"), H1, started)
     assert [(c.type, c.racy) for c in got.changes] == [(ADDED, True)]
+
+
+def test_racy_only_within_the_granularity_of_the_scan_window_a_future_date_is_not() -> None:
+    started, ended = 1000 * S, 1060 * S
+    assert not is_racy(entry("a", mtime=started + 2 * S), started, S)  # ahead of a window with no end given
+    assert is_racy(entry("a", mtime=started + 30 * S), started, S, ended)  # written while the scan ran
+    assert is_racy(entry("a", mtime=ended + S), started, S, ended)
+    future = entry("a", mtime=1_924_992_000 * S, ctime=10 * S)  # touch -d 2031-01-01, long ago
+    assert not is_racy(future, started, S, ended)
+    assert not is_racy(future._replace(ctime_ns=started), started, S, ended)  # dated ahead just now: a write resets it
+    stored = record("a", mtime=future.mtime_ns, ctime=future.ctime_ns, racy=True)
+    got = classify_one(NeedsHash(future, stored, "racy"), H1, started)
+    assert [(c.record.path, c.racy) for c in got.confirmed] == [("a", False)]
+
+
+def test_a_file_dated_ahead_is_settling_only_while_its_ctime_is_recent() -> None:
+    cutoff = 1000 * S
+    old_ctime = entry("a.jpg", mtime=1_924_992_000 * S, ctime=10 * S)
+    assert verdicts([old_ctime], [record("a.jpg")], settle_cutoff_ns=cutoff)[0][0] == "NeedsHash"
+    assert verdicts([old_ctime._replace(ctime_ns=cutoff + 1)], [record("a.jpg")], settle_cutoff_ns=cutoff)[0][:1] == (
+        "Skip",)
 
 
 def test_hash_skips_keep_their_record() -> None:

@@ -7,6 +7,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 import unicodedata
 from contextlib import chdir
 from pathlib import Path
@@ -193,3 +194,20 @@ def test_every_stat_value_is_stored_as_bson_and_read_back_exactly(size: int, mti
     read = {**stored, **files_module.exact_values(stored["exact"])}
     assert (read["size"], read["mtime_ns"], read["ctime_ns"], read["inode"]) == (size, mtime, ctime, inode)
     assert all(files_module.INT64_MIN <= stored[key] <= files_module.INT64_MAX for key in files_module.STAT_FIELDS)
+
+
+def test_a_50_mb_file_dated_2031_is_not_hashed_again_by_the_third_no_change_scan(
+        root: Path, register: Any, libwatch: Any) -> None:
+    (root / "a.jpg").write_bytes(JPEG)
+    with open(root / "big.jpg", "wb") as stream:
+        stream.write(os.urandom(50 << 20))
+    subprocess.run(["touch", "-d", "2031-06-01", str(root / "big.jpg")], check=True)
+    register()
+    hashed = []
+    for _ in range(3):
+        done = libwatch("scan", NAME, "--json")
+        assert done.code == 0, done.stderr
+        hashed.append(json.loads(done.stdout)["counts"]["hashed_bytes"])
+        time.sleep(2.1)  # past the 2 s granularity window of the run before
+    assert hashed[0] >= 50 << 20
+    assert hashed[2] == 0, hashed
