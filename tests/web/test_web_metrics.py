@@ -1,0 +1,84 @@
+"""/metrics and `libwatch metrics --textfile`, read back by prometheus_client's own parser."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from support import write_image
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def _expected(status: dict[str, Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """What the metrics must say, read from the `status --json` document."""
+    from datetime import datetime
+
+    lib = status["libraries"][0]
+    name = ("library", lib["name"])
+    scan = lib["last_scan"]
+    expected = {
+        ("libwatch_files", (name, ("state", "present"))): lib["counts"]["files"],
+        ("libwatch_files", (name, ("state", "missing"))): lib["counts"]["missing"],
+        ("libwatch_last_scan_timestamp_seconds", (name,)):
+            datetime.fromisoformat(scan["started_at"].replace("Z", "+00:00")).timestamp(),
+        ("libwatch_last_scan_duration_seconds", (name,)): scan["duration_s"],
+        ("libwatch_last_scan_result", (name, ("result", scan["status"]))): 1.0,
+        ("libwatch_failed_renders", (name,)): lib["rebuilds"]["failed"],
+    }
+    expected |= {("libwatch_last_scan_changes", (name, ("type", kind))): count
+                 for kind, count in lib["last_changes"].items()}
+    expected |= {("libwatch_rebuilds", (name, ("state", state))): count for state, count in lib["rebuilds"].items()}
+    return expected
+
+
+def test_metrics_equal_what_status_reports(web: Any, photos: Path, libwatch: Any) -> None:
+    (photos / "e.jpg").unlink()
+    write_image(photos / "2025/new.jpg", (70, 40))
+    write_image(photos / "2025/other.jpg", (20, 40))
+    assert libwatch("scan", "photos").code == 0
+    status = json.loads(libwatch("status", "photos", "--json").stdout)
+    assert status["libraries"][0]["last_changes"]["added"] == 2
+    assert status["libraries"][0]["counts"]["missing"] == 1
+
+    reply = web().get("/metrics")
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    samples = _samples(reply.text)
+    for key, value in _expected(status).items():
+        assert samples[key] == value, key  # ms precision of the JSON timestamp is exact in a float
+    others = [key for key in samples if key[0] == "libwatch_last_scan_result" and samples[key] == 1.0]
+    assert len(others) == 1
+
+
+def test_textfile_holds_the_same_metrics_written_atomically(tmp_path: Path, photos: Path, libwatch: Any,
+                                                            web: Any) -> None:
+    folder = tmp_path / "textfile"
+    folder.mkdir()
+    (folder / "libwatch.prom").write_text("stale\n")
+    done = libwatch("metrics", "--textfile", str(folder))
+    assert done.code == 0, done.stderr
+    assert done.stdout == ""
+    assert os.listdir(folder) == ["libwatch.prom"]  # no temporary file left behind
+    written = _samples((folder / "libwatch.prom").read_text())
+    status = json.loads(libwatch("status", "photos", "--json").stdout)
+    assert all(written[key] == value for key, value in _expected(status).items())
+    assert written == _samples(web().get("/metrics").text) == _samples(libwatch("metrics").stdout)
+
+    missing = libwatch("metrics", "--textfile", str(tmp_path / "nowhere"))
+    assert missing.code == 2 and missing.stderr.strip().endswith("no such folder")
+
+
+def test_queue_depths_in_metrics(web: Any, photos: Path, libwatch: Any, amqp_url: str, topology: Any) -> None:
+    env = {"LIBWATCH_AMQP_URL": amqp_url, "LIBWATCH_AMQP_PREFIX": topology.exchange.removesuffix("libwatch")}
+    assert libwatch("rebuild", "photos", env=env).code == 0
+    samples = _samples(web(env=env).get("/metrics").text)
+    assert samples[("libwatch_broker_up", ())] == 1.0
+    assert samples[("libwatch_queue_messages", (("queue", "cache"),))] == 5
+    assert samples[("libwatch_queue_messages", (("queue", "thumbnail"),))] == 5
+    assert samples[("libwatch_queue_messages", (("queue", "dead"),))] == 0
+    assert samples[("libwatch_rebuilds", (("library", "photos"), ("state", "queued")))] == 10
