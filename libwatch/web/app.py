@@ -19,7 +19,8 @@ from fastapi.templating import Jinja2Templates
 from libwatch import systemd
 from libwatch.cli.output import duration, size, to_json, when
 from libwatch.config import Settings
-from libwatch.errors import LibwatchError, Locked, NotFound, ServiceUnavailable
+from libwatch.errors import EXIT_USAGE, LibwatchError, Locked, NotFound, ServiceUnavailable
+from libwatch.result import ErrorResult
 from libwatch.services import reports
 from libwatch.web import auth, broker, charts, controls, metrics
 from libwatch.web.catalog import Catalog, Db
@@ -49,8 +50,8 @@ def _http_status(error: LibwatchError) -> int:
 
 
 def error_document(error: LibwatchError) -> dict[str, Any]:
-    """The JSON error document: the condition's kind, its one-line message and the CLI's exit code."""
-    return {"error": {"kind": type(error).__name__, "message": str(error), "exit_code": error.exit_code}}
+    """The CLI's `--json` error document: the condition's kind, its one-line message and its exit code."""
+    return ErrorResult(error.kind, str(error), error.exit_code).to_document()
 
 
 def json_response(document: Mapping[str, Any], status_code: int = 200) -> Response:
@@ -82,7 +83,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         status, message, extra = refusal
-        body = to_json({"error": {"kind": "Forbidden" if status == 403 else "Unauthorized", "message": message}})
+        body = to_json(ErrorResult("Forbidden" if status == 403 else "Unauthorized", message, EXIT_USAGE).to_document())
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), *extra]})
         await send({"type": "http.response.body", "body": body.encode()})
