@@ -268,12 +268,14 @@ def plan(db: Db, settings: Settings, library: str | None = None, *, older_than: 
     scope = [library_repo.get(db, library)] if library is not None else every
     blocked = _unavailable_roots(every)
     skipped = tuple({"part": "orphans", "reason": reason} for reason in blocked)
+    # `is None`, not `or`: a zero age or a zero retention is a setting (delete at once), not "not given".
     libraries = tuple(_library_plan(
         db, lib, now=now, queued_timeout=queued_timeout,
-        retention=older_than or timedelta(days=lib.retention_days or settings.retention_days)) for lib in scope)
-    events_before = now - (older_than or EVENTS_RETENTION)
+        retention=older_than if older_than is not None else timedelta(
+            days=lib.retention_days if lib.retention_days is not None else settings.retention_days)) for lib in scope)
+    events_before = now - (older_than if older_than is not None else EVENTS_RETENTION)
     stale, expired = _stale_runs(db, library, now=now, lease=timedelta(seconds=settings.lease_s), this_run=this_run)
-    runs_before = now - (older_than or RUNS_RETENTION)
+    runs_before = now - (older_than if older_than is not None else RUNS_RETENTION)
     temp_before = (now - queued_timeout).timestamp()
     return Plan(
         library=library, now=now,
