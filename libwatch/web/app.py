@@ -221,7 +221,8 @@ def routes(app: FastAPI, catalog: Catalog, templates: Jinja2Templates) -> None: 
             scans = reports.history(db, name, jobs=["scan"], limit=CHART_RUNS)["runs"]
         return templates.TemplateResponse(request, "library.html", {
             "lib": lib, "runs": runs, "page": page, "events": events, "types": type or [], "since": since or "",
-            "all_types": reports.CHANGE_TYPES, "generated_at": status["generated_at"], "notice": NOTICES.get(notice or ""), "page_size": PAGE_SIZE,
+            "rebuilds": controls.rebuild_choices(), "all_types": reports.CHANGE_TYPES,
+            "generated_at": status["generated_at"], "notice": NOTICES.get(notice or ""), "page_size": PAGE_SIZE,
             "charts": [charts.changes_per_day(scans), charts.durations(lib["recent"])]})
 
     def back(name: str, notice: str, to: str | None) -> RedirectResponse:

@@ -20,10 +20,11 @@ from libwatch.catalog import libraries as library_repo
 from libwatch.config import Settings
 from libwatch.errors import ServiceUnavailable, UsageError
 from libwatch.services import libraries as library_service
+from libwatch.services import rebuild as rebuild_service
 from libwatch.services import units as units_service
 from libwatch.web.catalog import Db
 
-REBUILDS: Final = {"failed": "--failed", "missing": "--missing"}
+REBUILD_FLAGS: Final = {"failed": "--failed", "missing": "--missing"}
 # The settings a child process needs, passed in its environment (never on its command line,
 # where `ps` would show a URI's password).
 _ENVIRONMENT: Final = {"mongo_uri": "LIBWATCH_MONGO_URI", "database": "LIBWATCH_DATABASE",
@@ -98,12 +99,17 @@ def run_now(db: Db, settings: Settings, name: str) -> Started:
     return Started(library.name, "scan", "process", pid=pid)
 
 
+def rebuild_choices() -> tuple[str, ...]:
+    """The rebuilds the page offers: those of `REBUILD_FLAGS` that `libwatch rebuild` has."""
+    return tuple(selection for selection in REBUILD_FLAGS if selection in rebuild_service.SELECTIONS)
+
+
 def rebuild(db: Db, settings: Settings, name: str, selection: str) -> Started:
     """Ask again for the library's failed renders, or for the cache files missing on disk, in a child process."""
-    if selection not in REBUILDS:
-        raise UsageError(f"unknown rebuild {selection!r} (one of {', '.join(REBUILDS)})")
+    if selection not in rebuild_choices():
+        raise UsageError(f"cannot rebuild {selection!r} here (one of {', '.join(rebuild_choices())})")
     library = library_repo.get(db, name)
-    pid = _spawn(settings, ["rebuild", library.name, REBUILDS[selection], "--trigger", "manual"])
+    pid = _spawn(settings, ["rebuild", library.name, REBUILD_FLAGS[selection], "--trigger", "manual"])
     return Started(library.name, f"rebuild {selection}", "process", pid=pid)
 
 

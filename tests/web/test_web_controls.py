@@ -86,3 +86,11 @@ def test_rebuild_missing_runs_a_rebuild(web: Any, photos: Path) -> None:
     run = _until(finished, timeout=120)
     assert run["trigger"] == "manual" and run["counts"]["done"] == 10
     assert _library(server)["rebuilds"] == {"pending": 0, "queued": 0, "failed": 0}
+
+
+def test_the_page_offers_the_rebuilds_libwatch_rebuild_has(web: Any, photos: Path) -> None:
+    from libwatch.services.rebuild import SELECTIONS
+
+    page = web().get("/libraries/photos").text
+    assert 'data-action="rebuild/missing"' in page
+    assert ('data-action="rebuild/failed"' in page) is ("failed" in SELECTIONS)
