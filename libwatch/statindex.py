@@ -274,3 +274,23 @@ class Spool:
             self._stream.close()
         with contextlib.suppress(FileNotFoundError):
             self._temp.unlink()
+
+
+class NoSpool:
+    """The spool of a run that writes no index (a diff, a dry run): it takes records and keeps none."""
+
+    def carry(self, folder: str) -> None:
+        """Nothing to carry."""
+
+    def add(self, r: Record) -> None:
+        """Nothing to keep."""
+
+    def commit(self, written: Iterable[Record], *, library: str, generation: int, root: str,
+               source_generation: int) -> None:
+        """Nothing to write."""
+
+    def discard(self) -> None:
+        """Nothing to remove."""
+
+
+NO_SPOOL: Final = NoSpool()

@@ -8,6 +8,7 @@ any point and run again converges to the same catalog.
 from __future__ import annotations
 
 import re
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from libwatch.catalog.schema import DURABLE
-from libwatch.core.diff import ADDED, CORRUPTED, DELETED, MODIFIED, RENAMED, TOUCHED, Change, Confirmed, Record
+from libwatch.core.diff import ADDED, CORRUPTED, DELETED, MODIFIED, RENAMED, TOUCHED, Change, Confirmed, Record, needs_rebuild
 from libwatch.core.paths import b64_of, collection_of, is_exact
 from libwatch.messages import KINDS
 
@@ -150,7 +151,7 @@ def file_operations(library: str, changes: Iterable[Change], *, revive: set[str]
                             {"$set": {**_state(change), "updated_at": now}})
         elif change.type == TOUCHED:
             yield UpdateOne(key, {"$set": {**_state(change), "updated_at": now}})
-        elif change.type in (MODIFIED, CORRUPTED) or (change.type == ADDED and change.path in revive):
+        elif needs_rebuild(change) and (change.type != ADDED or change.path in revive):
             yield UpdateOne(key, {"$set": {**_state(change), **_probe_fields(probes.get(change.path)),
                                            **_rebuild(rebuild_kinds, change.hash, now, priority), "updated_at": now},
                                   "$setOnInsert": {"first_seen": now}}, upsert=True)
@@ -260,3 +261,48 @@ def collection_operations(library: str, tallies: Mapping[str, tuple[int, int]], 
                 "file_count": 0, "total_bytes": 0, "missing_since": now, "updated_at": now,
                 "sync": {"last_scan": now, "added": 0, "modified": 0, "deleted": seen.get(DELETED, 0),
                          "pending_rebuilds": 0, "status": "missing"}}})
+
+
+def record_changes(db: Db, library: str, changes: Sequence[Change], *, probes: Mapping[str, Probe],
+                   rebuild_kinds: Sequence[str], now: datetime, priority: int, before_batch: Callable[[], None]) -> None:
+    """Record file changes: a file added where a missing record lies revives it, a rename onto one replaces it."""
+    missing = missing_paths(db, library) if changes else set()
+    clear_missing_targets(db, library, [c.path for c in changes if c.type == RENAMED and c.path in missing])
+    revive = {c.path for c in changes if c.type == ADDED and c.path in missing}
+    write_batches(db, "files", file_operations(library, changes, revive=revive, probes=probes,
+                                               rebuild_kinds=rebuild_kinds, now=now, priority=priority),
+                  before_batch=before_batch)
+
+
+def record_hashes(db: Db, library: str, confirmed: Iterable[Confirmed], *, now: datetime,
+                  before_batch: Callable[[], None]) -> None:
+    """Store the hashes of records hashed again and found unchanged (and whether they are still racy)."""
+    write_batches(db, "files", refresh_operations(library, confirmed, now), before_batch=before_batch)
+
+
+def record_events(db: Db, library: str, changes: Iterable[Change], *, added: Iterable[str], removed: Iterable[str],
+                  run_id: str, now: datetime, before_batch: Callable[[], None]) -> None:
+    """One event per file change and per collection added or removed."""
+    write_batches(db, "events", event_operations(library, changes, run_id, now), before_batch=before_batch)
+    write_batches(db, "events", collection_event_operations(library, added, removed, run_id, now),
+                  before_batch=before_batch)
+
+
+def record_collections(db: Db, library: str, *, tallies: Mapping[str, tuple[int, int]],
+                       before: Mapping[str, dict[str, Any]], changes: Iterable[Change], rebuild_kinds: Sequence[str],
+                       now: datetime, before_batch: Callable[[], None]) -> None:
+    """Update the collections' counters and sync state from the scan's tallies (path → files, bytes)."""
+    write_batches(db, "collections", collection_operations(library, tallies, before,
+                                                           _activity(changes, rebuild_kinds), now),
+                  before_batch=before_batch)
+
+
+def _activity(changes: Iterable[Change], rebuild_kinds: Sequence[str]) -> dict[str, Counter[str]]:
+    """Per collection: the changes by type, and the rebuild requests they make pending."""
+    per_collection: dict[str, Counter[str]] = defaultdict(Counter)
+    for change in changes:
+        seen = per_collection[collection_of(change.path)]
+        seen[change.type] += 1
+        if needs_rebuild(change):
+            seen["pending"] += len(rebuild_kinds)
+    return per_collection

@@ -66,7 +66,35 @@ def delete(db: Database[dict[str, Any]], name: str, *, purge: bool) -> dict[str,
     return removed
 
 
-def raw_update(db: Database[dict[str, Any]], name: str, update: Mapping[str, Any]) -> None:
-    """Apply an update document (e.g. `$set` + `$inc` of state counters) to a library."""
+def begin_writing(db: Database[dict[str, Any]], name: str, generation: int) -> None:
+    """Set the catalog generation a scan is about to write, before its first write.
+
+    A scan killed among its writes then leaves no local stat index (of any host) that
+    still matches the catalog.
+    """
+    _state_update(db, name, {"$set": {"state.generation": generation}})
+
+
+def record_scan(db: Database[dict[str, Any]], name: str, *, run_id: str, generation: int, counts: Mapping[str, int],
+                file_changes: Mapping[str, int], full: bool, changed: bool) -> None:
+    """Record a finished scan in the library's state: its run, counts and generation.
+
+    ``file_changes`` (change type → count) are added to the library's running totals;
+    ``full`` (every file hashed) and ``changed`` set the last full scan and last change times.
+    """
+    now = datetime.now(UTC)
+    fields: dict[str, Any] = {"state.status": "ok", "state.last_scan": now, "state.generation": generation,
+                              "state.last_run_id": run_id, "state.last_counts": dict(counts)}
+    if full:
+        fields["state.last_full_scan"] = now
+    if changed:
+        fields["state.last_change_detected"] = now
+    update: dict[str, Any] = {"$set": fields}
+    if increments := {f"state.totals.{kind}": count for kind, count in file_changes.items() if count}:
+        update["$inc"] = increments
+    _state_update(db, name, update)
+
+
+def _state_update(db: Database[dict[str, Any]], name: str, update: Mapping[str, Any]) -> None:
     if _coll(db).update_one({"_id": name}, dict(update)).matched_count == 0:
         raise NotFound(f"no library named {name!r}")

@@ -8,15 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
-from libwatch.catalog import libraries as repo
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption
 from libwatch.errors import EXIT_CHANGES, UsageError
-from libwatch.library import Library
 from libwatch.services import libraries as library_service
-from libwatch.services import rescan
 from libwatch.services import scan as service
-from libwatch.services.scan import ScanOptions, ScanReport
+from libwatch.services.scan_detect import Progress, ScanOptions
+from libwatch.services.scan_result import ScanResult
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,7 +27,7 @@ VerifyOption = Annotated[bool, typer.Option(help="Hash every file, like rsync --
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[service.Progress]:
+def _progress(enabled: bool) -> Iterator[Progress]:
     """A progress bar on stderr, only when stderr is a terminal."""
     if not enabled or not sys.stderr.isatty():
         yield lambda phase, amount: None
@@ -41,23 +39,6 @@ def _progress(enabled: bool) -> Iterator[service.Progress]:
     with Progress(*columns, console=output.errors, transient=True) as bar:
         tasks = {"walk": bar.add_task("files seen", total=None), "hash": bar.add_task("bytes hashed", total=None)}
         yield lambda phase, amount: bar.advance(tasks[phase], amount)
-
-
-def _libraries(ctx: typer.Context, db: Any, targets: list[str], all_: bool, name: str | None) -> list[Library]:
-    if all_:
-        if targets:
-            raise UsageError("give library names or --all, not both")
-        return [lib for lib in repo.all_libraries(db) if lib.enabled]
-    if not targets:
-        raise UsageError("name a library or folder to scan, or use --all (see `libwatch library list`)")
-    found = []
-    for target in targets:
-        library = library_service.find_for_target(db, target)
-        if library is None:
-            library = library_service.add(db, name, target)
-            output.errors.print(f"registered {library.path} as library [bold]{library.name}[/]")
-        found.append(library)
-    return found
 
 
 def _summary(console: Console, doc: dict[str, Any], verbose: bool) -> None:
@@ -91,9 +72,14 @@ def _summary(console: Console, doc: dict[str, Any], verbose: bool) -> None:
         console.print(f"  error   {item['path']}: {item['error']}", markup=False, soft_wrap=True)
 
 
-def _emit(ctx: typer.Context, json_output: bool, reports: list[ScanReport]) -> int:
+def _emit(ctx: typer.Context, json_output: bool, results: list[ScanResult]) -> int:
     as_json = context.wants_json(ctx, json_output)
-    docs = [report.document for report in reports]
+    for result in results:
+        if result.registered:
+            output.errors.print(f"registered {result.root} as library [bold]{result.library}[/]")
+        for warning in result.warnings:
+            output.errors.print(warning, markup=False)
+    docs = [result.to_document() for result in results]
     verbose = context.state(ctx).verbosity > 0
     document: Any = docs[0] if len(docs) == 1 else {"scans": docs}
 
@@ -102,8 +88,7 @@ def _emit(ctx: typer.Context, json_output: bool, reports: list[ScanReport]) -> i
             _summary(console, doc, verbose)
 
     output.emit(as_json, document, human)
-    codes = [report.exit_code for report in reports]
-    return max(codes, default=0)
+    return max((result.exit_code for result in results), default=0)
 
 
 def scan(
@@ -128,6 +113,8 @@ def scan(
     """
     if trigger not in TRIGGERS:
         raise UsageError(f"--trigger must be one of {', '.join(TRIGGERS)}")
+    if settle < 0:
+        raise UsageError("--settle is a number of seconds, 0 or more")
     if max_delete is not None and not 0 <= max_delete <= 1:
         raise UsageError("--max-delete is a fraction from 0 to 1 (0.5 = 50 %)")
     cli = context.state(ctx)
@@ -136,36 +123,11 @@ def scan(
     options = ScanOptions(verify=verify, settle_s=settle, trigger=trigger, dry_run=dry_run, publish=publish,
                           allow_mass_delete=allow_mass_delete, max_delete=max_delete,
                           wait_lock_s=WAIT_LOCK_S if wait_lock else 0.0)
-    reports = []
     with context.catalog(ctx) as db, _progress(not context.wants_json(ctx, json_output)) as progress:
-        publisher = _publisher(cli.settings)
-        for library in _libraries(ctx, db, targets or [], all_, name):
-            run = rescan.scan_until_quiet if rescan_on_change else service.scan
-            report = run(db, cli.settings, library, options, progress=progress, publish=publisher)
-            reports.append(report)
-            _refresh_watch(db, library, report)
-    raise typer.Exit(_emit(ctx, json_output, reports))
-
-
-def _refresh_watch(db: Any, library: Library, report: ScanReport) -> None:
-    """New or vanished folders change what the library's path unit must watch."""
-    counts = report.document.get("counts", {})
-    if report.document.get("dry_run") or not (counts.get("collections_added") or counts.get("collections_removed")):
-        return
-    # Imported here: only a scan that found new or vanished folders needs it.
-    from libwatch.services import units as units_service
-
-    result = units_service.refresh_watch(db, repo.get(db, library.name))
-    for line in result.problems:
-        output.errors.print(f"could not refresh the watched folders: {line}", markup=False)
-
-
-def _publisher(settings: Any) -> service.Publish | None:
-    if settings.amqp_url is None:
-        return None
-    from libwatch.services import outbox
-
-    return lambda db, library: outbox.publish_pending(db, settings, library=library.name)
+        resolved = service.targets(db, targets or [], all_=all_, name=name)
+        results = service.run(db, cli.settings, resolved, options, name=name, rescan_on_change=rescan_on_change,
+                              progress=progress)
+    raise typer.Exit(_emit(ctx, json_output, results))
 
 
 def diff(

@@ -264,6 +264,14 @@ class Change:
     racy: bool = False
 
 
+REBUILD_TYPES: Final = frozenset({ADDED, MODIFIED, CORRUPTED})
+
+
+def needs_rebuild(change: Change) -> bool:
+    """Whether a change asks for new renderings: new or changed content (a touch or a rename keeps them)."""
+    return change.type in REBUILD_TYPES
+
+
 @dataclass(frozen=True, slots=True)
 class Confirmed:
     """A record hashed again (racy, verify, no hash) and found unchanged, whose hash or racy flag must be stored."""

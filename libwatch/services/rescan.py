@@ -8,6 +8,7 @@ walk, no hashing), and scans again while it did (bounded).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -21,7 +22,9 @@ from libwatch.core.paths import collection_of
 from libwatch.core.parallel_walk import walk
 from libwatch.core.walk import DiskEntry
 from libwatch.library import Library
-from libwatch.services.scan import Progress, Publish, ScanOptions, ScanReport, scan, walk_options, walk_workers
+from libwatch.services.scan import Publish, scan
+from libwatch.services.scan_detect import Progress, ScanOptions, no_progress, walk_options, walk_workers
+from libwatch.services.scan_result import ScanResult
 
 log = logging.getLogger("libwatch.scan")
 
@@ -63,27 +66,23 @@ def changed_since(db: Db, library: Library, since_ns: int, *, workers: int = 1) 
 
 
 def scan_until_quiet(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
-                     progress: Progress | None = None, publish: Publish | None = None) -> ScanReport:
+                     progress: Progress = no_progress, publish: Publish | None = None) -> ScanResult:
     """Scan, and scan again while files were still settling or something changed during the run.
 
-    The returned document is the last round's, with every round's changes and a `rounds` count.
+    The result is the last round's, with every round's changes and a `rounds` count.
     """
-    earlier: list[dict[str, Any]] = []
-    extra = {} if progress is None else {"progress": progress}
+    earlier: tuple[dict[str, Any], ...] = ()
     for round_number in range(1, MAX_ROUNDS + 1):
         started_ns = time.time_ns()
-        report = scan(db, settings, library, options, publish=publish, **extra)
-        doc = report.document
-        if report.exit_code or doc.get("skipped_run") or options.dry_run:
-            return report
-        settling = any(item["reason"] == "unstable" for item in doc["skipped"])
-        quiet = not (settling or changed_since(db, library, started_ns,
-                                               workers=walk_workers(doc["counts"]["scanned"])))
-        doc["rounds"] = round_number
-        doc["changes"] = earlier + doc["changes"]
+        result = scan(db, settings, library, options, publish=publish, progress=progress)
+        if result.exit_code or result.skipped_run or options.dry_run:
+            return result
+        settling = any(item["reason"] == "unstable" for item in result.skipped)
+        quiet = not (settling or changed_since(db, library, started_ns, workers=walk_workers(result.counts["scanned"])))
+        result = dataclasses.replace(result, rounds=round_number, changes=earlier + result.changes)
         if quiet or round_number == MAX_ROUNDS:
-            return report
+            return result
         log.info("%s changed during the scan; scanning again", library.name)
-        earlier = doc["changes"]
+        earlier = result.changes
         time.sleep(max(options.settle_s, 1.0) if settling else 0.5)
-    return report
+    return result

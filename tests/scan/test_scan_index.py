@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from libwatch.catalog import files as catalog_files
 from libwatch.catalog import libraries as catalog_libraries
-from libwatch.services import scan as service
+from libwatch.services import scan_detect
 from libwatch.services.scan import ScanOptions
 
 from .conftest import NAME, age, changes_of, file_hash, files_by_path, tree, write_image
@@ -17,8 +18,8 @@ from .conftest import NAME, age, changes_of, file_hash, files_by_path, tree, wri
 FULL_READ = "no valid local index"
 
 
-def _plan(db: Any, settings: Any) -> service.Plan:
-    return service.plan(db, settings, catalog_libraries.get(db, NAME), ScanOptions())
+def _plan(db: Any, settings: Any) -> scan_detect.Plan:
+    return scan_detect.detect(db, settings, catalog_libraries.get(db, NAME), ScanOptions())
 
 
 def test_a_no_change_rescan_uses_the_index_and_an_external_change_falls_back(
@@ -99,10 +100,10 @@ def test_a_scan_that_dies_among_its_writes_leaves_no_index_that_matches(
     tree(root, {"c.jpg": (12, 12)})
     age(root)
 
-    def die(*args: Any, **kwargs: Any) -> int:
+    def die(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt  # as a kill among the writes: the generation is already bumped
 
-    monkeypatch.setattr(service, "apply", die)
+    monkeypatch.setattr(catalog_files, "record_changes", die)
     with pytest.raises(KeyboardInterrupt):
         scan_service()
     monkeypatch.undo()

@@ -11,6 +11,7 @@ from libwatch.catalog import libraries as catalog_libraries
 from libwatch.services import rescan
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
+from libwatch.services.scan_result import ScanResult
 
 from .conftest import NAME, age, changes_of, files_by_path, flip_a_byte_keeping_size_and_mtime, tree, write_image
 
@@ -23,7 +24,7 @@ def test_an_image_written_during_the_scan_is_recorded_by_another_round(
     real_scan = service.scan
     rounds = []
 
-    def scan_then_write(*args: Any, **kwargs: Any) -> service.ScanReport:
+    def scan_then_write(*args: Any, **kwargs: Any) -> ScanResult:
         report = real_scan(*args, **kwargs)
         rounds.append(report)
         if len(rounds) == 1:  # written while the first round ran: systemd would raise no event for it

@@ -11,7 +11,7 @@ import pytest
 
 from libwatch import statindex
 from libwatch.catalog import libraries as catalog_libraries
-from libwatch.services import scan as service
+from libwatch.services import scan_detect
 
 from .conftest import (
     NAME,
@@ -26,8 +26,8 @@ from .conftest import (
 
 def _index(settings: Any, db: Any) -> statindex.Index:
     library = catalog_libraries.get(db, NAME)
-    index = statindex.read(service._index_file(settings, library), library=NAME, generation=library.generation,
-                           root=service._index_root(library))
+    index = statindex.read(scan_detect.index_file(settings, library), library=NAME, generation=library.generation,
+                           root=scan_detect.index_root(library))
     assert index is not None
     return index
 
@@ -87,11 +87,11 @@ def test_settling_files_are_skipped_even_in_a_folder_the_index_vouches_for(
 FOLDERS = ("", "one", "one/a", "one/a/b/c", "one/d", "one/d/e")
 
 
-@pytest.mark.parametrize("parallel_from", [0, service.PARALLEL_WALK_FILES], ids=["parallel", "serial"])
+@pytest.mark.parametrize("parallel_from", [0, scan_detect.PARALLEL_WALK_FILES], ids=["parallel", "serial"])
 def test_a_change_in_any_one_folder_is_found_while_the_others_are_folded(
         db: Any, root: Path, register: Any, scan_service: Any, monkeypatch: pytest.MonkeyPatch,
         parallel_from: int) -> None:
-    monkeypatch.setattr(service, "PARALLEL_WALK_FILES", parallel_from)
+    monkeypatch.setattr(scan_detect, "PARALLEL_WALK_FILES", parallel_from)
     tree(root, {f"{folder}/{name}.jpg".lstrip("/"): (10 + i, 10) for folder in FOLDERS for i, name in enumerate("pq")})
     age(root)
     register()

@@ -1,0 +1,327 @@
+"""Detection: walk a library, match it with the catalog, hash and classify. Writes nothing.
+
+`detect` returns a frozen :class:`Plan`, the same for `diff` and `scan`, so that the two
+can never disagree. The records a scan leaves as they are go to a stat-index spool given
+by the caller (:class:`~libwatch.statindex.NoSpool` when no index is to be written).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from pymongo.database import Database
+
+from libwatch import statindex
+from libwatch.catalog import files as catalog_files
+from libwatch.config import Settings
+from libwatch.core import diff as engine
+from libwatch.core.diff import DELETED, Change, Record, needs_rebuild
+from libwatch.core.hashing import Fingerprint, hash_files
+from libwatch.core.parallel_walk import walk
+from libwatch.core.paths import collection_of
+from libwatch.core.walk import DiskEntry, FolderCheck, Same, Skip, WalkOptions, reason_of
+from libwatch.errors import GuardRefused, RootNotListable, RootUnavailable
+from libwatch.library import Library
+from libwatch.messages import DEFAULT_PRIORITY
+
+log = logging.getLogger("libwatch.scan")
+
+# Timestamps closer than this to the scan's start may hide a later same-size write
+# (git's "racy clean"): such records are hashed again next time. 2 s covers FAT/SMB.
+GRANULARITY_NS: Final = 2_000_000_000
+ERROR_REASONS: Final = frozenset({"io-error"})
+# Below this many files the walk takes a few tens of milliseconds: forking worker processes
+# would save about what it costs. (A first scan has no index to tell: it is bound by hashing.)
+PARALLEL_WALK_FILES: Final = 10_000
+FILE_CHANGES: Final = engine.CHANGE_TYPES
+
+Db = Database[dict[str, Any]]
+Progress = Callable[[str, int], None]
+Spool = statindex.Spool | statindex.NoSpool
+
+
+def no_progress(phase: str, amount: int) -> None:
+    """The default progress sink: nothing to show."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """How one scan or diff runs (the command line's options)."""
+
+    verify: bool = False
+    settle_s: float = 0.0
+    trigger: str = "manual"
+    dry_run: bool = False
+    publish: bool = True
+    allow_mass_delete: bool = False
+    max_delete: float | None = None
+    wait_lock_s: float = 0.0
+    priority: int = DEFAULT_PRIORITY
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything a scan would record; built without writing anything."""
+
+    library: Library
+    started_at: datetime
+    changes: tuple[Change, ...]
+    refresh: tuple[engine.Confirmed, ...]
+    rehashed: tuple[Record, ...]
+    skipped: tuple[Skip, ...]
+    probes: Mapping[str, catalog_files.Probe]
+    tallies: Mapping[str, tuple[int, int]]
+    collections_before: Mapping[str, dict[str, Any]]
+    collections_added: tuple[str, ...]
+    collections_removed: tuple[str, ...]
+    scanned: int
+    unchanged: int
+    present_before: int  # catalog records met in the merge
+    hashed_bytes: int
+    used_index: bool
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The document's `counts`: files per outcome, problems, collections and bytes hashed."""
+        by_type = Counter(change.type for change in self.changes)
+        errors = sum(1 for s in self.skipped if s.reason in ERROR_REASONS) + sum(
+            1 for p in self.probes.values() if p.error)
+        return {"scanned": self.scanned, "unchanged": self.unchanged,
+                **{kind: by_type.get(kind, 0) for kind in FILE_CHANGES},
+                "skipped": sum(1 for s in self.skipped if s.reason not in ERROR_REASONS), "errors": errors,
+                "collections_added": len(self.collections_added),
+                "collections_removed": len(self.collections_removed), "hashed_bytes": self.hashed_bytes}
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes or self.collections_added or self.collections_removed)
+
+    @property
+    def writes(self) -> bool:
+        """Whether recording the plan writes to the catalog (changes, or hashes confirmed again)."""
+        return self.has_changes or bool(self.refresh)
+
+    @property
+    def rebuilds(self) -> int:
+        """Rebuild requests recording the plan makes pending: one per kind per new or changed image."""
+        return len(self.library.rebuild_kinds) * sum(1 for change in self.changes if needs_rebuild(change))
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What one detection has met so far (private to :func:`detect`)."""
+
+    spool: Spool
+    scanned: int = 0
+    unchanged: int = 0
+    present_before: int = 0
+    hashed_bytes: int = 0
+    fingerprints: int = 0
+    skipped: list[Skip] = field(default_factory=list)
+    needs_hash: list[engine.NeedsHash] = field(default_factory=list)
+    gone: list[engine.Gone] = field(default_factory=list)
+    rehashed: list[Record] = field(default_factory=list)
+    tallies: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+
+    def tally(self, folder: str, count: int, size: int) -> None:
+        tally = self.tallies[folder]
+        tally[0] += count
+        tally[1] += size
+
+
+def walk_options(library: Library) -> WalkOptions:
+    return WalkOptions(include=library.include, exclude=library.exclude, hidden=library.hidden,
+                       follow_symlinks=library.follow_symlinks, cross_mounts=library.cross_mounts)
+
+
+def _catalog_identity(settings: Settings) -> str:
+    where = settings.mongo_uri or f"embedded:{settings.store_dir}"
+    return f"{where.split('@')[-1]}|{settings.database}"
+
+
+def index_file(settings: Settings, library: Library) -> Path:
+    """Where this host keeps the stat index of `library` for the configured catalog."""
+    return statindex.index_path(settings.home, _catalog_identity(settings), library.name)
+
+
+def index_root(library: Library) -> str:
+    """The root an index is valid for: the library's folder and its registration time."""
+    return library.path + "|" + str(library.created_at)
+
+
+def _open_index(settings: Settings, library: Library) -> statindex.Index | None:
+    index = statindex.read(index_file(settings, library), library=library.name, generation=library.generation,
+                           root=index_root(library))
+    if index is None:
+        log.info("reading the catalog of %s (no valid local index)", library.name)
+    return index
+
+
+def _folder_check(digests: dict[str, bytes], settle_cutoff_ns: int | None) -> FolderCheck:
+    """Whether a folder's walked files are exactly those of the index (then none of them is looked at again)."""
+
+    def unchanged(folder: str, files: list[DiskEntry]) -> bool:
+        expected = digests.get(folder)
+        if expected is None:
+            return False
+        if settle_cutoff_ns is not None and any(engine.recently_written(entry, settle_cutoff_ns) for entry in files):
+            return False  # settling files are reported as skipped, as the per-file match does
+        return statindex.folder_digest(files) == expected
+
+    return unchanged
+
+
+def walk_workers(files: int) -> int:
+    """Processes for walking a library of about ``files`` images: one per CPU this process may run on, if large."""
+    return len(os.sched_getaffinity(0)) if files >= PARALLEL_WALK_FILES else 1
+
+
+def _root_is_empty(root: str) -> bool:
+    """Whether the root has no entries at all (an unmounted mount point); raises if it cannot be listed."""
+    try:
+        with os.scandir(root) as entries:
+            return next(entries, None) is None
+    except OSError as error:
+        raise RootUnavailable(f"library root {root} is unavailable: {error.strerror}; nothing was changed") from None
+
+
+def detect(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
+           progress: Progress = no_progress, spool: Spool = statindex.NO_SPOOL) -> Plan:
+    """Detect what changed between the disk and the catalog; writes nothing to the catalog.
+
+    Raises :class:`~libwatch.errors.RootUnavailable` when the root cannot be listed, or is
+    empty while the catalog has files under it (an unmounted share).
+    """
+    now, started_at = statindex.clock_ns(index_file(settings, library)), datetime.now(UTC)
+    root_empty = _root_is_empty(library.path)
+    settle_cutoff = now - int(options.settle_s * 1e9) if options.settle_s > 0 else None
+    seen = _Seen(spool)
+    index = _open_index(settings, library)
+    check = _folder_check(index.folders, settle_cutoff) if index is not None and not options.verify else None
+    try:
+        with contextlib.closing(walk(library.path, walk_options(library), unchanged=check,
+                                     workers=walk_workers(index.count if index is not None else 0))) as walked:
+            # Read while the walk's worker processes are under way.
+            before = catalog_files.collection_documents(db, library.name)
+            records = index.spans() if index is not None else catalog_files.present_records(db, library.name, before)
+            disk = _counted(walked, seen, progress)
+            for verdict in engine.match(disk, records, verify=options.verify, settle_cutoff_ns=settle_cutoff):
+                _sort_verdict(verdict, seen)
+    except RootNotListable as error:
+        raise RootUnavailable(f"library root {library.path} is unavailable: {error.strerror}; "
+                                   "nothing was changed") from None
+    hashed = list(_hashed(library, seen, progress))
+    classified = engine.classify(hashed, seen.gone, scan_started_ns=now, granularity_ns=GRANULARITY_NS,
+                                 scan_ended_ns=statindex.clock_ns(index_file(settings, library)),
+                                 verify=options.verify)
+    if root_empty and seen.present_before:
+        raise RootUnavailable(f"library root {library.path} is empty while the catalog has "
+                                   f"{seen.present_before} files (an unmounted share?); nothing was marked deleted")
+    changes = tuple(classified.changes)
+    tallies = {path: (count, size) for path, (count, size) in seen.tallies.items() if count}
+    present = {path for path, doc in before.items() if doc.get("missing_since") is None}
+    return Plan(
+        library=library, started_at=started_at, changes=changes, refresh=tuple(classified.confirmed),
+        rehashed=tuple(seen.rehashed), skipped=(*seen.skipped, *(skip for skip, _ in classified.skipped)),
+        probes=_probes(library.path, changes), tallies=tallies, collections_before=before,
+        collections_added=tuple(sorted(set(tallies) - present)), collections_removed=tuple(sorted(present - set(tallies))),
+        scanned=seen.scanned, unchanged=seen.unchanged + seen.fingerprints - sum(1 for c in changes if c.type != DELETED),
+        present_before=seen.present_before, hashed_bytes=seen.hashed_bytes, used_index=index is not None)
+
+
+def _counted(items: Iterable[DiskEntry | Skip | Same], seen: _Seen,
+             progress: Progress) -> Iterator[DiskEntry | Skip | Same]:
+    shown = 0
+    for item in items:
+        kind = type(item)
+        if kind is DiskEntry:
+            seen.scanned += 1
+        elif kind is Same:
+            seen.scanned += item.files  # type: ignore[union-attr]
+        if seen.scanned - shown >= 1000:
+            progress("walk", seen.scanned - shown)
+            shown = seen.scanned
+        yield item
+
+
+def _sort_verdict(verdict: Any, seen: _Seen) -> None:
+    kind = type(verdict)
+    if kind is Same:  # a whole folder as the index has it: its records were not read one by one
+        seen.present_before += verdict.files
+        seen.unchanged += verdict.files
+        seen.tally(verdict.path, verdict.files, verdict.size)
+        seen.spool.carry(verdict.path)
+        return
+    if kind is not Skip and (kind is not engine.NeedsHash or verdict.record is not None):
+        seen.present_before += 1  # a catalog record met in the merge
+    if kind is engine.Unchanged or kind is engine.Kept:
+        # Both leave the record as it is: it counts in its folder and goes to the new index.
+        # (A Kept record's skip comes through the merge as its own verdict: listing it here
+        # too would report a folder once per record under it.)
+        seen.unchanged += kind is engine.Unchanged
+        record = verdict.record
+        seen.tally(collection_of(record.path), 1, record.size)
+        seen.spool.add(record)
+    elif kind is engine.NeedsHash:
+        seen.needs_hash.append(verdict)
+    elif kind is engine.Gone:
+        seen.gone.append(verdict)
+    else:
+        seen.skipped.append(verdict)
+
+
+def _hashed(library: Library, seen: _Seen, progress: Progress) -> Iterator[tuple[engine.NeedsHash, Fingerprint | Skip]]:
+    """Hash what needs it, tallying every file still present and keeping the records it re-hashed."""
+    def count(nbytes: int) -> None:
+        seen.hashed_bytes += nbytes
+        progress("hash", nbytes)
+
+    # The hasher must follow links exactly when the walk did, or it refuses the files the walk found.
+    outcomes = hash_files(os.fsencode(library.path), (item.entry for item in seen.needs_hash),
+                          follow_symlinks=library.follow_symlinks, progress=count)
+    for needs, outcome in zip(seen.needs_hash, outcomes, strict=True):
+        present = outcome.entry if type(outcome) is Fingerprint else needs.record
+        if present is not None:
+            seen.tally(collection_of(present.path), 1, present.size)
+        if type(outcome) is Fingerprint:
+            seen.fingerprints += 1
+        if needs.record is not None:
+            seen.rehashed.append(needs.record)
+        yield needs, outcome
+
+
+def _probes(root: str, changes: Iterable[Change]) -> dict[str, catalog_files.Probe]:
+    """The image header of every new or changed file, by path (or why it could not be read)."""
+    probed = [(change.path, change.entry) for change in changes if needs_rebuild(change) and change.entry is not None]
+    if not probed:
+        return {}
+    # Imported here: Pillow (about 25 ms to import) only when something was added or changed.
+    from libwatch import imaging
+
+    probes = {}
+    for path, entry in probed:
+        try:
+            info = imaging.probe(os.path.join(os.fsencode(root), entry.raw))
+            probes[path] = catalog_files.Probe(info.width, info.height, info.format)
+        except imaging.ImageError as error:
+            probes[path] = catalog_files.Probe(error=error.reason)
+        except OSError as error:  # gone, unreadable or turned into a folder since it was hashed
+            probes[path] = catalog_files.Probe(error=f"{reason_of(error)}: {error.strerror or error}")
+    return probes
+
+
+def check_guards(plan: Plan, options: ScanOptions) -> None:
+    """Refuse a mass deletion unless allowed; raises :class:`~libwatch.errors.GuardRefused`."""
+    deleted = sum(1 for change in plan.changes if change.type == DELETED)
+    limit = plan.library.max_delete if options.max_delete is None else options.max_delete
+    if deleted and not options.allow_mass_delete and deleted > limit * max(plan.present_before, 1):
+        raise GuardRefused(f"{plan.library.name}: {deleted} of {plan.present_before} files would be marked "
+                           f"deleted (more than {limit:.0%}); nothing was changed. If that is right, run again "
+                           "with --allow-mass-delete")
