@@ -16,10 +16,11 @@ from __future__ import annotations
 from libwatch.bus.confirms import OutgoingMessage
 from libwatch.bus.consumer import Consumer, Delivery
 from libwatch.bus.publisher import Publisher, PublishResult
-from libwatch.bus.topology import Topology, check, declare, queue_depths
+from libwatch.bus.topology import QueueStats, Topology, check, declare, queue_depths, queue_stats
 from libwatch.errors import BrokerUnavailable, BusError, PublishNacked, TopologyMismatch, Unroutable
 
 __all__ = [
     "BrokerUnavailable", "BusError", "Consumer", "Delivery", "OutgoingMessage", "PublishNacked", "PublishResult",
-    "Publisher", "Topology", "TopologyMismatch", "Unroutable", "check", "declare", "queue_depths",
+    "Publisher", "QueueStats", "Topology", "TopologyMismatch", "Unroutable", "check", "declare", "queue_depths",
+    "queue_stats",
 ]

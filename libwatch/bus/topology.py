@@ -95,25 +95,39 @@ def declare(channel: BlockingChannel, topology: Topology = Topology()) -> None:
         raise BusError(f"RabbitMQ refused to declare the libwatch topology: {exc.reply_text}") from exc
 
 
-def queue_depths(url: str, topology: Topology = Topology(), *, timeout_s: float = 5.0) -> dict[str, int]:
-    """Messages ready in each rebuild queue and in the dead-letter queue (``dead``); 0 for a missing queue."""
-    depths: dict[str, int] = {}
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One queue as the broker reports it: messages ready and consumers attached (0 and 0 when missing)."""
+
+    messages: int = 0
+    consumers: int = 0
+
+
+def queue_stats(url: str, topology: Topology = Topology(), *, timeout_s: float = 5.0) -> dict[str, QueueStats]:
+    """Each rebuild queue's and the dead-letter queue's (``dead``) ready messages and consumers."""
+    stats: dict[str, QueueStats] = {}
     connection = blocking(url, timeout_s, "status")
     try:
         channel = connection.channel()
         for name, queue in topology.all_queues().items():
             try:
-                depths[name] = channel.queue_declare(queue, passive=True).method.message_count
+                method = channel.queue_declare(queue, passive=True).method
+                stats[name] = QueueStats(method.message_count, method.consumer_count)
             except pika.exceptions.ChannelClosedByBroker as exc:
                 if exc.reply_code != _NOT_FOUND:
                     raise BusError(f"RabbitMQ refused to inspect queue {queue!r}: {reason(exc)}") from exc
-                depths[name] = 0
+                stats[name] = QueueStats()
                 channel = connection.channel()
     except pika.exceptions.AMQPConnectionError as exc:
         raise unavailable(url, exc, "lost the connection to") from exc
     finally:
         close_quietly(connection)
-    return depths
+    return stats
+
+
+def queue_depths(url: str, topology: Topology = Topology(), *, timeout_s: float = 5.0) -> dict[str, int]:
+    """Messages ready in each rebuild queue and in the dead-letter queue (``dead``); 0 for a missing queue."""
+    return {name: queue.messages for name, queue in queue_stats(url, topology, timeout_s=timeout_s).items()}
 
 
 def check(url: str, timeout_s: float = 5.0) -> str:

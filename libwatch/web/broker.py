@@ -14,18 +14,18 @@ WORKER_RUNS: Final = 50
 
 
 def queues(settings: Settings) -> dict[str, Any]:
-    """The broker (password masked) and its queues' ready messages; `error` says why they are unknown."""
+    """The broker (password masked), its queues' ready messages and consumers; `error` says why they are unknown."""
     if not settings.amqp_url:
         return {"broker": None, "queues": {}, "error": "no broker configured: rebuilds stay pending in the catalog"}
     from libwatch import bus  # pika, only when a broker is configured
     from libwatch.services.outbox import default_topology
 
     try:
-        depths = bus.queue_depths(settings.amqp_url, default_topology())
+        stats = bus.queue_stats(settings.amqp_url, default_topology())
     except LibwatchError as error:
         return {"broker": mask_url(settings.amqp_url), "queues": {}, "error": str(error)}
-    return {"broker": mask_url(settings.amqp_url), "queues": {name: {"messages": count} for name, count in depths.items()},
-            "error": None}
+    return {"broker": mask_url(settings.amqp_url), "error": None,
+            "queues": {name: {"messages": queue.messages, "consumers": queue.consumers} for name, queue in stats.items()}}
 
 
 def workers(db: Db, now: datetime | None = None) -> list[dict[str, Any]]:

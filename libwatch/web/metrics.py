@@ -61,8 +61,7 @@ def _queue_metrics(queues: Mapping[str, Any]) -> Iterator[GaugeMetricFamily]:
     up.add_metric([], 0.0 if queues.get("error") else 1.0)
     for name, stats in queues["queues"].items():
         messages.add_metric([name], stats["messages"])
-        if stats.get("consumers") is not None:
-            consumers.add_metric([name], stats["consumers"])
+        consumers.add_metric([name], stats["consumers"])
     yield from (up, messages, consumers)
 
 

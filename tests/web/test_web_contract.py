@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from support import write_image
+
+from .conftest import until
 
 
 def _cli(libwatch: Any, *args: str) -> Any:
@@ -73,13 +78,33 @@ def test_openapi_document_lists_the_api(web: Any) -> None:
     assert not any(path == "/" or path.startswith("/libraries") for path in document["paths"])
 
 
-def test_broker_document_shows_the_real_queues(web: Any, photos: Path, libwatch: Any, amqp_url: str,
-                                               topology: Any) -> None:
+def test_broker_document_shows_the_real_queues_and_workers(web: Any, photos: Path, libwatch: Any, amqp_url: str,
+                                                           topology: Any, cli_env: dict[str, str]) -> None:
     env = {"LIBWATCH_AMQP_URL": amqp_url, "LIBWATCH_AMQP_PREFIX": topology.exchange.removesuffix("libwatch")}
     assert libwatch("rebuild", "photos", env=env).code == 0  # publishes the ten pending requests
-    document = web(env=env).get("/api/v1/broker").json()
+    server = web(env=env)
+    document = server.get("/api/v1/broker").json()
     assert document["error"] is None
     assert document["broker"] == "amqp://guest:***@127.0.0.1:5672/%2F"
-    assert document["queues"]["cache"]["messages"] == 5
-    assert document["queues"]["thumbnail"]["messages"] == 5
+    assert document["queues"]["cache"] == {"messages": 5, "consumers": 0}
+    assert document["queues"]["thumbnail"] == {"messages": 5, "consumers": 0}
     assert document["workers"] == []
+
+    worker = subprocess.Popen([sys.executable, "-m", "libwatch", "worker", "--processes", "1"],
+                              env={**cli_env, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def consuming() -> Any:
+            seen = server.get("/api/v1/broker").json()
+            return seen if seen["queues"]["cache"]["consumers"] == 1 and seen["workers"] else None
+
+        seen = until(consuming)
+        assert seen["queues"]["thumbnail"]["consumers"] == 1
+        assert seen["workers"][0]["status"] == "running" and seen["workers"][0]["pid"] == worker.pid
+        done = until(lambda: server.get("/api/v1/broker").json()["queues"]["cache"]["messages"] == 0 or None)
+        assert done
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+    after = server.get("/api/v1/broker").json()
+    assert after["queues"]["cache"]["consumers"] == 0
+    assert after["workers"][0]["status"] == "succeeded" and after["workers"][0]["pid"] == worker.pid

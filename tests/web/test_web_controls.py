@@ -1,21 +1,12 @@
 """The page's controls over real HTTP: each one does what the matching CLI command does."""
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from support import write_image
 
-
-def _until(check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.3)
-    raise AssertionError("timed out")
+from .conftest import until
 
 
 def _library(server: Any) -> dict[str, Any]:
@@ -33,13 +24,13 @@ def test_run_now_starts_a_scan_that_lands_in_history(web: Any, photos: Path) -> 
         runs = server.get("/api/v1/libraries/photos/history?job=scan").json()["runs"]
         return runs[0] if len(runs) == 2 and runs[0]["status"] == "succeeded" else None
 
-    run = _until(second_scan)
+    run = until(second_scan)
     assert run["trigger"] == "manual" and run["counts"]["added"] == 1
     assert _library(server)["counts"]["files"] == 6
 
     from_page = server.post("/libraries/photos/run", {"to": "library"})
     assert from_page.status == 303 and from_page.headers["location"] == "/libraries/photos?notice=scan"
-    _until(lambda: len(server.get("/api/v1/libraries/photos/history?job=scan").json()["runs"]) == 3)
+    until(lambda: len(server.get("/api/v1/libraries/photos/history?job=scan").json()["runs"]) == 3)
 
 
 def test_pause_resume_enable_disable(web: Any, photos: Path, libwatch: Any) -> None:
@@ -83,7 +74,7 @@ def test_rebuild_missing_runs_a_rebuild(web: Any, photos: Path) -> None:
         runs = server.get("/api/v1/libraries/photos/history?job=rebuild").json()["runs"]
         return runs and runs[0]["status"] == "succeeded" and runs[0]
 
-    run = _until(finished, timeout=120)
+    run = until(finished, timeout=120)
     assert run["trigger"] == "manual" and run["counts"]["done"] == 10
     assert _library(server)["rebuilds"] == {"pending": 0, "queued": 0, "failed": 0}
 
