@@ -2,7 +2,8 @@
 
 SecantusDB's stop() is slow, so the server lives for the whole session and each test gets
 its own database name. Tests that need RabbitMQ use `amqp_url`; it skips with a reason when
-the broker is unreachable, and fails instead under LIBWATCH_REQUIRE_BROKER=1 (CI).
+the broker is unreachable, and fails instead under LIBWATCH_REQUIRE_BROKER=1 (CI). Pillow's
+image corpus beside the checkout is an extra pass the same way (`corpus`, LIBWATCH_REQUIRE_CORPUS=1).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from libwatch.catalog.store import embedded_server
 from libwatch.config import Settings
 
 BROKER_URL = os.environ.get("LIBWATCH_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pillow-images"
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +74,18 @@ def amqp_url() -> str:
             pytest.fail(message + " and LIBWATCH_REQUIRE_BROKER=1")
         pytest.skip(message)
     return BROKER_URL
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """Pillow's test images in ../shared/corpus: skipped with a reason when absent, unless
+    LIBWATCH_REQUIRE_CORPUS=1 (CI). The tests' own images come from imaging/images.py."""
+    if not CORPUS.is_dir():
+        message = f"Pillow's image corpus is not at {CORPUS} (an extra pass beside the generated images)"
+        if os.environ.get("LIBWATCH_REQUIRE_CORPUS") == "1":
+            pytest.fail(message + " and LIBWATCH_REQUIRE_CORPUS=1")
+        pytest.skip(message)
+    return CORPUS
 
 
 @pytest.fixture

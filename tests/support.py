@@ -1,7 +1,8 @@
-"""Plain helpers shared by every test folder: real images and trees of them, the corpus.
+"""Plain helpers shared by every test folder: real images and trees of them.
 
 A module of its own (not conftest.py) so that any test can `from support import ...`;
-`tests/` is on sys.path because the top-level conftest lives there.
+`tests/` is on sys.path because the top-level conftest lives there. Sample files of every
+kind (hostile ones included) come from the image factory, `imaging/images.py`: `sample(name)`.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pillow-images"
+from imaging.images import HOSTILE, sample  # noqa: F401  (the image factory, for every test folder)
 
 
 def write_image(path: Path, size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 40, 40),

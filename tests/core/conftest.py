@@ -6,18 +6,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pillow-images"
-if not CORPUS.is_dir():
-    CORPUS = Path("/work/shared/corpus/pillow-images")
+from support import sample
 
 Tree = Callable[[Mapping[str | bytes, bytes | None]], bytes]
 
 
 @pytest.fixture(scope="session")
 def jpeg() -> bytes:
-    """A real JPEG from the corpus."""
-    return (CORPUS / "hopper.jpg").read_bytes()
+    """A real JPEG from the image factory."""
+    return sample("photo.jpg")
 
 
 @pytest.fixture

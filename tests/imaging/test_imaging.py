@@ -1,4 +1,4 @@
-"""Rendering and probing with Pillow, on images made by the tests and on the corpus."""
+"""Rendering and probing with Pillow, on images made by the tests (the image factory in images.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from libwatch.imaging import DEFAULT_SPECS, ImageError, ImageInfo, RenderSpec, probe, render
 
-from .images import CORPUS
+from .images import write_samples
 
 THUMB = DEFAULT_SPECS["thumbnail"]
 
@@ -83,12 +83,13 @@ def test_alpha_is_flattened_on_white_for_jpeg_and_kept_for_webp(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    ("name", "expected_mode"),
-    [("pil_sample_cmyk.jpg", "RGB"), ("hopper.gif", "RGB"), ("16bit.cropped.tif", "RGB"), ("hopper_g4.tif", "RGB"),
-     ("transparent.gif", "RGB"), ("uncompressed_la.png", "RGB"), ("hopper.Lab.tif", "RGB")],
+    "name",
+    ["cmyk.jpg", "palette.gif", "grey16.tif", "grey16.png", "g4.tif", "palette_transparent.gif", "palette_alpha.png",
+     "bilevel_trns.png", "la.png", "rgba.png", "lab.tif", "animated.webp", "photo.heif", "photo.avif"],
 )
-def test_every_colour_mode_ends_as_rgb(name: str, expected_mode: str) -> None:
-    assert decoded(rendered(CORPUS / name, THUMB)).mode == expected_mode
+def test_every_colour_mode_ends_as_rgb(tmp_path: Path, name: str) -> None:
+    [path] = write_samples(tmp_path, [name]).values()
+    assert decoded(rendered(path, THUMB)).mode == "RGB"
 
 
 def test_16_bit_images_are_scaled_not_clipped_to_white(tmp_path: Path) -> None:
@@ -148,9 +149,10 @@ def test_a_missing_file_is_an_os_error_not_an_image_error(tmp_path: Path) -> Non
         probe(os.fsencode(tmp_path / "gone.jpg"))
 
 
-def test_probe_reads_the_header_of_a_tiff_that_pillow_rotates_itself() -> None:
-    assert probe(CORPUS / "g4_orientation_6.tif") == ImageInfo(590, 88, "TIFF")
-    assert probe(CORPUS / "hopper.jpg") == ImageInfo(128, 128, "JPEG")
+def test_probe_reads_the_header_of_a_tiff_that_pillow_rotates_itself(tmp_path: Path) -> None:
+    samples = write_samples(tmp_path, ["orientation_6.tif", "photo.jpg"])
+    assert probe(samples["orientation_6.tif"]) == ImageInfo(64, 96, "TIFF")  # stored 96 x 64, turned by its tag
+    assert probe(samples["photo.jpg"]) == ImageInfo(128, 128, "JPEG")
 
 
 @pytest.mark.parametrize("bad", [{"max_edge": 0}, {"format": "png"}, {"quality": 0}, {"quality": 101}])
@@ -172,8 +174,6 @@ def test_only_imaging_imports_pillow() -> None:
     assert out.strip() == "[]"
 
 
-def test_heif_and_avif_are_readable() -> None:
-    heif = next(CORPUS.rglob("*.heif"))
-    avif = CORPUS / "avif" / "hopper.avif"
-    assert decoded(rendered(heif, THUMB)).size == (128, 128)
-    assert decoded(rendered(avif, THUMB)).size == (128, 128)
+def test_heif_and_avif_are_readable(tmp_path: Path) -> None:
+    for path in write_samples(tmp_path, ["photo.heif", "photo.avif"]).values():
+        assert decoded(rendered(path, THUMB)).size == (128, 128)

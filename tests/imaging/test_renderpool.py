@@ -1,4 +1,4 @@
-"""The rendering pool: the whole Pillow corpus, crashes, hangs, memory, a full disk, content addressing."""
+"""The rendering pool: every sample kind and Pillow's corpus, crashes, hangs, memory, a full disk, content addressing."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from libwatch import beneath, cachefiles, renderpool
 from libwatch.imaging import DEFAULT_SPECS, RenderSpec
 from libwatch.renderpool import CHANGED, DONE, FAILED, SKIPPED, RenderJob, RenderOutcome, RenderPool
 
-from .images import CORPUS, content_hash, leftovers
+from .images import EXPECTED, content_hash, leftovers, write_samples
 
 THUMB = DEFAULT_SPECS["thumbnail"]
 NEVER_RENDERED = "xxh3-128:" + "e" * 32
@@ -47,13 +47,9 @@ def slow_png(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_whole_corpus_ends_done_or_failed_with_a_reason_within_the_limit(tmp_path: Path) -> None:
-    files = sorted(p for p in CORPUS.rglob("*") if p.is_file())
-    assert len(files) > 700
-    started = time.monotonic()
-    with RenderPool(tmp_path / "cache", processes=2, timeout_s=30) as pool:
+def _render_all(files: list[Path], cache: Path) -> dict[object, RenderOutcome]:
+    with RenderPool(cache, processes=2, timeout_s=30) as pool:
         outcomes = {o.key: o for o in pool.render_many(job(p, key=p) for p in files)}
-    elapsed = time.monotonic() - started
     assert set(outcomes) == set(files)
     for path, outcome in outcomes.items():
         assert outcome.status in (DONE, FAILED), (path, outcome)
@@ -61,18 +57,45 @@ def test_the_whole_corpus_ends_done_or_failed_with_a_reason_within_the_limit(tmp
         if outcome.status == FAILED:
             assert outcome.error and "\n" not in outcome.error, (path, outcome)
             assert not outcome.error.startswith(("timed out", "render process crashed")), (path, outcome)
-    for bomb in CORPUS.glob("decompression_bomb*.gif"):
-        assert outcomes[bomb].status == FAILED and "decompression bomb" in outcomes[bomb].error
-    for name in ("truncated_jpeg.jpg", "truncated_image.png", "truncated_end_chunk.png"):
-        assert (outcomes[CORPUS / name].status, outcomes[CORPUS / name].error[:9]) == (FAILED, "truncated")
-    oriented = sorted(CORPUS.glob("hopper_orientation_*")) + sorted(CORPUS.glob("g4_orientation_*.tif"))
-    assert len(oriented) == 22
-    for path in oriented + [CORPUS / "orientation_rectangle.jpg", *sorted(CORPUS.glob("avif/rot*.avif"))]:
+    return outcomes
+
+
+def _assert_upright(outcomes: dict[object, RenderOutcome], oriented: list[Path]) -> None:
+    for path in oriented:
         with Image.open(path) as im:
             expected = ImageOps.exif_transpose(im)
         expected.thumbnail((320, 320))
         with Image.open(outcomes[path].path) as thumb:  # type: ignore[arg-type]
             assert thumb.size == expected.size, path
+
+
+def test_every_sample_ends_done_or_failed_with_its_reason(tmp_path: Path) -> None:
+    samples = write_samples(tmp_path / "samples")
+    outcomes = _render_all(list(samples.values()), tmp_path / "cache")
+    ended = {name: (outcomes[path].status, outcomes[path].error) for name, path in samples.items()}
+    for name, failure in EXPECTED.items():
+        status, error = ended[name]
+        if failure is None:
+            assert status == DONE, (name, error)
+        else:
+            assert status == FAILED and error is not None and error.startswith(failure), (name, error)
+    _assert_upright(outcomes, [path for name, path in samples.items() if name.startswith("orientation_")])
+    assert leftovers(tmp_path) == []
+
+
+def test_the_whole_corpus_ends_done_or_failed_with_a_reason_within_the_limit(corpus: Path, tmp_path: Path) -> None:
+    files = sorted(p for p in corpus.rglob("*") if p.is_file())
+    assert len(files) > 700
+    started = time.monotonic()
+    outcomes = _render_all(files, tmp_path / "cache")
+    elapsed = time.monotonic() - started
+    for bomb in corpus.glob("decompression_bomb*.gif"):
+        assert outcomes[bomb].status == FAILED and "decompression bomb" in outcomes[bomb].error  # type: ignore[operator]
+    for name in ("truncated_jpeg.jpg", "truncated_image.png", "truncated_end_chunk.png"):
+        assert (outcomes[corpus / name].status, outcomes[corpus / name].error[:9]) == (FAILED, "truncated")  # type: ignore[index]
+    oriented = sorted(corpus.glob("hopper_orientation_*")) + sorted(corpus.glob("g4_orientation_*.tif"))
+    assert len(oriented) == 22
+    _assert_upright(outcomes, oriented + [corpus / "orientation_rectangle.jpg", *sorted(corpus.glob("avif/rot*.avif"))])
     assert elapsed < 60, f"the corpus took {elapsed:.0f} s"
     assert leftovers(tmp_path) == []
 
@@ -295,6 +318,7 @@ def test_an_idle_child_that_died_is_replaced_without_failing_the_next_job(
 
 
 def test_a_pool_left_open_does_not_hang_the_interpreter_at_exit(tmp_path: Path) -> None:
+    [image] = write_samples(tmp_path, ["photo.jpg"]).values()
     script = tmp_path / "left_open.py"
     script.write_text(
         "from pathlib import Path\n"
@@ -302,8 +326,8 @@ def test_a_pool_left_open_does_not_hang_the_interpreter_at_exit(tmp_path: Path) 
         "from libwatch.renderpool import RenderPool, RenderJob\n"
         "if __name__ == '__main__':\n"
         f"    r = RenderPool(Path({str(tmp_path / 'cache')!r}), processes=2)\n"
-        f"    print(r.render_one(RenderJob(1, {str(CORPUS / 'hopper.jpg')!r}, 'thumbnail',"
-        f" {content_hash(CORPUS / 'hopper.jpg')!r}, DEFAULT_SPECS['thumbnail'])).status)\n"
+        f"    print(r.render_one(RenderJob(1, {str(image)!r}, 'thumbnail',"
+        f" {content_hash(image)!r}, DEFAULT_SPECS['thumbnail'])).status)\n"
     )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout.strip()) == (0, DONE), result.stderr

@@ -6,7 +6,6 @@ these tests do not depend on the scan; the end-to-end tests run ``libwatch scan`
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ import pika
 import pytest
 import xxhash
 from bson import ObjectId
-from support import write_image
+from support import sample, write_image
 
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.config import Settings
@@ -108,11 +107,11 @@ def drain(amqp_url: str, queue: str) -> list[tuple[pika.BasicProperties, bytes]]
         connection.close()
 
 
-def copy_corpus(corpus: Path, names: list[str], photos: Photos) -> dict[str, str]:
-    """Copy corpus files into the library with records; returns name → record id."""
+def add_samples(names: list[str], photos: Photos) -> dict[str, str]:
+    """Write the image factory's samples into the library with records; returns name → record id."""
     ids = {}
     for name in names:
-        data = (corpus / name).read_bytes()
-        shutil.copyfile(corpus / name, photos.root / name)
+        data = sample(name)
+        (photos.root / name).write_bytes(data)
         ids[name] = photos.insert(name.encode(), data)
     return ids

@@ -8,7 +8,6 @@ from typing import Any
 
 import pika
 import pytest
-from support import CORPUS
 
 from libwatch import cachefiles
 from libwatch.bus import Topology
@@ -17,10 +16,10 @@ from libwatch.renderpool import RenderJob
 from libwatch.services import outbox
 from libwatch.services.worker import Worker, WorkerOptions
 
-from .conftest import Photos, copy_corpus, drain
+from .conftest import Photos, add_samples, drain
 
-BROKEN = ["broken.png", "decompression_bomb.gif"]
-GOOD_CORPUS = ["hopper_orientation_2.jpg", "exif_imagemagick_orientation.png"]
+BROKEN = ["corrupt.png", "bomb.gif"]
+GOOD_SAMPLES = ["orientation_2.jpg", "orientation_6.png"]
 
 
 def _work(photos: Photos, settings: Settings, topology: Topology, **options: Any) -> dict[str, int]:
@@ -36,7 +35,7 @@ def test_renders_real_images_done_or_failed_with_reason(photos: Photos, broker_s
                                                         topology: Topology, amqp_url: str) -> None:
     photos.add("a.jpg", size=(800, 600))
     photos.add("sub/b.jpg", size=(300, 900), color=(10, 200, 10))
-    copy_corpus(CORPUS, GOOD_CORPUS + BROKEN, photos)
+    add_samples(GOOD_SAMPLES + BROKEN, photos)
     _publish(photos, broker_settings, topology)
 
     counts = _work(photos, broker_settings, topology)
@@ -44,7 +43,7 @@ def test_renders_real_images_done_or_failed_with_reason(photos: Photos, broker_s
     assert counts["received"] == 12
     assert counts["done"] == 8 and counts["failed"] == 4
     states = photos.states()
-    for name in ("a.jpg", "sub/b.jpg", *GOOD_CORPUS):
+    for name in ("a.jpg", "sub/b.jpg", *GOOD_SAMPLES):
         assert states[name] == ("done", "done")
         digest = photos.record(name)["hash"]
         for kind in ("cache", "thumbnail"):

@@ -16,7 +16,7 @@ from typing import Any, Final
 import pymongo
 import pytest
 from pymongo.errors import PyMongoError
-from support import CORPUS
+from support import sample
 
 from libwatch.catalog.schema import DURABLE
 
@@ -27,7 +27,7 @@ FOLDERS: Final = 20
 
 
 def _many_small_images(root: Path, count: int = FILES) -> None:
-    png = (CORPUS / "7x13.png").read_bytes()
+    png = sample("tiny.png")
     for i in range(count):
         folder = root / f"f{i % FOLDERS:02d}"
         folder.mkdir(exist_ok=True)

@@ -16,7 +16,7 @@ from typing import Any, Final
 import bson
 from hypothesis import given
 from hypothesis import strategies as st
-from support import CORPUS, tree
+from support import sample, tree
 
 from libwatch.catalog import files as files_module
 from libwatch.catalog import libraries as catalog_libraries
@@ -25,7 +25,7 @@ from libwatch.services.scan import ScanOptions
 
 from .conftest import NAME, age, file_hash, files_by_path, one_clear_line, unmount
 
-JPEG: Final = (CORPUS / "hopper.jpg").read_bytes()
+JPEG: Final = sample("photo.jpg")
 DEEP: Final = b"d" * 200
 
 
@@ -103,7 +103,7 @@ def test_a_hostile_library_is_scanned_file_by_file_with_one_line_per_problem(
 
 def test_a_folder_vanishing_between_listing_and_entering_is_kept_then_deleted(
         db: Any, settings: Any, root: Path, register: Any) -> None:
-    png = (CORPUS / "7x13.png").read_bytes()
+    png = sample("tiny.png")
     (root / "a").mkdir()
     for i in range(1000):  # the walk reports progress every 1,000 files: the hook below runs mid-walk
         (root / "a" / f"{i:04d}.png").write_bytes(png + i.to_bytes(2, "big"))

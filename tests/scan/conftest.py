@@ -1,6 +1,6 @@
 """Fixtures for the scan tests: a library folder of real images, the CLI as JSON, catalog snapshots.
 
-The shared helpers (``tree``, ``write_image``, ``CORPUS``) come from ``tests/support.py``.
+The shared helpers (``tree``, ``write_image``, ``sample``) come from ``tests/support.py``.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from libwatch.library import Library
 from libwatch.services import libraries as library_service
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
-from support import CORPUS, tree, write_image  # noqa: F401  (used by the scan tests through this module)
+from support import sample, tree, write_image  # noqa: F401  (used by the scan tests through this module)
 
 
 

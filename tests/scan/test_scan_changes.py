@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from .conftest import (
-    CORPUS,
     NAME,
     OLD_NS,
     age,
@@ -14,6 +13,7 @@ from .conftest import (
     file_hash,
     files_by_path,
     flip_a_byte_keeping_size_and_mtime,
+    sample,
     tree,
     write_image,
 )
@@ -144,8 +144,8 @@ def test_content_rewritten_with_mtime_restored_is_caught_without_verify(root: Pa
 
 
 def test_unidentifiable_files_are_tracked_with_the_probe_error(db: Any, root: Path, register: Any, cli: Any) -> None:
-    tree(root, {"text.jpg": "this is not a JPEG\n", "empty.jpg": b"", "broken.png": (CORPUS / "broken.png").read_bytes(),
-                "fine.jpg": (CORPUS / "hopper.jpg").read_bytes()})
+    tree(root, {"text.jpg": "this is not a JPEG\n", "empty.jpg": b"", "broken.png": sample("corrupt.png"),
+                "fine.jpg": sample("photo.jpg")})
     register()
     done = cli("scan", NAME)
     assert done.code == 0, done.stderr

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from .conftest import CORPUS, NAME, age, present_in_catalog, present_on_disk
+from .conftest import NAME, age, present_in_catalog, present_on_disk, sample
 
 FILES = 3000
 
 
 def _many_small_images(root: Path) -> None:
-    png = (CORPUS / "7x13.png").read_bytes()
+    png = sample("tiny.png")
     for i in range(FILES):
         folder = root / f"f{i % 30:02d}"
         folder.mkdir(exist_ok=True)

@@ -11,13 +11,13 @@ from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
 
 from .conftest import (
-    CORPUS,
     NAME,
     WITHOUT_DAC,
     age,
     changes_of,
     file_hash,
     files_by_path,
+    sample,
     tree,
 )
 
@@ -132,7 +132,7 @@ def test_non_utf8_names_round_trip(db: Any, root: Path, register: Any, cli: Any)
     folder, name = b"caf\xe9", b"bad\xff.jpg"
     os.mkdir(raw_root + b"/" + folder)
     with open(raw_root + b"/" + folder + b"/" + name, "wb") as stream:
-        stream.write((CORPUS / "hopper.jpg").read_bytes())
+        stream.write(sample("photo.jpg"))
     register()
     done = cli("scan", NAME)
     assert done.code == 0, done.stderr
