@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,13 @@ from libwatch.errors import CalendarError, SystemdError, UnitError
 from libwatch.library import NAME_PATTERN
 
 SYSTEM_UNIT_DIR: Final = Path("/etc/systemd/system")
-SYSTEM_ENV_FILE: Final = "/etc/libwatch/libwatch.env"
+SYSTEM_CONFIG_FILE: Final = "/etc/libwatch/config.toml"
+SYSTEM_STATE_DIR: Final = "/var/lib/libwatch"
+SYSTEM_CACHE_DIR: Final = "/var/cache/libwatch"
+SERVICE_USER: Final = "libwatch"
+SYSUSERS_FILE: Final = Path("/etc/sysusers.d/libwatch.conf")
+SYSUSERS_TEXT: Final = f'u {SERVICE_USER} - "libwatch services" {SYSTEM_STATE_DIR}\n'
+STORE_PORT: Final = 27017
 DEFAULT_WATCH_CAP: Final = 200
 DEFAULT_SETTLE: Final = 10.0
 # Each PathChanged= line costs the manager one inotify instance (measured on systemd 252: a
@@ -43,6 +50,7 @@ TEMPLATE_NAMES: Final = (
 )
 SCHEDULE_DROPIN: Final = "schedule.conf"
 PATHS_DROPIN: Final = "paths.conf"
+LIBRARY_DROPIN: Final = "library.conf"
 LIBRARY_NAME: Final = NAME_PATTERN  # the one library-name rule (libwatch.library)
 # Path units cannot watch these (no inotify events for changes made by other hosts).
 NETWORK_FS_TYPES: Final = frozenset({
@@ -65,29 +73,35 @@ _NOT_RUNNING: Final = ("systemd is not running here (not PID 1, e.g. a container
 
 @dataclass(frozen=True, slots=True)
 class UnitContext:
-    """What the templates need from the host: where libwatch, its state and its cache live."""
+    """What the templates need from the host: the executable, the settings file, state and cache folders.
+
+    ``store``: the units use ``libwatch-store.service`` (a host without MongoDB), so they want it
+    and start after it. System units run as the ``libwatch`` user, sandboxed; user units as the user.
+    """
 
     executable: str
     state_dir: str
     cache_dir: str
     user: bool = False
-    env_file: str = SYSTEM_ENV_FILE
+    config_file: str = SYSTEM_CONFIG_FILE
     settle: float = DEFAULT_SETTLE
+    store: bool = False
 
     @classmethod
     def for_host(cls, *, user: bool = False, executable: str | None = None,
                  state_dir: str | None = None, cache_dir: str | None = None,
-                 settle: float = DEFAULT_SETTLE) -> UnitContext:
+                 settle: float = DEFAULT_SETTLE, store: bool = False) -> UnitContext:
         """The defaults of DESIGN.md for system units (/var/lib, /var/cache, /etc) or user units (XDG)."""
         if user:
             data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local/share")
             cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
             config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-            defaults = (f"{data}/libwatch", f"{cache}/libwatch", f"{config}/libwatch/libwatch.env")
+            defaults = (f"{data}/libwatch", f"{cache}/libwatch", f"{config}/libwatch/config.toml")
         else:
-            defaults = ("/var/lib/libwatch", "/var/cache/libwatch", SYSTEM_ENV_FILE)
+            defaults = (SYSTEM_STATE_DIR, SYSTEM_CACHE_DIR, SYSTEM_CONFIG_FILE)
         return cls(executable=executable or find_executable(), state_dir=state_dir or defaults[0],
-                   cache_dir=cache_dir or defaults[1], user=user, env_file=defaults[2], settle=settle)
+                   cache_dir=cache_dir or defaults[1], user=user, config_file=defaults[2], settle=settle,
+                   store=store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +194,17 @@ def render_templates(ctx: UnitContext) -> dict[str, str]:
     return texts
 
 
-def render_library_dropins(lib: LibraryUnits, *, watch_cap: int = DEFAULT_WATCH_CAP) -> Rendered:
-    """The per-library drop-ins: the timer's schedule and, when watched, the path unit's folders."""
+def render_library_dropins(lib: LibraryUnits, *, watch_cap: int = DEFAULT_WATCH_CAP, user: bool = False) -> Rendered:
+    """The per-library drop-ins: the timer's schedule, the watched folders, the services' read-only root."""
     check_library_name(lib.name)
     if _CONTROL.search(lib.on_calendar) or not lib.on_calendar.strip():
         raise CalendarError(lib.on_calendar, "empty or contains control characters")
     files = {f"{timer_unit(lib.name)}.d/{SCHEDULE_DROPIN}":
              f"{_HEADER}[Timer]\nOnCalendar=\nOnCalendar={_specifier_escape(lib.on_calendar.strip())}\n"}
+    if not user:
+        service = f"{_HEADER}[Service]\n{_read_only([lib.root])}"
+        files.update({f"{unit}.d/{LIBRARY_DROPIN}": service
+                      for unit in (f"libwatch-scan@{lib.name}.service", f"libwatch-watch@{lib.name}.service")})
     if not lib.watch:
         return Rendered(files)
     paths, warnings = _watch_paths(lib, watch_cap)
@@ -195,16 +213,74 @@ def render_library_dropins(lib: LibraryUnits, *, watch_cap: int = DEFAULT_WATCH_
     return Rendered(files, tuple(warnings))
 
 
+def render_worker_dropin(roots: Sequence[str]) -> dict[str, str]:
+    """The worker's drop-in: every library root, read-only (it renders from all of them)."""
+    if not roots:
+        return {}
+    return {f"libwatch-worker.service.d/{LIBRARY_DROPIN}": f"{_HEADER}[Service]\n{_read_only(roots)}"}
+
+
+def _read_only(roots: Sequence[str]) -> str:
+    """ReadOnlyPaths= for library roots ('-': a missing root is the scan's to report, exit 74), and
+    ProtectHome=read-only instead of yes when a root lies in a home folder."""
+    paths = sorted({_absolute(root) for root in roots})
+    lines = "ReadOnlyPaths=" + " ".join(_quote(f"-{path}") for path in paths) + "\n"
+    if any(_under_home(path) for path in paths):
+        lines += "ProtectHome=read-only\n"
+    return lines
+
+
 def render_all(ctx: UnitContext, libraries: Iterable[LibraryUnits], *,
-               watch_cap: int = DEFAULT_WATCH_CAP) -> Rendered:
-    """Everything ``libwatch units render`` writes: the templates plus each library's drop-ins."""
+               watch_cap: int = DEFAULT_WATCH_CAP, roots: Sequence[str] | None = None) -> Rendered:
+    """Everything ``libwatch units render`` writes: the templates plus each library's drop-ins.
+
+    ``roots``: every library's root, for the worker's drop-in (default: those of ``libraries``).
+    """
+    libraries = list(libraries)
     files: dict[str, str] = render_templates(ctx)
     warnings: list[str] = []
     for lib in libraries:
-        dropins = render_library_dropins(lib, watch_cap=watch_cap)
+        dropins = render_library_dropins(lib, watch_cap=watch_cap, user=ctx.user)
         files.update(dropins.files)
         warnings.extend(dropins.warnings)
+    if not ctx.user:
+        files.update(render_worker_dropin([lib.root for lib in libraries] if roots is None else roots))
     return Rendered(files, tuple(warnings))
+
+
+def sandbox_warnings(ctx: UnitContext, libraries: Iterable[LibraryUnits]) -> list[str]:
+    """What the system services' sandbox would hide or deny: ExecStart=, folders and library roots."""
+    if ctx.user:
+        return []
+    warnings = []
+    named = [("ExecStart=", ctx.executable), ("the state folder", ctx.state_dir), ("the cache folder", ctx.cache_dir),
+             *((f"library {lib.name}'s root", lib.root) for lib in libraries)]
+    for what, path in named:
+        directive = hidden_by_sandbox(os.path.abspath(path))
+        if directive is None or (what.startswith("library") and directive == "ProtectHome=yes"):
+            continue  # a root in a home folder gets ProtectHome=read-only
+        warnings.append(f"{what} {path} is hidden from the services by {directive}: "
+                        "move it (install libwatch under /opt or /usr/local, keep libraries out of /tmp)")
+    for lib in libraries:
+        closed = _closed_ancestor(lib.root)
+        if closed:
+            warnings.append(f"library {lib.name}'s root {lib.root} may not be readable by the {SERVICE_USER} user: "
+                            f"{closed}")
+    return warnings
+
+
+def _closed_ancestor(root: str) -> str | None:
+    """Why another user cannot reach ``root`` (a folder on the way without o+x, the root without o+rx)."""
+    path = Path(os.path.abspath(root))
+    for folder in (*reversed(path.parents), path):
+        try:
+            mode = folder.stat().st_mode
+        except OSError:
+            return None  # a missing root is reported by the scan (exit 74)
+        needed = 0o005 if folder == path else 0o001
+        if mode & needed != needed:
+            return f"{folder} is mode {mode & 0o777:o} (give the {SERVICE_USER} group access, or o+rx)"
+    return None
 
 
 def check_library_name(name: str) -> str:
@@ -214,32 +290,94 @@ def check_library_name(name: str) -> str:
     return name
 
 
+# The sandbox of every system service. Scored by `systemd-analyze security` (systemd 252): 1.6 for
+# the scans, worker, cleanup and store (tests/systemd/test_security.py holds every unit to 2.5).
+# What is left open is what they need: the network (MongoDB, RabbitMQ, the store on the loopback)
+# and the host's root directory (the libraries, read-only). Pillow, pymongo, pika and SecantusDB
+# run under MemoryDenyWriteExecute= and @system-service (checked by the end-to-end test).
+SANDBOX: Final = """\
+UMask=0027
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+DevicePolicy=closed
+ProtectHostname=yes
+ProtectClock=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectProc=invisible
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+RemoveIPC=yes
+KeyringMode=private
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged
+SystemCallErrorNumber=EPERM"""
+# Folders a sandboxed service cannot see: (prefix, the directive that hides it).
+HIDDEN: Final = (("/tmp", "PrivateTmp=yes"), ("/var/tmp", "PrivateTmp=yes"), ("/home", "ProtectHome=yes"),
+                 ("/root", "ProtectHome=yes"), ("/run/user", "ProtectHome=yes"), ("/dev", "PrivateDevices=yes"))
+HOME_PREFIXES: Final = ("/home", "/root", "/run/user")
+
+
 def _template_fields(ctx: UnitContext) -> dict[str, str]:
-    state, cache = _absolute(ctx.state_dir), _absolute(ctx.cache_dir)
-    environment = " ".join(_quote(f"{key}={value}") for key, value in
-                           (("LIBWATCH_HOME", state), ("LIBWATCH_CACHE_DIR", cache)))
-    if ctx.user:
-        # File system namespacing is unavailable to user services (systemd.exec(5)).
-        sandbox = "# ProtectSystem= and friends need a mount namespace, which user services lack."
-        scan_sandbox = sandbox
-        dependencies = "After=libwatch-store.service"
-    else:
-        writable = f"ReadWritePaths={_quote(state)} {_quote(cache)}"
-        sandbox = f"ProtectSystem=strict\nProtectHome=read-only\nPrivateTmp=yes\n{writable}"
-        # The scan refreshes its own watch list (new collection folders) in this one directory.
-        dropin_dir = _quote(f"-{unit_dir(False)}/libwatch-watch@%i.path.d", specifiers=False)
-        scan_sandbox = f"{sandbox} {dropin_dir}"
-        dependencies = "Wants=network-online.target\nAfter=network-online.target libwatch-store.service"
-    return {
+    state, cache, config = _absolute(ctx.state_dir), _absolute(ctx.cache_dir), _absolute(ctx.config_file)
+    store = " libwatch-store.service" if ctx.store else ""
+    fields = {
         "LIBWATCH": _quote(_absolute(ctx.executable), exec_line=True),
         "SETTLE": f"{ctx.settle:g}",
-        "ENVIRONMENT": environment,
-        "ENV_FILE": _specifier_escape(_absolute(ctx.env_file)),
-        "DEPENDENCIES": dependencies,
-        "SANDBOX": sandbox,
-        "SANDBOX_SCAN": scan_sandbox,
+        "CONFIG": _quote(f"LIBWATCH_CONFIG={config}"),
         "DEFAULT_TARGET": "default.target" if ctx.user else "multi-user.target",
+        "STORE_PORT": str(STORE_PORT),
     }
+    if ctx.user:
+        # File system namespacing is unavailable to user services (systemd.exec(5)); they run as the user.
+        return {**fields, "IDENTITY": "", "STATE_RW": "", "CACHE_RW": "", "REFRESH": "",
+                "SANDBOX": "# ProtectSystem= and friends need a mount namespace, which user services lack.",
+                "DEPENDENCIES": f"Wants={store.strip()}\nAfter=libwatch-store.service" if store else
+                "After=libwatch-store.service"}
+    return {
+        **fields,
+        "IDENTITY": f"User={SERVICE_USER}\nGroup={SERVICE_USER}",
+        "SANDBOX": SANDBOX,
+        # StateDirectory=/CacheDirectory= create the folders owned by the service user (and chown an
+        # existing root-owned one); a folder elsewhere is made writable with ReadWritePaths=.
+        "STATE_RW": _writable("StateDirectory", state, SYSTEM_STATE_DIR),
+        "CACHE_RW": _writable("CacheDirectory", cache, SYSTEM_CACHE_DIR),
+        # The scan runs as the service user, which may not rewrite units: new collection folders
+        # reach the watch list through this step, run with full privileges ('+') after the scan.
+        "REFRESH": f"ExecStartPost=+{_quote(_absolute(ctx.executable), exec_line=True)} units refresh %i",
+        "DEPENDENCIES": f"Wants=network-online.target{store}\nAfter=network-online.target libwatch-store.service",
+    }
+
+
+def _writable(directive: str, path: str, default: str) -> str:
+    name = default.rsplit("/", 1)[1]
+    if path == default:
+        return f"{directive}={name}\n{directive}Mode=0750"
+    return f"ReadWritePaths={_quote(path)}"
+
+
+def hidden_by_sandbox(path: str) -> str | None:
+    """The directive that hides ``path`` from the system services, or None when they see it."""
+    for prefix, directive in HIDDEN:
+        if path == prefix or path.startswith(prefix + "/"):
+            return directive
+    return None
+
+
+def _under_home(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in HOME_PREFIXES)
 
 
 def _watch_paths(lib: LibraryUnits, cap: int) -> tuple[list[str], list[str]]:
@@ -249,10 +387,12 @@ def _watch_paths(lib: LibraryUnits, cap: int) -> tuple[list[str], list[str]]:
     candidates: set[str] = {root}
     for rel in lib.watch_dirs:
         path = os.path.normpath(os.path.join(root, rel)) if rel else root
-        if _CONTROL.search(path) or path != path.strip() or not path.startswith(root):
+        if _CONTROL.search(path) or path != path.strip() or not Path(path).is_relative_to(root):
             warnings.append(f"library {lib.name}: cannot watch folder {rel!r} (name not expressible in a unit)")
         else:
-            candidates.add(path)
+            # Every folder on the way down too: a new album beside an existing one appears in a parent.
+            candidates.update(str(folder) for folder in (Path(path), *Path(path).parents)
+                              if folder.is_relative_to(root))
     ordered = sorted(candidates, key=lambda p: (p != root, p.count("/"), p))
     if len(ordered) > cap:
         warnings.append(
@@ -320,6 +460,17 @@ def verify(directory: Path, units: Sequence[str], *, user: bool = False) -> list
     return problems
 
 
+def security_exposure(directory: Path, unit: str) -> float:
+    """The overall exposure (0 safe .. 10 unsafe) of ``unit`` found in ``directory`` (with its drop-ins),
+    from ``systemd-analyze security --offline=true`` (systemd 252 and later)."""
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{directory}:", "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_COLORS": "0"}
+    proc = _run(["systemd-analyze", "security", "--offline=true", "--no-pager", unit], env=env)
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
+    if not found:
+        raise SystemdError(f"systemd-analyze security {unit}: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    return float(found.group(1))
+
+
 # ---------------------------------------------------------------- install / uninstall
 
 def manager_running(user: bool) -> bool:
@@ -331,32 +482,31 @@ def manager_running(user: bool) -> bool:
 
 
 def install(ctx: UnitContext, libraries: Sequence[LibraryUnits], *, enable: bool = True,
-            worker: bool = False, store: bool = False, watch_cap: int = DEFAULT_WATCH_CAP,
-            directory: Path | None = None) -> InstallResult:
+            worker: bool = False, watch_cap: int = DEFAULT_WATCH_CAP, directory: Path | None = None,
+            roots: Sequence[str] | None = None) -> InstallResult:
     """Write the units and drop-ins, reload systemd and enable --now each library's timer and watcher.
 
     Calendars are validated first. Without a running systemd the files are still written and
-    ``notice`` says that systemd was not told.
+    ``notice`` says that systemd was not told. ``roots``: every library's root (the worker's drop-in).
     """
     for lib in libraries:
         validate_calendar(lib.on_calendar)
     target = directory or unit_dir(ctx.user)
     watched = [lib.name for lib in libraries if lib.watch]
     share = watch_budget(target, exclude=[lib.name for lib in libraries]) // max(1, len(watched))
-    rendered = render_all(ctx, libraries, watch_cap=min(watch_cap, share))
+    rendered = render_all(ctx, libraries, watch_cap=min(watch_cap, share), roots=roots)
+    warnings = [*rendered.warnings, *sandbox_warnings(ctx, libraries)]
     if share < watch_cap and watched:
-        rendered = replace(rendered, warnings=(*rendered.warnings, _budget_warning(share)))
-    for folder in (ctx.state_dir, ctx.cache_dir):  # ReadWritePaths= fails the unit when missing
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        warnings.append(_budget_warning(share))
     written = write_units(target, rendered.files)
     removed = tuple(p for lib in libraries if not lib.watch
                     for p in _remove_dropin(target, path_unit(lib.name), PATHS_DROPIN))
-    base = InstallResult(target, written, removed, warnings=rendered.warnings)
+    base = InstallResult(target, written, removed, warnings=tuple(warnings))
     if not manager_running(ctx.user):
         return replace(base, notice=_NOT_RUNNING)
     wanted = [u for lib in libraries for u, on in ((timer_unit(lib.name), lib.enabled),
                                                     (path_unit(lib.name), lib.watch)) if on]
-    wanted += ["libwatch-cleanup.timer"] + ["libwatch-worker.service"] * worker + ["libwatch-store.service"] * store
+    wanted += ["libwatch-cleanup.timer"] + ["libwatch-worker.service"] * worker + ["libwatch-store.service"] * ctx.store
     unwanted = [u for lib in libraries for u, on in ((timer_unit(lib.name), lib.enabled),
                                                       (path_unit(lib.name), lib.watch)) if not on]
     problems = [*_systemctl_step(ctx.user, "daemon-reload")]
@@ -365,6 +515,44 @@ def install(ctx: UnitContext, libraries: Sequence[LibraryUnits], *, enable: bool
     if unwanted:
         problems += _systemctl_step(ctx.user, "disable", "--now", *unwanted)
     return replace(base, enabled=tuple(wanted) if enable else (), disabled=tuple(unwanted), problems=tuple(problems))
+
+
+def prepare_host(ctx: UnitContext, *, directory: Path | None = None) -> InstallResult:
+    """Before the libraries are read: the service user, the shared units and, if used, the running store.
+
+    The user comes from a sysusers.d file (systemd-sysusers creates it; a fixed user rather than
+    DynamicUser=, so that files the admin's shell and the services share keep one owner).
+    """
+    target = directory or unit_dir(ctx.user)
+    written = write_units(target, render_templates(ctx))
+    problems: list[str] = []
+    if not ctx.user and directory is None:
+        written += write_units(SYSUSERS_FILE.parent, {SYSUSERS_FILE.name: SYSUSERS_TEXT})
+        sysusers = _run(["systemd-sysusers", str(SYSUSERS_FILE)])
+        if sysusers.returncode != 0:
+            problems.append(f"systemd-sysusers: {' '.join(sysusers.stderr.split())}")
+        for folder, default in ((ctx.state_dir, SYSTEM_STATE_DIR), (ctx.cache_dir, SYSTEM_CACHE_DIR)):
+            if folder != default:  # StateDirectory=/CacheDirectory= make the default ones
+                _service_folder(Path(folder))
+    base = InstallResult(target, written, problems=tuple(problems))
+    if not manager_running(ctx.user):
+        return replace(base, notice=_NOT_RUNNING)
+    steps = _systemctl_step(ctx.user, "daemon-reload")
+    if ctx.store:
+        steps += _systemctl_step(ctx.user, "enable", "--now", "libwatch-store.service")
+    return replace(base, enabled=("libwatch-store.service",) * ctx.store, problems=(*problems, *steps))
+
+
+def _service_folder(folder: Path) -> None:
+    """A state or cache folder outside /var/lib and /var/cache, owned by the service user."""
+    import pwd
+
+    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    try:
+        account = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return
+    os.chown(folder, account.pw_uid, account.pw_gid)
 
 
 def uninstall(name: str | None, *, user: bool = False, directory: Path | None = None) -> InstallResult:
@@ -376,8 +564,12 @@ def uninstall(name: str | None, *, user: bool = False, directory: Path | None = 
         units += ["libwatch-cleanup.timer", "libwatch-worker.service", "libwatch-store.service"]
     running = manager_running(user)
     problems = _systemctl_step(user, "disable", "--now", *units) if running and units else []
-    removed = [p for n in names for unit, dropin in ((timer_unit(n), SCHEDULE_DROPIN), (path_unit(n), PATHS_DROPIN))
-               for p in _remove_dropin(target, unit, dropin)]
+    dropins = [(unit, dropin) for n in names for unit, dropin in (
+        (timer_unit(n), SCHEDULE_DROPIN), (path_unit(n), PATHS_DROPIN),
+        (f"libwatch-scan@{n}.service", LIBRARY_DROPIN), (f"libwatch-watch@{n}.service", LIBRARY_DROPIN))]
+    if name is None:
+        dropins.append(("libwatch-worker.service", LIBRARY_DROPIN))
+    removed = [p for unit, dropin in dropins for p in _remove_dropin(target, unit, dropin)]
     if name is None:
         for template in TEMPLATE_NAMES:
             if (target / template).exists():
@@ -554,3 +746,16 @@ def _run(command: Sequence[str], *, env: Mapping[str, str] | None = None) -> sub
         return subprocess.run(list(command), capture_output=True, text=True, env=env, timeout=120, check=False)
     except FileNotFoundError as exc:
         raise SystemdError(f"{command[0]} not found: is systemd installed?") from exc
+
+
+def notify_ready(status: str) -> bool:
+    """Tell systemd a Type=notify service is ready (sd_notify(3) READY=1); False when not run by systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        sock.sendall(f"READY=1\nSTATUS={status}".encode())
+    return True

@@ -119,7 +119,7 @@ def recorded(db: Database[dict[str, Any]], job: str, library: str | None, trigge
     try:
         yield recorder
     except BaseException as error:
-        status, reason = _ending(error)
+        status, reason = recorder.outcome or _ending(error)  # an outcome the body decided stands
         if recorder.problems:
             reason = "; ".join([reason, *recorder.problems])
         with contextlib.suppress(Exception):

@@ -103,6 +103,7 @@ def scan(
     allow_mass_delete: Annotated[bool, typer.Option(help="Allow deleting more than --max-delete of the files.")] = False,
     max_delete: Annotated[float | None, typer.Option(help="Largest fraction of a library's files one scan may delete (default: the library's, 0.5).")] = None,
     wait_lock: Annotated[bool, typer.Option(help="Wait for the library's lock instead of exiting 75.")] = False,
+    skip_if_locked: Annotated[bool, typer.Option(help="When another scan holds the library's lock, record a skipped run naming it and exit 0 (the units do).")] = False,
     rescan_on_change: Annotated[bool, typer.Option(help="Scan again if anything changed while scanning (path units).")] = False,
     name: Annotated[str | None, typer.Option(help="Name for a folder that is registered by this scan.")] = None,
     json_output: JsonOption = False,
@@ -122,7 +123,7 @@ def scan(
         cli.flags["store_wait_s"] = WAIT_LOCK_S
     options = ScanOptions(verify=verify, settle_s=settle, trigger=trigger, dry_run=dry_run, publish=publish,
                           allow_mass_delete=allow_mass_delete, max_delete=max_delete,
-                          wait_lock_s=WAIT_LOCK_S if wait_lock else 0.0)
+                          wait_lock_s=WAIT_LOCK_S if wait_lock else 0.0, skip_if_locked=skip_if_locked)
     with context.catalog(ctx) as db, _progress(not context.wants_json(ctx, json_output)) as progress:
         resolved = service.targets(db, targets or [], all_=all_, name=name)
         results = service.run(db, cli.settings, resolved, options, name=name, rescan_on_change=rescan_on_change,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from libwatch import systemd
 from libwatch.catalog import store
 from libwatch.cli import context, output
 
@@ -30,5 +31,6 @@ def serve(
         signal.signal(signum, lambda *_: stop.set())
     with store.exclusive_store(settings) as data_dir, store.embedded_server(data_dir, port=port, host=host) as server:
         output.errors.print(f"serving {data_dir} at {server.uri} (LIBWATCH_MONGO_URI={server.uri})")
+        systemd.notify_ready(f"serving {server.uri}")  # libwatch-store.service is Type=notify
         stop.wait()
     output.errors.print("store stopped")

@@ -61,9 +61,9 @@ def render(
     user: UserOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Write the unit files (templates and per-library drop-ins) into a folder, touching nothing else.
+    """Write the unit files (templates, per-library drop-ins) and the settings file into a folder, touching nothing else.
 
-    Example: libwatch units render photos --output /tmp/units && systemd-analyze verify /tmp/units/*
+    Example: libwatch units render photos --output units-photos
     """
     with context.catalog(ctx) as db:
         result = service.render(db, context.state(ctx).settings, names or [], output_dir, user=user)
@@ -77,16 +77,53 @@ def install(
     user: UserOption = False,
     enable: Annotated[bool, typer.Option("--enable/--no-enable", help="systemctl enable --now the timers and watchers.")] = True,
     worker: Annotated[bool, typer.Option(help="Also enable the worker service on this host.")] = False,
-    store: Annotated[bool, typer.Option(help="Also enable the shared embedded store service.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the files it would write and a diff against those installed; change nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a settings file that holds other settings.")] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Install the units, reload systemd and start each library's timer and watcher.
+    """Install the host's settings, the service user, the store (without MongoDB) and the units; start them.
 
-    Example: sudo libwatch units install photos --worker
+    Writes /etc/libwatch/config.toml (read by every unit and by libwatch in a shell), creates the
+    libwatch user, enables libwatch-store.service when no mongo_uri is set, then installs and starts
+    each library's timer and watcher.
+
+    Example: sudo libwatch units install --dry-run
+    """
+    settings = context.state(ctx).settings
+    if dry_run:
+        with context.catalog(ctx) as db:
+            _emit_dry_run(ctx, json_output, service.dry_run(db, settings, names or [], user=user))
+        return
+    result = service.install(settings, names or [], user=user, enable=enable, worker=worker, force=force)
+    _emit(ctx, json_output, result)
+
+
+def _emit_dry_run(ctx: typer.Context, json_output: bool, plan: service.DryRun) -> None:
+    doc = {"files": dict(plan.files), "diff": plan.diff, "warnings": list(plan.warnings)}
+
+    def human(console: Console) -> None:
+        for path, text in plan.files.items():
+            console.print(f"# {path}", markup=False, highlight=False)
+            console.print(text, markup=False, highlight=False, end="")
+        console.print(plan.diff or "# no changes against the installed files", markup=False, highlight=False)
+        for line in plan.warnings:
+            output.errors.print(f"warning: {line}", markup=False)
+
+    output.emit(context.wants_json(ctx, json_output), doc, human)
+
+
+@app.command()
+def refresh(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Library name.", show_default=False)],
+    json_output: JsonOption = False,
+) -> None:
+    """Rewrite a library's watched folders from the catalog (its scan units run this after each scan).
+
+    Example: sudo libwatch units refresh photos
     """
     with context.catalog(ctx) as db:
-        result = service.install(db, context.state(ctx).settings, names or [], user=user, enable=enable,
-                                 worker=worker, store=store)
+        result = service.refresh(db, context.state(ctx).settings, name)
     _emit(ctx, json_output, result)
 
 

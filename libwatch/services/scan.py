@@ -21,7 +21,7 @@ from libwatch.catalog import libraries as catalog_libraries
 from libwatch.catalog import runs
 from libwatch.catalog.locks import Lease
 from libwatch.config import Settings
-from libwatch.errors import ServiceUnavailable, UsageError
+from libwatch.errors import Locked, ServiceUnavailable, UsageError
 from libwatch.library import Library, check_name
 from libwatch.services import libraries as library_service
 from libwatch.services.scan_detect import Progress, ScanOptions, check_guards, detect, index_file, no_progress
@@ -52,7 +52,8 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
          progress: Progress = no_progress, publish: Publish | None = None) -> ScanResult:
     """Detect, record and publish (with ``publish``, unless ``options.publish`` is off), as one recorded run.
 
-    Raises :class:`~libwatch.errors.Locked` when another run holds the library,
+    Raises :class:`~libwatch.errors.Locked` when another run holds the library (recorded as a skipped
+    run naming the holder; with ``options.skip_if_locked`` that skip is returned instead),
     :class:`~libwatch.errors.GuardRefused` for a mass deletion, and
     :class:`~libwatch.errors.RootUnavailable`; the run is recorded as failed then.
     """
@@ -65,7 +66,16 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
         return dataclasses.replace(preview, exit_code=0)
     with runs.recorded(db, "scan", library.name, options.trigger) as run:
         lease = Lease(db, f"scan:{library.name}", run.run_id, settings.lease_s)
-        lease.acquire(wait_s=options.wait_lock_s)
+        try:
+            lease.acquire(wait_s=options.wait_lock_s)
+        except Locked as error:  # another scan of this library runs: a skipped run, naming the holder
+            why = f"skipped: another scan runs ({error})"
+            run.end(runs.SKIPPED, why)
+            log.warning("library %s: %s", library.name, why)
+            if not options.skip_if_locked:
+                raise
+            return ScanResult(library=library.name, root=library.path, run_id=run.run_id, dry_run=False, counts={},
+                              skipped_run=why)
         spool = statindex.Spool(index_file(settings, library))
         try:
             library = catalog_libraries.get(db, library.name)  # fresh state, now that we hold the lease

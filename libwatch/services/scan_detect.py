@@ -64,6 +64,7 @@ class ScanOptions:
     max_delete: float | None = None
     wait_lock_s: float = 0.0
     priority: int = DEFAULT_PRIORITY
+    skip_if_locked: bool = False  # another scan of the library: a recorded skip and exit 0, not Locked (75)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 and a scan that loses its lease stops before committing more."""
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,28 @@ def test_a_second_scan_exits_75_naming_the_holder(db: Any, root: Path, register:
     assert "holder-run-1234" in done.stderr and f"on {socket.gethostname()}" in done.stderr
     assert db.files.count_documents({}) == 0
     assert cli("scan", NAME).code == 0  # released: the next one runs
+
+
+def test_a_scan_that_finds_another_scan_running_is_a_recorded_skip_naming_it(db: Any, root: Path, register: Any,
+                                                                            cli: Any) -> None:
+    """What the units pass (--skip-if-locked): exit 0, and history and status say who held the library."""
+    tree(root, {"x.jpg": (10, 10)})
+    register()
+    lease = Lease(db, KEY, "holder-run-1234", 60).acquire()
+    try:
+        done = cli("scan", NAME, "--trigger", "timer", "--skip-if-locked", "--json")
+        refused = cli("scan", NAME)
+    finally:
+        lease.release()
+    assert done.code == 0, done.stderr
+    assert "another scan runs" in done.doc["skipped_run"] and "holder-run-1234" in done.doc["skipped_run"]
+    assert refused.code == 75
+    skipped = list(db.runs.find({"library": NAME, "status": "skipped"}))
+    assert len(skipped) == 2 and all("holder-run-1234" in run["error"] for run in skipped)
+    history = json.dumps(cli("history", NAME).doc)
+    assert '"skipped"' in history and "holder-run-1234" in history, history
+    status = json.dumps(cli("status", NAME).doc)
+    assert '"last_scan": {' in status and "holder-run-1234" in status, status
 
 
 @pytest.mark.parametrize("host, expires_in_s", [(socket.gethostname(), 600), ("elsewhere", -5)],

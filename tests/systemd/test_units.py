@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def libraries(tmp_path: Path) -> list[LibraryUnits]:
 @pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
 def test_every_rendered_unit_verifies_without_output(tmp_path: Path, user: bool) -> None:
     ctx = UnitContext(executable=LIBWATCH, state_dir=str(tmp_path / "state dir"), cache_dir="/var/cache/lib%watch",
-                      user=user, env_file=str(tmp_path / "libwatch.env"), settle=2.5)
+                      user=user, config_file=str(tmp_path / "config.toml"), settle=2.5, store=True)
     libs = libraries(tmp_path)
     rendered = systemd.render_all(ctx, libs)
     systemd.write_units(tmp_path / "units", rendered.files)
@@ -57,19 +58,65 @@ def test_verify_reports_a_missing_executable(tmp_path: Path) -> None:
 def test_units_pass_the_trigger_explicitly_and_never_read_trigger_variables() -> None:
     ctx = UnitContext(executable="/usr/bin/libwatch", state_dir="/var/lib/libwatch", cache_dir="/var/cache/libwatch")
     texts = systemd.render_templates(ctx)
-    assert "ExecStart=/usr/bin/libwatch scan %i --trigger timer\n" in texts["libwatch-scan@.service"]
-    assert ("ExecStart=/usr/bin/libwatch scan %i --trigger path --settle 10 --wait-lock --rescan-on-change\n"
-            in texts["libwatch-watch@.service"])
+    assert ("ExecStart=/usr/bin/libwatch scan %i --trigger timer --wait-lock --skip-if-locked\n"
+            in texts["libwatch-scan@.service"])
+    assert ("ExecStart=/usr/bin/libwatch scan %i --trigger path --settle 10 --wait-lock --skip-if-locked "
+            "--rescan-on-change\n" in texts["libwatch-watch@.service"])
     assert not any("TRIGGER_" in text for text in texts.values())
-    assert "ReadWritePaths=/var/lib/libwatch /var/cache/libwatch -/etc/systemd/system/libwatch-watch@%i.path.d\n" \
-        in texts["libwatch-scan@.service"]
+    assert "StateDirectory=libwatch\n" in texts["libwatch-scan@.service"]
+    assert "CacheDirectory" not in texts["libwatch-scan@.service"]  # scans write only the state folder
+    assert "CacheDirectory=libwatch\n" in texts["libwatch-worker.service"]
+    assert "StateDirectory" not in texts["libwatch-worker.service"]  # the worker writes only the cache
+    assert "ReadWritePaths" not in "".join(texts.values())
+    assert not any("SuccessExitStatus" in text for text in texts.values())  # every give-up but a skip fails
+
+
+def test_folders_outside_var_are_made_writable_by_path() -> None:
+    ctx = UnitContext(executable="/usr/bin/libwatch", state_dir="/srv/lw state", cache_dir="/var/cache/libwatch")
+    texts = systemd.render_templates(ctx)
+    assert 'ReadWritePaths="/srv/lw state"\n' in texts["libwatch-scan@.service"]
+    assert "StateDirectory" not in texts["libwatch-scan@.service"]
 
 
 def test_schedule_dropin_resets_then_sets_the_calendar() -> None:
     rendered = systemd.render_library_dropins(LibraryUnits("photos", "/srv/photos", on_calendar="hourly", watch=False))
-    assert rendered.files == {"libwatch-scan@photos.timer.d/schedule.conf": (
+    assert rendered.files["libwatch-scan@photos.timer.d/schedule.conf"] == (
         "# Written by libwatch from the library's settings; `libwatch units install` rewrites it.\n"
-        "[Timer]\nOnCalendar=\nOnCalendar=hourly\n")}
+        "[Timer]\nOnCalendar=\nOnCalendar=hourly\n")
+
+
+def test_every_folder_on_the_way_to_a_collection_is_watched() -> None:
+    """2024/ holds no image, only 2024/trip/: a new album 2024/party appears in 2024/, so it is watched."""
+    rendered = systemd.render_library_dropins(LibraryUnits("photos", "/srv/photos", watch_dirs=("2024/trip", "x/y/z")))
+    lines = rendered.files["libwatch-watch@photos.path.d/paths.conf"].splitlines()[2:]
+    assert lines == ["PathChanged=/srv/photos", "PathChanged=/srv/photos/2024", "PathChanged=/srv/photos/x",
+                     "PathChanged=/srv/photos/2024/trip", "PathChanged=/srv/photos/x/y", "PathChanged=/srv/photos/x/y/z"]
+
+
+def test_the_library_root_is_read_only_and_a_home_library_stays_visible() -> None:
+    files = systemd.render_library_dropins(LibraryUnits("photos", "/srv/photos")).files
+    assert files["libwatch-scan@photos.service.d/library.conf"].endswith("[Service]\nReadOnlyPaths=-/srv/photos\n")
+    assert files["libwatch-watch@photos.service.d/library.conf"] == files["libwatch-scan@photos.service.d/library.conf"]
+    home = systemd.render_library_dropins(LibraryUnits("mine", "/home/al/pics")).files
+    assert "ProtectHome=read-only\n" in home["libwatch-scan@mine.service.d/library.conf"]
+    worker = systemd.render_worker_dropin(["/srv/b", "/home/al/pics", "/srv/b"])
+    assert "ReadOnlyPaths=-/home/al/pics -/srv/b\nProtectHome=read-only\n" in worker["libwatch-worker.service.d/library.conf"]
+
+
+def test_paths_the_sandbox_hides_are_named_with_their_directive(tmp_path: Path) -> None:
+    ctx = UnitContext(executable="/tmp/checkout/.venv/bin/libwatch", state_dir="/var/lib/libwatch",
+                      cache_dir="/var/cache/libwatch")
+    closed = tmp_path / "closed"
+    (closed / "lib").mkdir(parents=True)
+    closed.chmod(0o700)
+    libs = [LibraryUnits("tmp", "/var/tmp/pics"), LibraryUnits("mine", "/home/al/pics"),
+            LibraryUnits("closed", str(closed / "lib"))]
+    warnings = systemd.sandbox_warnings(ctx, libs)
+    assert any("ExecStart= /tmp/checkout/.venv/bin/libwatch" in w and "PrivateTmp=yes" in w for w in warnings)
+    assert any("library tmp's root /var/tmp/pics" in w and "PrivateTmp=yes" in w for w in warnings)
+    assert not any("library mine" in w for w in warnings)  # ProtectHome=read-only for it
+    assert any(f"library closed's root {closed}/lib may not be readable" in w and "mode 700" in w for w in warnings)
+    assert systemd.sandbox_warnings(replace(ctx, executable="/opt/libwatch/bin/libwatch"), libs[1:2]) == []
 
 
 def test_watch_list_is_capped_root_and_shallow_folders_first_with_a_warning() -> None:
@@ -116,7 +163,8 @@ def test_install_without_a_running_systemd_writes_the_files_and_says_so(tmp_path
         pytest.skip("systemd runs here; the container test covers this case")
     assert result.notice is not None and "could not reload or enable" in result.notice
     assert (tmp_path / "units" / "libwatch-watch@photos.path.d" / "paths.conf").exists()
-    assert (tmp_path / "state").is_dir() and (tmp_path / "cache").is_dir()
+    prepared = systemd.prepare_host(ctx, directory=tmp_path / "units")
+    assert prepared.notice == result.notice and not prepared.written  # install wrote the templates already
     assert systemd.installed_libraries(False, directory=tmp_path / "units") == ["photos"]
     assert systemd.timers_status(["photos"])["photos"].state == "systemd not running"
     removed = systemd.uninstall(None, directory=tmp_path / "units")
