@@ -290,8 +290,9 @@ def check_library_name(name: str) -> str:
     return name
 
 
-# The sandbox of every system service. Scored by `systemd-analyze security` (systemd 252): 1.6 for
-# the scans, worker, cleanup and store (tests/systemd/test_security.py holds every unit to 2.5).
+# The sandbox of every system service. Scored by `systemd-analyze security` (systemd 252): 1.5 for
+# the scans, worker, cleanup and store, 1.6 where a library lies in a home folder (ProtectHome=read-only);
+# tests/systemd/test_security.py holds every unit to 2.5.
 # What is left open is what they need: the network (MongoDB, RabbitMQ, the store on the loopback)
 # and the host's root directory (the libraries, read-only). Pillow, pymongo, pika and SecantusDB
 # run under MemoryDenyWriteExecute= and @system-service (checked by the end-to-end test).
@@ -496,7 +497,7 @@ def install(ctx: UnitContext, libraries: Sequence[LibraryUnits], *, enable: bool
     share = watch_budget(target, exclude=[lib.name for lib in libraries]) // max(1, len(watched))
     rendered = render_all(ctx, libraries, watch_cap=min(watch_cap, share), roots=roots)
     warnings = [*rendered.warnings, *sandbox_warnings(ctx, libraries)]
-    if share < watch_cap and watched:
+    if any(_cut_by_budget(lib, share, watch_cap) for lib in libraries):
         warnings.append(_budget_warning(share))
     written = write_units(target, rendered.files)
     removed = tuple(p for lib in libraries if not lib.watch
@@ -517,20 +518,24 @@ def install(ctx: UnitContext, libraries: Sequence[LibraryUnits], *, enable: bool
     return replace(base, enabled=tuple(wanted) if enable else (), disabled=tuple(unwanted), problems=tuple(problems))
 
 
-def prepare_host(ctx: UnitContext, *, directory: Path | None = None) -> InstallResult:
-    """Before the libraries are read: the service user, the shared units and, if used, the running store.
+def create_service_user() -> InstallResult:
+    """The ``libwatch`` system user, from a sysusers.d file (systemd-sysusers creates it).
 
-    The user comes from a sysusers.d file (systemd-sysusers creates it; a fixed user rather than
-    DynamicUser=, so that files the admin's shell and the services share keep one owner).
+    A fixed user rather than DynamicUser=: the admin's shell and the services share the settings
+    file (group-readable) and the state, which keep one owner across restarts.
     """
+    written = write_units(SYSUSERS_FILE.parent, {SYSUSERS_FILE.name: SYSUSERS_TEXT})
+    sysusers = _run(["systemd-sysusers", str(SYSUSERS_FILE)])
+    problems = [] if sysusers.returncode == 0 else [f"systemd-sysusers: {' '.join(sysusers.stderr.split())}"]
+    return InstallResult(SYSUSERS_FILE.parent, written, problems=tuple(problems))
+
+
+def prepare_host(ctx: UnitContext, *, directory: Path | None = None) -> InstallResult:
+    """Before the libraries are read: the shared units, the folders and, if used, the running store."""
     target = directory or unit_dir(ctx.user)
     written = write_units(target, render_templates(ctx))
     problems: list[str] = []
     if not ctx.user and directory is None:
-        written += write_units(SYSUSERS_FILE.parent, {SYSUSERS_FILE.name: SYSUSERS_TEXT})
-        sysusers = _run(["systemd-sysusers", str(SYSUSERS_FILE)])
-        if sysusers.returncode != 0:
-            problems.append(f"systemd-sysusers: {' '.join(sysusers.stderr.split())}")
         for folder, default in ((ctx.state_dir, SYSTEM_STATE_DIR), (ctx.cache_dir, SYSTEM_CACHE_DIR)):
             if folder != default:  # StateDirectory=/CacheDirectory= make the default ones
                 _service_folder(Path(folder))
@@ -594,7 +599,7 @@ def refresh_watch(lib: LibraryUnits, *, user: bool | None = None, watch_cap: int
         return InstallResult(target)
     share = watch_budget(target, exclude=[lib.name])
     rendered = render_library_dropins(lib, watch_cap=min(watch_cap, share))
-    if share < watch_cap:
+    if _cut_by_budget(lib, share, watch_cap):
         rendered = replace(rendered, warnings=(*rendered.warnings, _budget_warning(share)))
     paths_file = f"{path_unit(lib.name)}.d/{PATHS_DROPIN}"
     written = write_units(target, {paths_file: rendered.files[paths_file]})
@@ -612,6 +617,11 @@ def watch_budget(directory: Path, *, exclude: Iterable[str] = ()) -> int:
     used = sum(f.read_text(encoding="utf-8").count("\nPathChanged=")
                for f in directory.glob(f"libwatch-watch@*.path.d/{PATHS_DROPIN}") if f.parent.name not in skip)
     return max(1, inotify_limits()["max_user_instances"] - INOTIFY_RESERVE - used)
+
+
+def _cut_by_budget(lib: LibraryUnits, share: int, watch_cap: int) -> bool:
+    """Whether the kernel's inotify budget, not the watch cap, leaves some of the library's folders unwatched."""
+    return lib.watch and share < watch_cap and len(_watch_paths(lib, watch_cap)[0]) > share
 
 
 def _budget_warning(share: int) -> str:

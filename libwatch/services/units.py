@@ -246,8 +246,11 @@ def install(shell: Settings, names: list[str], *, user: bool, enable: bool, work
         raise UsageError(f"{draft.config_file} holds other settings; see them with `libwatch units install "
                          f"--dry-run`, or replace them with --force:\n"
                          f"{diff_text(draft.installed_text, draft.config_text, str(draft.config_file))}")
+    account = systemd.create_service_user() if not user else systemd.InstallResult(draft.config_file.parent)
     wrote_config = write_config(draft)
     prepared = systemd.prepare_host(draft.ctx)
+    prepared = replace(prepared, written=(*account.written, *prepared.written),
+                       problems=(*account.problems, *prepared.problems))
     # Without a running systemd the store service did not start: the shell's catalog is all there is.
     with _catalog(shell if prepared.notice and draft.ctx.store else draft.settings) as db:
         libraries = [units_of(db, lib) for lib in _selected(db, names)]

@@ -1,58 +1,50 @@
-"""libwatch's units under a real systemd (harness.sh): timer, watcher, the blind window, new folders."""
+"""The README's deployment under a real systemd (harness.sh), step by step, as an admin would do it.
+
+libwatch is installed under /opt/libwatch (a venv that no sandbox hides), then, from a root
+shell: `libwatch units install --worker`, `libwatch library add`, `libwatch units install
+photos`. The timer, the watcher and the worker then share one catalog through the store
+service while running as the unprivileged `libwatch` user, and the library stays untouched.
+"""
 from __future__ import annotations
 
 import json
 import re
+import shlex
+import site
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
 
-from systemd_box import Container, clean_env
+from systemd_box import Container
 
-pytestmark = [pytest.mark.systemd, pytest.mark.slow]
+pytestmark = [pytest.mark.systemd, pytest.mark.slow, pytest.mark.broker]
 
-LIBRARY: Final = "e2e"
+PROJECT: Final = Path(__file__).resolve().parents[2]
+LIBRARY: Final = "photos"
+ROOT: Final = "/srv/photos"
 SCHEDULE: Final = "*:*:0/4"
-SETTLE: Final = 1.0
-STANDIN_DELAY: Final = 1.5  # the stand-in's stand-in for hashing time, so a run has a blind window
-STEP_TIMEOUT: Final = 20.0
-SCAN_SERVICE: Final = f"libwatch-scan@{LIBRARY}.service"
-WATCH_SERVICE: Final = f"libwatch-watch@{LIBRARY}.service"
+STEP_TIMEOUT: Final = 30.0
+SCAN: Final = f"libwatch-scan@{LIBRARY}.service"
+WATCH: Final = f"libwatch-watch@{LIBRARY}.service"
 FINISHED: Final = re.compile(r"^(?:\S+: )?(Deactivated successfully|Failed with result)", re.M)
-REAL_LIBWATCH: Final = Path(sys.executable).with_name("libwatch")
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """An image the catalog recorded, with the trigger of the run (and the pass) that found it."""
-
-    path: str
-    trigger: str
-    run: str
-
-
-def real_scan_ready() -> bool:
-    """Whether the real `libwatch scan` has the flags the watch unit passes."""
-    try:
-        proc = subprocess.run([str(REAL_LIBWATCH), "scan", "--help"], capture_output=True, text=True,
-                              timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "--rescan-on-change" in proc.stdout and "--wait-lock" in proc.stdout
+# A root login shell: no LIBWATCH_* of the test process, root's HOME.
+SHELL_ENV: Final = ("env", "-i", "HOME=/root", "LANG=C.UTF-8", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 
 
 def image(path: Path, colour: str) -> None:
     """A real PNG, written to a hidden name and renamed in place as careful writers do."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
-    Image.new("RGB", (16, 16), colour).save(tmp, format="PNG")
+    Image.new("RGB", (64, 48), colour).save(tmp, format="PNG")
     tmp.rename(path)
 
 
@@ -62,7 +54,12 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = STEP_TIMEOUT
     while not check():
         if time.monotonic() > end:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(0.2)
+
+
+def shell(box: Container, command: str, *, check: bool = True, env: str = "") -> subprocess.CompletedProcess[str]:
+    """``command`` in a root shell inside the container, as the README's lines are typed."""
+    return box.run(*SHELL_ENV, *shlex.split(env), "sh", "-c", command, check=check, timeout=120)
 
 
 def finished_runs(box: Container, unit: str) -> int:
@@ -74,152 +71,141 @@ def finished_runs(box: Container, unit: str) -> int:
 
 
 def active_state(box: Container, unit: str) -> str:
-    """ActiveState of ``unit`` (active, activating, inactive, failed...)."""
     return box.run("systemctl", "show", "-p", "ActiveState", "--value", unit).stdout.strip()
 
 
-class Catalog:
-    """What the scans recorded: the stand-in's log, or the real catalog's `runs` and `events`."""
-
-    def __init__(self, box: Container, real: bool) -> None:
-        self.box, self.real = box, real
-        self.home = box.share / "home"
-
-    def setup(self, root: str, collections: list[str]) -> str:
-        """Register the library; returns the executable the units must run."""
-        if self.real:
-            self.box.run(str(REAL_LIBWATCH), "library", "add", LIBRARY, root, "--schedule", SCHEDULE,
-                         env=clean_env(LIBWATCH_HOME=self.box.inside(self.home),
-                                       LIBWATCH_CACHE_DIR=self.box.inside(self.box.share / "cache")))
-            return str(REAL_LIBWATCH)
-        library = {"root": root, "on_calendar": SCHEDULE, "collections": collections}
-        (self.home / "standin-libraries.json").write_text(json.dumps({LIBRARY: library}))
-        script = self.box.share / "bin" / "libwatch"
-        script.parent.mkdir()
-        code = Path(__file__).with_name("standin_scan.py").read_text()
-        script.write_text(f"#!{sys.executable}\n{code}")
-        script.chmod(0o755)
-        return self.box.inside(script)
-
-    def walked(self) -> int:
-        """How many passes have listed the library so far (stand-in only)."""
-        log = self.home / "standin-progress.log"
-        return log.read_text().count("walked") if log.exists() else 0
-
-    def read(self) -> tuple[list[str], dict[str, Recorded]]:
-        """Triggers of the scan runs, and image path -> how it was recorded.
-
-        Read only while no scan runs: the embedded store serves one process at a time.
-        """
-        if not self.real:
-            passes = [json.loads(line) for line in (self.home / "standin-runs.jsonl").read_text().splitlines()]
-            return ([r["trigger"] for r in passes],
-                    {p: Recorded(p, r["trigger"], f"{r['pid']}/{r['pass']}") for r in passes for p in r["added"]})
-        proc = subprocess.run([sys.executable, "-c", READ_CATALOG], capture_output=True, text=True, timeout=60,
-                              env=clean_env(LIBWATCH_HOME=str(self.home)), check=True)
-        catalog = json.loads(proc.stdout)
-        triggers = {run["_id"]: run["trigger"] for run in catalog["runs"]}
-        return (list(triggers.values()),
-                {e["path"]: Recorded(e["path"], triggers.get(e["run_id"], "?"), e["run_id"]) for e in catalog["added"]})
+def catalog(box: Container, code: str) -> Any:
+    """Run ``code`` (which prints JSON) with the installed libwatch, reading the host's settings as a shell does."""
+    program = f"import json\nfrom libwatch import config\nfrom libwatch.catalog.store import connect\n" \
+              f"with connect(config.load()) as c:\n    db = c.db\n    {code}\n"
+    return json.loads(shell(box, f"/opt/libwatch/bin/python -c {shlex.quote(program)}").stdout)
 
 
-# The catalog's `runs` and `events` (DESIGN.md) through libwatch's own store API.
-READ_CATALOG: Final = f"""
-import json
-from libwatch import config
-from libwatch.catalog.store import connect
-with connect(config.load()) as catalog:
-    runs = [{{"_id": str(r["_id"]), "trigger": r["trigger"]}}
-            for r in catalog.db.runs.find({{"library": {LIBRARY!r}, "job": "scan"}})]
-    added = [{{"path": e["path"], "run_id": str(e["run_id"])}}
-             for e in catalog.db.events.find({{"library": {LIBRARY!r}, "type": "added"}})]
-print(json.dumps({{"runs": runs, "added": added}}))
-"""
+def install_libwatch(box: Container) -> None:
+    """Test-only stand-in for `pipx install --global libwatch` (the container has no network).
 
-
-@pytest.mark.parametrize("mode", ["real", "standin"])
-def test_timer_and_watcher_record_every_change(container: Container, mode: str) -> None:
-    """Timer scan recorded; a change starts a path scan; a change during it is not lost; new folders get watched.
-
-    "standin" runs standin_scan.py (it calls refresh_watch from inside the hardened unit);
-    "real" runs `libwatch scan` itself.
+    A venv of the system's Python under /opt/libwatch with this checkout's dependencies copied in and
+    libwatch itself built from a copy of the source: nothing in it points into the checkout or /root.
     """
-    box = container
-    real = mode == "real"
-    if real and not real_scan_ready():
-        pytest.fail(f"{REAL_LIBWATCH} scan lacks --wait-lock/--rescan-on-change, which the watch unit passes")
-    catalog = Catalog(box, real)
-    lib = box.share / "lib"
-    for folder in ("home", "cache"):
-        (box.share / folder).mkdir()
-    image(lib / "2024" / "a.png", "red")
-    root = box.inside(lib)
-    executable = catalog.setup(root, ["", "2024"])
-    env_line = "" if real else f"LIBWATCH_STANDIN_DELAY={STANDIN_DELAY}\n"
-    box.run("sh", "-c", f"mkdir -p /etc/libwatch && printf '{env_line}' > /etc/libwatch/libwatch.env")
-    # Test-only: a precise timer (AccuracySec defaults to a minute), no spread, no catch-up.
-    box.run("sh", "-c", f"mkdir -p /etc/systemd/system/libwatch-scan@{LIBRARY}.timer.d && printf "
-            f"'[Timer]\\nPersistent=false\\nAccuracySec=100ms\\nRandomizedDelaySec=0\\n' "
-            f"> /etc/systemd/system/libwatch-scan@{LIBRARY}.timer.d/zz-e2e-fast.conf")
-    if Path(sys.executable).is_relative_to("/tmp"):
-        # Test-only: a checkout under /tmp (a CI clone may be one) is hidden from services by their
-        # PrivateTmp=; an installed libwatch lives in /usr or /opt, where this does not arise.
-        for unit in ("libwatch-scan@.service", "libwatch-watch@.service"):
-            box.run("sh", "-c", f"mkdir -p /etc/systemd/system/{unit}.d && printf '[Service]\\nPrivateTmp=no\\n' "
-                    f"> /etc/systemd/system/{unit}.d/zz-e2e-checkout-in-tmp.conf")
+    packages = site.getsitepackages()[0]
+    target = f"/opt/libwatch/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+    box.run("sh", "-c", " && ".join([
+        "/usr/bin/python3 -m venv --without-pip /opt/libwatch",
+        f"cp -a {shlex.quote(packages)}/. {target}/",
+        f"rm -rf {target}/__editable__* {target}/libwatch-*.dist-info",
+        f"mkdir /tmp/libwatch-src && cp -a {PROJECT}/pyproject.toml {PROJECT}/README.md {PROJECT}/libwatch /tmp/libwatch-src/",
+        "/opt/libwatch/bin/python -m pip install -q --no-deps --no-index --no-build-isolation /tmp/libwatch-src",
+        "rm -rf /tmp/libwatch-src",
+    ]), timeout=300)
 
-    installed = box.python(
-        "import json; from libwatch.systemd import *; "
-        f"ctx = UnitContext(executable={executable!r}, state_dir={box.inside(box.share / 'home')!r}, "
-        f"cache_dir={box.inside(box.share / 'cache')!r}, settle={SETTLE}); "
-        f"r = install(ctx, [LibraryUnits({LIBRARY!r}, {root!r}, {SCHEDULE!r}, watch_dirs=('', '2024'))]); "
-        "print(json.dumps({'notice': r.notice, 'problems': r.problems, 'enabled': r.enabled}))")
-    assert installed["notice"] is None and installed["problems"] == [], installed
-    assert f"libwatch-watch@{LIBRARY}.path" in installed["enabled"]
 
-    # 1. The timer fires and its scan is recorded with trigger "timer".
-    wait_for("a timer-driven scan", lambda: finished_runs(box, SCAN_SERVICE) >= 1)
-    status = box.python(f"import json; from libwatch.systemd import timers_status as t; "
-                        f"s = t([{LIBRARY!r}])[{LIBRARY!r}]; "
-                        "print(json.dumps([s.state, s.next_run is not None, s.last_run is not None, s.watch]))")
-    assert status == ["scheduled", True, True, "watching"]
+@pytest.fixture
+def broker(container: Container, amqp_url: str) -> Iterator[tuple[str, str]]:
+    """The host's RabbitMQ on the container's loopback (its network namespace is empty): a socat
+    bridge through a Unix socket in the share. Yields (URL inside, topology prefix); the test's
+    queues are deleted afterwards."""
+    from libwatch.bus import Topology, delete_topology
+
+    parts = urlsplit(amqp_url)
+    sock = container.share / "amqp.sock"
+    bridge = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,mode=666", f"TCP:{parts.hostname}:{parts.port or 5672}"])
+    prefix = f"e2e-{uuid.uuid4().hex[:8]}."
+    try:
+        container.run("systemd-run", "--unit=e2e-broker-bridge", "socat",
+                      "TCP-LISTEN:5672,bind=127.0.0.1,reuseaddr,fork", f"UNIX-CONNECT:{container.inside(sock)}")
+        yield amqp_url.replace(parts.netloc.split("@")[-1], "127.0.0.1:5672"), prefix
+    finally:
+        bridge.terminate()
+        bridge.wait(timeout=10)
+        delete_topology(amqp_url, Topology.prefixed(prefix))
+
+
+def test_the_readme_deployment_works_as_a_whole(container: Container, broker: tuple[str, str]) -> None:
+    box, (amqp_url, prefix) = container, broker
+    lib = box.share / "photos"
+    image(lib / "2024" / "trip" / "a.png", "red")
+    lib.chmod(0o777)  # writable by anyone: only the sandbox keeps the services from writing
+    box.run("sh", "-c", f"mkdir -p {ROOT} && mount --bind {box.inside(lib)} {ROOT}")
+    install_libwatch(box)
+    # Test-only drop-ins: the test's own queues on the shared broker; a precise timer without spread.
+    for unit in ("libwatch-worker.service", "libwatch-scan@.service", "libwatch-watch@.service"):
+        box.run("sh", "-c", f"mkdir -p /etc/systemd/system/{unit}.d && printf '[Service]\\nEnvironment="
+                            f"LIBWATCH_AMQP_PREFIX={prefix}\\n' > /etc/systemd/system/{unit}.d/zz-e2e.conf")
+    box.run("sh", "-c", f"mkdir -p /etc/systemd/system/libwatch-scan@{LIBRARY}.timer.d && printf '[Timer]\\n"
+                        "Persistent=false\\nAccuracySec=100ms\\nRandomizedDelaySec=0\\n' "
+                        f"> /etc/systemd/system/libwatch-scan@{LIBRARY}.timer.d/zz-e2e-fast.conf")
+    env = f"LIBWATCH_AMQP_PREFIX={prefix}"
+
+    # ---- The README's walk-through, line by line.
+    shell(box, "ln -s /opt/libwatch/bin/libwatch /usr/local/bin/libwatch")
+    dry = shell(box, f"LIBWATCH_AMQP_URL={shlex.quote(amqp_url)} libwatch units install --worker --dry-run", env=env)
+    assert "+++ /etc/libwatch/config.toml (new)" in dry.stdout and "\n+amqp_url = " in dry.stdout
+    done = shell(box, f"LIBWATCH_AMQP_URL={shlex.quote(amqp_url)} libwatch units install --worker", env=env,
+                 check=False)
+    assert done.returncode == 0, done.stderr + box.journal("libwatch-store.service")[-3000:]
+    assert "problem:" not in done.stderr, done.stderr
+    assert "enabled libwatch-store.service" in done.stdout and "enabled libwatch-worker.service" in done.stdout
+    shell(box, f"libwatch library add {LIBRARY} {ROOT} --schedule '{SCHEDULE}'", env=env)
+    done = shell(box, f"libwatch units install {LIBRARY}", env=env)
+    assert f"enabled libwatch-scan@{LIBRARY}.timer" in done.stdout, done.stdout + done.stderr
+    assert "warning: the shell's settings differ" not in done.stderr, done.stderr
+    config_toml = box.run("stat", "-c", "%a %U %G", "/etc/libwatch/config.toml").stdout.split()
+    assert config_toml == ["640", "root", "libwatch"]
+
+    # 1. The timer's scan runs while the worker runs (before: the worker held the embedded store, and
+    #    every scan exited 75, counted as success).
+    assert active_state(box, "libwatch-worker.service") == "active"
+    wait_for("a timer-driven scan", lambda: finished_runs(box, SCAN) >= 1)
     box.run("systemctl", "stop", f"libwatch-scan@{LIBRARY}.timer")  # so path runs are unambiguous
-    wait_for("the timer's scan to end", lambda: active_state(box, SCAN_SERVICE) != "activating")
+    wait_for("the timer's scan to end", lambda: active_state(box, SCAN) != "activating")
+    started = time.monotonic()
+    status = json.loads(shell(box, f"libwatch status {LIBRARY} --json").stdout)
+    assert time.monotonic() - started < 10  # before: 30 s waiting for the store the worker held, then 75
+    last_scan = status["libraries"][0]["last_scan"]
+    assert (last_scan["trigger"], last_scan["status"]) == ("timer", "succeeded"), last_scan
 
-    # 2. An image in a watched folder starts a path-triggered scan...
-    image(lib / "2024" / "b.png", "green")
-    wait_for("the watcher to start a scan", lambda: active_state(box, WATCH_SERVICE) == "activating")
-    # 3. ...and one written while that scan runs (systemd is blind then) is recorded without a new event.
-    if real:
-        time.sleep(SETTLE + 0.5)
-    else:
-        wait_for("the path scan to list the library", lambda: catalog.walked() >= 2)
-    image(lib / "2024" / "c.png", "blue")
-    assert active_state(box, WATCH_SERVICE) == "activating", "the scan ended before c.png was written"
-    wait_for("the path scan to end", lambda: finished_runs(box, WATCH_SERVICE) >= 1)
-
-    # 4. A new collection folder is picked up, then watched: the scan refreshed the watch list.
-    image(lib / "2025" / "d.png", "yellow")
-    wait_for("a scan of the new folder", lambda: finished_runs(box, WATCH_SERVICE) >= 2)
+    # 2. A new image in a watched folder, and a new album inside an intermediate folder (2024 holds
+    #    no image itself, only trip/): both start a path scan.
+    image(lib / "2024" / "trip" / "b.png", "green")
+    wait_for("a path scan of b.png", lambda: finished_runs(box, WATCH) >= 1)
+    image(lib / "2024" / "party" / "c.png", "blue")
+    wait_for("a path scan of the new album", lambda: finished_runs(box, WATCH) >= 2)
     paths_conf = box.run("cat", f"/etc/systemd/system/libwatch-watch@{LIBRARY}.path.d/paths.conf").stdout
-    assert f"PathChanged={root}/2025\n" in paths_conf, box.journal(WATCH_SERVICE)[-3000:]
-    image(lib / "2025" / "e.png", "white")
-    wait_for("a scan started by the new folder", lambda: finished_runs(box, WATCH_SERVICE) >= 3)
-    time.sleep(1.0)
-    assert finished_runs(box, WATCH_SERVICE) == 3, "a change caused more than one scan"
-    assert active_state(box, f"libwatch-watch@{LIBRARY}.path") == "active"
+    assert f"PathChanged={ROOT}/2024/party\n" in paths_conf, box.journal(WATCH)[-3000:]  # refreshed after the scan
+    image(lib / "2024" / "party" / "d.png", "white")
+    wait_for("a path scan started by the new album", lambda: finished_runs(box, WATCH) >= 3)
 
-    box.run("systemctl", "stop", f"libwatch-watch@{LIBRARY}.path")
-    triggers, recorded = catalog.read()
-    assert "timer" in triggers
-    assert recorded["2024/a.png"].trigger == "timer"
-    assert {recorded[p].trigger for p in ("2024/b.png", "2024/c.png", "2025/d.png", "2025/e.png")} == {"path"}
-    if not real:  # c.png came from a second pass of the very run that recorded b.png
-        assert recorded["2024/c.png"].run != recorded["2024/b.png"].run
-        assert recorded["2024/c.png"].run.split("/")[0] == recorded["2024/b.png"].run.split("/")[0]
+    # 3. The worker renders every image, from the shared catalog.
+    def rendered() -> bool:
+        states = catalog(box, "print(json.dumps([{k: f['rebuild'].get(k) for k in ('cache', 'thumbnail')} "
+                              "for f in db.files.find({'library': 'photos'})]))")
+        return len(states) == 4 and all(s.get("cache") == "done" and s.get("thumbnail") == "done" for s in states)
+    wait_for("the worker to render the four images", rendered)
+    runs = catalog(box, "print(json.dumps([[r['trigger'], r['status']] for r in db.runs.find("
+                        "{'library': 'photos', 'job': 'scan'})]))")
+    assert ["timer", "succeeded"] in runs and ["path", "succeeded"] in runs, runs
+    events = catalog(box, "print(json.dumps(sorted(e['path'] for e in db.events.find({'type': 'added'}))))")
+    assert events == ["2024/party/c.png", "2024/party/d.png", "2024/trip/a.png", "2024/trip/b.png"]
+    cached = box.run("find", "/var/cache/libwatch", "-type", "f", "-user", "libwatch").stdout.split()
+    assert len(cached) >= 8, cached
 
-    removed = box.python(f"import json; from libwatch.systemd import uninstall; r = uninstall({LIBRARY!r}); "
-                         "print(json.dumps({'problems': r.problems, 'removed': [str(p) for p in r.removed]}))")
-    assert removed["problems"] == [] and len(removed["removed"]) == 2
-    assert box.run("systemctl", "is-enabled", f"libwatch-watch@{LIBRARY}.path", check=False).stdout.strip() \
-        != "enabled"
+    # 4. Unprivileged, and the library out of reach: the worker is the libwatch user and cannot
+    #    write into the root (world-writable as it is) because its sandbox mounts it read-only.
+    pid = box.run("systemctl", "show", "-p", "MainPID", "--value", "libwatch-worker.service").stdout.strip()
+    uid = box.run("awk", "/^Uid:/ {print $2}", f"/proc/{pid}/status").stdout.strip()
+    assert box.run("id", "-u", "libwatch").stdout.strip() == uid != "0"
+    probe = box.run("nsenter", "-t", pid, "-m", "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                    "touch", f"{ROOT}/written-by-the-worker", check=False)
+    assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe.stderr
+    owners = set(box.run("find", "/var/lib/libwatch", "-printf", "%u\\n").stdout.split())
+    assert owners == {"libwatch"}, owners
+    assert sorted(p.relative_to(lib).as_posix() for p in lib.rglob("*") if p.is_file()) == \
+        ["2024/party/c.png", "2024/party/d.png", "2024/trip/a.png", "2024/trip/b.png"]
+
+    # 5. A scan that gives up for another reason than another scan fails its unit: here the library's
+    #    disk is unmounted, leaving an empty folder (exit 74; before, every give-up counted as success).
+    box.run("umount", ROOT)
+    started = box.run("systemctl", "start", SCAN, check=False, timeout=120)
+    assert box.run("systemctl", "show", "-p", "Result", "--value", SCAN).stdout.strip() == "exit-code", \
+        started.stderr + box.journal(SCAN)[-2000:]
+    assert "status=74" in box.journal(SCAN), box.journal(SCAN)[-2000:]
