@@ -1,19 +1,16 @@
 """A systemd container booted by harness.sh, as the tests drive it."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 HARNESS: Final = Path(__file__).with_name("harness.sh")
 SHARE_INSIDE: Final = Path("/libwatch-e2e")
-NEEDED_TOOLS: Final = ("unshare", "nsenter", "setpriv", "script", "pivot_root", "findmnt", "systemd-analyze")
+NEEDED_TOOLS: Final = ("unshare", "nsenter", "setpriv", "script", "pivot_root", "findmnt", "systemd-analyze", "socat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +28,6 @@ class Container:
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(command)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
         return proc
-
-    def python(self, code: str) -> object:
-        """Run ``code`` with this interpreter inside the container; it prints one JSON document."""
-        return json.loads(self.run(sys.executable, "-c", code).stdout)
 
     def journal(self, unit: str) -> str:
         """PID 1's and the unit's messages about ``unit`` since boot."""
@@ -61,9 +54,3 @@ def missing_requirement() -> str | None:
     if probe.returncode != 0:
         return f"unshare cannot create namespaces here: {probe.stderr.strip()}"
     return None
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a libwatch command inside: embedded store, no broker, no user config."""
-    drop: Sequence[str] = ("LIBWATCH_MONGO_URI", "LIBWATCH_AMQP_URL", "LIBWATCH_CONFIG")
-    return {**{k: v for k, v in os.environ.items() if k not in drop}, "LIBWATCH_CONFIG": "/dev/null", **extra}

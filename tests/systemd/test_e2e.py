@@ -11,7 +11,6 @@ import json
 import re
 import shlex
 import site
-import socket
 import subprocess
 import sys
 import time
