@@ -84,31 +84,33 @@ def basic(user: str, secret: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
 
 
-def start_web(env: Mapping[str, str], *args: str, timeout: float = 30) -> Server:
-    """Start `libwatch web ARGS` and wait for its "serving URL" line (a thread keeps reading stderr)."""
-    process = subprocess.Popen([sys.executable, "-m", "libwatch", "web", *args], env=dict(env), text=True,
+def start_web(env: Mapping[str, str], *args: str, timeout: float = 30, wrapper: tuple[str, ...] = (),
+              ready: re.Pattern[str] = SERVING) -> Server:
+    """Start `[WRAPPER] libwatch web ARGS`; wait for the line `ready` finds the URL in (a thread keeps reading stderr)."""
+    process = subprocess.Popen([*wrapper, sys.executable, "-m", "libwatch", "web", *args], env=dict(env), text=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     lines: list[str] = []
-    ready = threading.Event()
+    started = threading.Event()
 
     def read() -> None:
         assert process.stderr is not None
         for line in process.stderr:
             lines.append(line)
-            if SERVING.search(line):
-                ready.set()
-        ready.set()
+            if ready.search(line):
+                started.set()
+        started.set()
 
     threading.Thread(target=read, daemon=True).start()
     deadline = time.monotonic() + timeout
-    while not ready.wait(0.1) and time.monotonic() < deadline:
+    while not started.wait(0.1) and time.monotonic() < deadline:
         pass
-    found = next((m for line in lines if (m := SERVING.search(line))), None)
+    found = next((m for line in lines if (m := ready.search(line))), None)
     if found is None:
         process.kill()
         process.wait()
         raise AssertionError(f"libwatch web did not start (exit {process.poll()}): {''.join(lines)}")
-    return Server(found.group(1), process, lines)
+    url = found.group(1)
+    return Server(url if url.startswith("http") else f"http://{url}/", process, lines)
 
 
 def stop_web(server: Server) -> str:
