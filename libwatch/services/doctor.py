@@ -65,12 +65,22 @@ class Report:
 def _catalog(settings: Settings) -> tuple[Check, list[Library] | None]:
     try:
         with store.connect(replace(settings, store_wait_s=min(settings.store_wait_s, STORE_WAIT_S))) as connection:
-            version = connection.client.server_info()["version"]
+            info = connection.client.server_info()
             libraries = library_repo.all_libraries(connection.db)
-            return Check("mongodb", OK, f"MongoDB {version} ({connection.description})", True,
-                         {"version": version, "embedded": connection.embedded, "libraries": len(libraries)}), libraries
     except (LibwatchError, PyMongoError) as error:
         return Check("mongodb", FAIL, str(error).splitlines()[0], True), None
+    product, version = _product(info)
+    return Check("mongodb", OK, f"{product} {version} ({connection.description})", True,
+                 {"product": product, "version": version, "mongodb_version": info.get("version"),
+                  "embedded": connection.embedded, "libraries": len(libraries)}), libraries
+
+
+def _product(info: Mapping[str, Any]) -> tuple[str, str]:
+    """What answers as the catalog: SecantusDB (the embedded store, also behind libwatch-store.service)
+    reports the MongoDB version whose wire protocol it speaks, and its own in ``secantusVersion``."""
+    if "secantusVersion" in info:
+        return "SecantusDB", f"{info['secantusVersion']} (speaks MongoDB {info.get('version', '?')})"
+    return "MongoDB", str(info.get("version", "?"))
 
 
 def _broker(settings: Settings) -> Check:
@@ -78,17 +88,20 @@ def _broker(settings: Settings) -> Check:
         return Check("rabbitmq", SKIP, "not configured: rebuilds stay pending in MongoDB "
                                        "(`libwatch rebuild --run` renders them here)")
     from libwatch import bus  # pika, only when a broker is configured
+    from libwatch.services import outbox
 
+    topology = outbox.default_topology()  # the deployment's names ($LIBWATCH_AMQP_PREFIX)
+    names = topology.all_queues()
     shown = mask_url(settings.amqp_url)
     try:
         version = bus.check(settings.amqp_url, BROKER_TIMEOUT_S)
-        depths = bus.queue_depths(settings.amqp_url, timeout_s=BROKER_TIMEOUT_S)
+        depths = bus.queue_depths(settings.amqp_url, topology, timeout_s=BROKER_TIMEOUT_S)
     except bus.BusError as error:
         return Check("rabbitmq", FAIL, f"{shown}: {error}", True)
-    waiting = ", ".join(f"{name} {count}" for name, count in depths.items())
+    waiting = ", ".join(f"{names[kind]} {count}" for kind, count in depths.items())
     status = WARN if depths.get("dead") else OK
-    return Check("rabbitmq", status, f"{version} at {shown}; messages waiting: {waiting}", True,
-                 {"version": version, "queues": depths})
+    return Check("rabbitmq", status, f"{version} at {shown}; messages waiting in {waiting}", True,
+                 {"version": version, "queues": depths, "queue_names": names, "exchange": topology.exchange})
 
 
 def _cache_dir(settings: Settings) -> Check:

@@ -30,6 +30,9 @@ def test_doctor_json_when_all_is_well(libwatch, db: Any, tmp_path: Path) -> None
     assert all(set(check) == CHECK_KEYS for check in report["checks"])
     checks = _by_name(report)
     assert checks["mongodb"]["status"] == "ok" and checks["mongodb"]["data"]["version"]
+    # The tests' catalog is SecantusDB: named as what it is, not as the MongoDB version it speaks.
+    assert checks["mongodb"]["data"]["product"] == "SecantusDB"
+    assert checks["mongodb"]["detail"].startswith("SecantusDB 0.") and "(speaks MongoDB 8." in checks["mongodb"]["detail"]
     assert checks["rabbitmq"]["status"] == "skip" and "not configured" in checks["rabbitmq"]["detail"]
     assert checks["inotify"]["data"]["max_user_watches"] > 0
     assert checks["libraries"]["data"]["filesystems"].keys() == {"photos"}
@@ -66,3 +69,25 @@ def test_doctor_checks_a_configured_broker(libwatch, amqp_url: str) -> None:
 
     code, report = _report(libwatch, env={"LIBWATCH_AMQP_URL": "amqp://guest:guest@127.0.0.1:9/%2F"})
     assert code == 4 and _by_name(report)["rabbitmq"]["status"] == "fail"
+
+
+def test_doctor_reads_the_configured_topology_and_names_its_queues(libwatch, amqp_url: str, topology: Any) -> None:
+    """Before: doctor ignored LIBWATCH_AMQP_PREFIX and reported the unprefixed deployment's queues."""
+    import pika
+
+    from libwatch.bus import declare
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        declare(channel, topology)
+        for _ in range(3):
+            channel.basic_publish(topology.exchange, topology.routing_key("cache"), b"{}")
+    finally:
+        connection.close()
+    prefix = topology.exchange.removesuffix("libwatch")
+    code, report = _report(libwatch, env={"LIBWATCH_AMQP_URL": amqp_url, "LIBWATCH_AMQP_PREFIX": prefix})
+    rabbit = _by_name(report)["rabbitmq"]
+    assert code == 0, rabbit
+    assert rabbit["data"]["queues"]["cache"] == 3 and rabbit["data"]["queue_names"]["cache"] == f"{prefix}libwatch.rebuild.cache"
+    assert f"{prefix}libwatch.rebuild.cache 3" in rabbit["detail"] and f"{prefix}libwatch.dead 0" in rabbit["detail"]
