@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -25,6 +26,8 @@ from pymongo.errors import ConfigurationError, PyMongoError
 
 from libwatch.config import Settings, mask_url
 from libwatch.errors import CatalogUnavailable, ConfigError, Locked
+
+log = logging.getLogger("libwatch.store")
 
 CONNECT_TIMEOUT_MS: Final = 5000
 _LOCK_POLL_S: Final = 0.2
@@ -53,7 +56,7 @@ def _exclusive(lock_file: Path, wait_s: float) -> Iterator[None]:
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        deadline = time.monotonic() + wait_s
+        deadline, waiting = time.monotonic() + wait_s, False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,6 +65,10 @@ def _exclusive(lock_file: Path, wait_s: float) -> Iterator[None]:
                 if time.monotonic() >= deadline:
                     raise Locked(f"the embedded store {lock_file.parent / 'db'} is in use by {_holder(lock_file)}; "
                                  "try later, or run `libwatch store serve` to share it") from None
+                if not waiting:  # say so at once: a silent wait of store_wait_s looks like a hang
+                    waiting = True
+                    log.warning("waiting up to %g s for the embedded store %s, in use by %s", wait_s,
+                                lock_file.parent / "db", _holder(lock_file))
                 time.sleep(_LOCK_POLL_S)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(os.sys.argv[:3]),
                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
