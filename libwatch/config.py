@@ -33,6 +33,7 @@ class Settings:
     thumbnail_edge: int = 320
     image_format: str = "jpeg"
     retention_days: float = 30.0
+    cache_mode: int = 0o640  # cache files; their folders get the same bits plus search (0750)
     # `libwatch web`: who may log in, and the scrypt hash of their secret (password or bearer token).
     web_user: str = "admin"
     web_secret_hash: str | None = None
@@ -61,6 +62,7 @@ _KEYS: Final[dict[str, tuple[str, type]]] = {
     "thumbnail_edge": ("LIBWATCH_THUMBNAIL_EDGE", int),
     "image_format": ("LIBWATCH_IMAGE_FORMAT", str),
     "retention_days": ("LIBWATCH_RETENTION_DAYS", float),
+    "cache_mode": ("LIBWATCH_CACHE_MODE", int),
     "web_user": ("LIBWATCH_WEB_USER", str),
     "web_secret_hash": ("LIBWATCH_WEB_SECRET_HASH", str),
 }
@@ -111,6 +113,8 @@ def _convert(key: str, value: Any, source: str) -> Any:
             return value
         if isinstance(value, bool):
             raise ValueError("expected a number")
+        if key == "cache_mode" and isinstance(value, str):
+            return int(value, 8)  # "0640" from the environment, as chmod reads it (TOML writes 0o640)
         number = kind(value)
         if number < 0:
             raise ValueError("must not be negative")
@@ -122,6 +126,9 @@ def _convert(key: str, value: Any, source: str) -> Any:
 def _validate(settings: Settings) -> Settings:
     if settings.image_format not in _IMAGE_FORMATS:
         raise ConfigError(f"image_format must be one of {', '.join(_IMAGE_FORMATS)}, not {settings.image_format!r}")
+    if settings.cache_mode & ~0o755 or settings.cache_mode & 0o600 != 0o600:
+        raise ConfigError(f"cache_mode must give the owner read and write and nobody else write (e.g. 0640), "
+                          f"not {settings.cache_mode:04o}")
     for key in ("cache_edge", "thumbnail_edge"):
         if getattr(settings, key) < 16:
             raise ConfigError(f"{key} must be at least 16 pixels")

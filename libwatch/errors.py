@@ -91,6 +91,11 @@ class GuardRefused(LibwatchError):
     exit_code = EXIT_REFUSED
 
 
+class CacheUnsafe(GuardRefused):
+    """The cache folder could be changed by another user (group- or world-writable, not owned by the service
+    user, or a symbolic link inside it); nothing is written or read there until the admin fixes its modes."""
+
+
 class RootUnavailable(LibwatchError):
     """A library's root folder is missing, unreadable or empty while the catalog has files; nothing was changed."""
 

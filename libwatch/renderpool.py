@@ -41,6 +41,7 @@ import xxhash
 
 from libwatch import beneath, cachefiles
 from libwatch.core.hashing import HASH_PREFIX
+from libwatch.errors import CacheUnsafe
 
 if TYPE_CHECKING:
     from libwatch.imaging import RenderSpec
@@ -121,13 +122,22 @@ class RenderPool:
         processes: int | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         memory_limit_bytes: int | None = DEFAULT_MEMORY_LIMIT,
+        file_mode: int = cachefiles.DEFAULT_FILE_MODE,
     ) -> None:
-        """``processes`` defaults to the CPUs this process may use; ``memory_limit_bytes=None`` sets no limit."""
+        """``processes`` defaults to the CPUs this process may use; ``memory_limit_bytes=None`` sets no limit.
+
+        ``file_mode`` is the mode of the cache files written (folders get ``cachefiles.dir_mode``).
+        Raises CacheUnsafe at once when the cache folder could be changed by other users.
+        """
         self.cache_dir = Path(cache_dir)
+        try:
+            os.close(cachefiles.open_root(self.cache_dir, file_mode))
+        except OSError:
+            pass  # a cache disk not there yet or full fails each job transiently (retried later), not the pool
         self.timeout_s = timeout_s
         self.memory_limit_bytes = memory_limit_bytes
         count = processes or len(os.sched_getaffinity(0))
-        self._children = [_Child(self.cache_dir, memory_limit_bytes) for _ in range(max(1, count))]
+        self._children = [_Child(self.cache_dir, memory_limit_bytes, file_mode) for _ in range(max(1, count))]
         _open_pools.add(self)
 
     def __enter__(self) -> RenderPool:
@@ -193,9 +203,10 @@ class RenderPool:
 class _Child:
     """One rendering child process and the job it is on."""
 
-    def __init__(self, cache_dir: Path, memory_limit_bytes: int | None) -> None:
+    def __init__(self, cache_dir: Path, memory_limit_bytes: int | None, file_mode: int) -> None:
         self.cache_dir = cache_dir
         self.memory_limit_bytes = memory_limit_bytes
+        self.file_mode = file_mode
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.job: RenderJob | None = None
@@ -224,7 +235,7 @@ class _Child:
         self.conn, child_end = _CONTEXT.Pipe()
         self.process = _CONTEXT.Process(
             target=_child_main,
-            args=(child_end, str(self.cache_dir), self.memory_limit_bytes),
+            args=(child_end, str(self.cache_dir), self.memory_limit_bytes, self.file_mode),
             daemon=True,
             name="libwatch-render",
         )
@@ -316,7 +327,7 @@ def _request(job: RenderJob) -> tuple[object, ...]:
     return (root, source, job.follow_symlinks, job.kind, job.content_hash, job.spec, job.derive_from)
 
 
-def _child_main(conn: Connection, cache_dir: str, memory_limit_bytes: int | None) -> None:
+def _child_main(conn: Connection, cache_dir: str, memory_limit_bytes: int | None, file_mode: int) -> None:
     """The child's loop: render each job received until told to stop or the parent is gone."""
     # Ctrl-C and systemd's SIGTERM reach the whole process group; the parent
     # decides when to stop, so that an image in progress is finished, not lost.
@@ -331,20 +342,20 @@ def _child_main(conn: Connection, cache_dir: str, memory_limit_bytes: int | None
     try:
         conn.send(_READY)
         while (request := conn.recv()) is not None:
-            conn.send(_render_and_store(Path(cache_dir), *request))
+            conn.send(_render_and_store(Path(cache_dir), *request, file_mode=file_mode))
     except (EOFError, OSError):
         return
 
 
 def _render_and_store(
     cache_dir: Path, root: str | bytes, source: str | bytes, follow_symlinks: bool, kind: str, content_hash: str,
-    spec: RenderSpec, derive_from: str | None,
+    spec: RenderSpec, derive_from: str | None, *, file_mode: int = cachefiles.DEFAULT_FILE_MODE,
 ) -> tuple[str, str | None, str, bool]:
     """(status, path, error, transient) for one job; runs in the child."""
     from libwatch import imaging
 
-    rendition = cachefiles.existing(cache_dir, derive_from, content_hash) if derive_from else None
     try:
+        rendition = cachefiles.existing(cache_dir, derive_from, content_hash) if derive_from else None
         data = imaging.derive(str(rendition), spec) if rendition else None
         if data is None:
             content = _read_source(root, source, follow_symlinks)
@@ -357,17 +368,20 @@ def _render_and_store(
         return SKIPPED, None, "vanished", False
     except imaging.ImageError as exc:
         return FAILED, None, exc.reason, False
+    except CacheUnsafe as exc:
+        return FAILED, None, str(exc), True  # the admin's to fix; the image is not at fault
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return CHANGED, None, "changed since the scan (now a symbolic link)", False
         return FAILED, None, f"cannot read the image: {exc.strerror or exc}", exc.errno in TRANSIENT_READ_ERRNOS
-    dest = cachefiles.cache_path(cache_dir, kind, content_hash, spec.ext)
     try:
-        cachefiles.write_atomic(dest, data)
-        cachefiles.discard_other_formats(dest)
+        dest = cachefiles.write_atomic(cache_dir, kind, content_hash, spec.ext, data, file_mode=file_mode)
+    except CacheUnsafe as exc:
+        return FAILED, None, str(exc), True
     except OSError as exc:
         # The cache disk, not the image, is at fault (full, read-only, gone): retry later.
-        return FAILED, None, f"cannot write {dest}: {exc.strerror or exc}", True
+        where = cachefiles.cache_path(cache_dir, kind, content_hash, spec.ext)
+        return FAILED, None, f"cannot write {where}: {exc.strerror or exc}", True
     return DONE, str(dest), "", False
 
 

@@ -132,7 +132,8 @@ class Worker:
     def _consume(self) -> None:
         pool = None
         if self._render is None:
-            pool = renderpool.RenderPool(self.settings.cache_dir, processes=self._processes)
+            pool = renderpool.RenderPool(self.settings.cache_dir, processes=self._processes,
+                                          file_mode=self.settings.cache_mode)
             self._render = pool.render_many
         assert self.settings.amqp_url is not None
         try:

@@ -51,3 +51,26 @@ def test_cli_usage_errors_exit_2(photos: Photos, libwatch: Callable[..., Any]) -
     assert both.code == 2
     outside = libwatch("rebuild", "photos", "--path", "/etc", "--run")
     assert outside.code == 2 and "not inside the library" in outside.stderr
+
+
+def test_a_cache_folder_others_may_write_stops_rebuild_run_with_one_line_and_exit_65(
+        photos: Photos, settings: Settings, libwatch: Callable[..., Any]) -> None:
+    photos.add("a.jpg")
+    settings.cache_dir.mkdir()
+    settings.cache_dir.chmod(0o777)
+    done = libwatch("rebuild", "photos", "--run")
+    assert done.code == 65
+    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+    assert f"the cache folder {settings.cache_dir} is writable by its group and others" in done.stderr
+    assert list(settings.cache_dir.iterdir()) == []
+    assert photos.states()["a.jpg"] == ("pending", "pending")
+
+
+def test_cache_mode_is_a_setting_read_as_octal(photos: Photos, settings: Settings, libwatch: Callable[..., Any]) -> None:
+    photos.add("a.jpg")
+    done = libwatch("rebuild", "photos", "--run", env={"LIBWATCH_CACHE_MODE": "0600"})
+    assert done.code == 0, done.stderr
+    files = [p for p in settings.cache_dir.rglob("*")]
+    assert files and {oct(p.stat().st_mode & 0o777) for p in files} <= {"0o600", "0o700"}
+    refused = libwatch("rebuild", "photos", "--run", env={"LIBWATCH_CACHE_MODE": "0666"})
+    assert refused.code == 2 and "cache_mode must give the owner read and write and nobody else write" in refused.stderr
