@@ -7,6 +7,7 @@ service while running as the unprivileged `libwatch` user, and the library stays
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -45,6 +46,13 @@ def image(path: Path, colour: str) -> None:
     tmp = path.with_name(f".{path.name}.part")
     Image.new("RGB", (64, 48), colour).save(tmp, format="PNG")
     tmp.rename(path)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file under ``root``: size, mtime and SHA-256 of its content."""
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns,
+                                             hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = STEP_TIMEOUT) -> None:
@@ -174,6 +182,7 @@ def test_the_readme_deployment_works_as_a_whole(container: Container, broker: tu
     assert f"PathChanged={ROOT}/2024/party\n" in paths_conf, box.journal(WATCH)[-3000:]  # refreshed after the scan
     image(lib / "2024" / "party" / "d.png", "white")
     wait_for("a path scan started by the new album", lambda: finished_runs(box, WATCH) >= 3)
+    written = snapshot(lib)  # all four images, as this test wrote them
 
     # 3. The worker renders every image, from the shared catalog.
     def rendered() -> bool:
@@ -199,8 +208,8 @@ def test_the_readme_deployment_works_as_a_whole(container: Container, broker: tu
     assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe.stderr
     owners = set(box.run("find", "/var/lib/libwatch", "-printf", "%u\\n").stdout.split())
     assert owners == {"libwatch"}, owners
-    assert sorted(p.relative_to(lib).as_posix() for p in lib.rglob("*") if p.is_file()) == \
-        ["2024/party/c.png", "2024/party/d.png", "2024/trip/a.png", "2024/trip/b.png"]
+    assert snapshot(lib) == written  # nothing added, changed or touched by any service
+    assert sorted(written) == ["2024/party/c.png", "2024/party/d.png", "2024/trip/a.png", "2024/trip/b.png"]
 
     # 5. A scan that gives up for another reason than another scan fails its unit: here the library's
     #    disk is unmounted, leaving an empty folder (exit 74; before, every give-up counted as success).
