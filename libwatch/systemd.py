@@ -47,7 +47,23 @@ TEMPLATE_NAMES: Final = (
     "libwatch-cleanup.service",
     "libwatch-cleanup.timer",
     "libwatch-store.service",
+    "libwatch-web.socket",
+    "libwatch-web.service",
 )
+WEB_UNITS: Final = ("libwatch-web.socket", "libwatch-web.service")
+# Lets the web service's user start a library's scan unit ("run now"), and nothing else.
+POLKIT_RULE: Final = Path("/etc/polkit-1/rules.d/50-libwatch-web.rules")
+POLKIT_TEXT: Final = f"""\
+// Written by `libwatch units install --web`: the management page may start a library's scan now.
+polkit.addRule(function(action, subject) {{
+    if (action.id == "org.freedesktop.systemd1.manage-units" && subject.user == "{SERVICE_USER}" &&
+        action.lookup("verb") == "start" &&
+        /^libwatch-scan@[a-z0-9][a-z0-9_-]{{0,62}}\\.service$/.test(action.lookup("unit"))) {{
+        return polkit.Result.YES;
+    }}
+}});
+"""
+METRICS_DROPIN: Final = "metrics.conf"
 SCHEDULE_DROPIN: Final = "schedule.conf"
 PATHS_DROPIN: Final = "paths.conf"
 LIBRARY_DROPIN: Final = "library.conf"
@@ -228,6 +244,17 @@ def _read_only(roots: Sequence[str]) -> str:
     if any(_under_home(path) for path in paths):
         lines += "ProtectHome=read-only\n"
     return lines
+
+
+def render_metrics_dropins(ctx: UnitContext, folder: str) -> dict[str, str]:
+    """Drop-ins that write the metrics for node_exporter into ``folder`` after every scan, failed or not.
+
+    Both the step (``-``) and the folder (``-``) are optional: a missing or full folder never fails a scan.
+    """
+    directory = _absolute(folder)
+    command = f"{_quote(_absolute(ctx.executable), exec_line=True)} metrics --textfile {_quote(directory, exec_line=True)}"
+    step = f"{_HEADER}[Service]\nExecStopPost=-{command}\n" + ("" if ctx.user else f"ReadWritePaths=-{_quote(directory)}\n")
+    return {f"{unit}.d/{METRICS_DROPIN}": step for unit in ("libwatch-scan@.service", "libwatch-watch@.service")}
 
 
 def render_all(ctx: UnitContext, libraries: Iterable[LibraryUnits], *,
@@ -483,12 +510,15 @@ def manager_running(user: bool) -> bool:
 
 
 def install(ctx: UnitContext, libraries: Sequence[LibraryUnits], *, enable: bool = True,
-            worker: bool = False, watch_cap: int = DEFAULT_WATCH_CAP, directory: Path | None = None,
+            worker: bool = False, web: bool = False, metrics_textfile: str | None = None,
+            watch_cap: int = DEFAULT_WATCH_CAP, directory: Path | None = None,
             roots: Sequence[str] | None = None) -> InstallResult:
     """Write the units and drop-ins, reload systemd and enable --now each library's timer and watcher.
 
     Calendars are validated first. Without a running systemd the files are still written and
     ``notice`` says that systemd was not told. ``roots``: every library's root (the worker's drop-in).
+    ``web``: also enable the management page's socket (and, system-wide, the polkit rule for "run now").
+    ``metrics_textfile``: after every scan, write the metrics into that folder (`libwatch metrics --textfile`).
     """
     for lib in libraries:
         validate_calendar(lib.on_calendar)
@@ -496,10 +526,14 @@ def install(ctx: UnitContext, libraries: Sequence[LibraryUnits], *, enable: bool
     watched = [lib.name for lib in libraries if lib.watch]
     share = watch_budget(target, exclude=[lib.name for lib in libraries]) // max(1, len(watched))
     rendered = render_all(ctx, libraries, watch_cap=min(watch_cap, share), roots=roots)
+    if metrics_textfile is not None:
+        rendered = replace(rendered, files={**rendered.files, **render_metrics_dropins(ctx, metrics_textfile)})
     warnings = [*rendered.warnings, *sandbox_warnings(ctx, libraries)]
     if any(_cut_by_budget(lib, share, watch_cap) for lib in libraries):
         warnings.append(_budget_warning(share))
     written = write_units(target, rendered.files)
+    if web and not ctx.user and directory is None:
+        written += write_units(POLKIT_RULE.parent, {POLKIT_RULE.name: POLKIT_TEXT})
     removed = tuple(p for lib in libraries if not lib.watch
                     for p in _remove_dropin(target, path_unit(lib.name), PATHS_DROPIN))
     base = InstallResult(target, written, removed, warnings=tuple(warnings))
@@ -508,6 +542,7 @@ def install(ctx: UnitContext, libraries: Sequence[LibraryUnits], *, enable: bool
     wanted = [u for lib in libraries for u, on in ((timer_unit(lib.name), lib.enabled),
                                                     (path_unit(lib.name), lib.watch)) if on]
     wanted += ["libwatch-cleanup.timer"] + ["libwatch-worker.service"] * worker + ["libwatch-store.service"] * ctx.store
+    wanted += ["libwatch-web.socket"] * web
     unwanted = [u for lib in libraries for u, on in ((timer_unit(lib.name), lib.enabled),
                                                       (path_unit(lib.name), lib.watch)) if not on]
     problems = [*_systemctl_step(ctx.user, "daemon-reload")]
@@ -566,14 +601,15 @@ def uninstall(name: str | None, *, user: bool = False, directory: Path | None = 
     names = [check_library_name(name)] if name is not None else installed_libraries(user, directory=target)
     units = [u for n in names for u in (timer_unit(n), path_unit(n))]
     if name is None:
-        units += ["libwatch-cleanup.timer", "libwatch-worker.service", "libwatch-store.service"]
+        units += ["libwatch-cleanup.timer", "libwatch-worker.service", "libwatch-store.service", *WEB_UNITS]
     running = manager_running(user)
     problems = _systemctl_step(user, "disable", "--now", *units) if running and units else []
     dropins = [(unit, dropin) for n in names for unit, dropin in (
         (timer_unit(n), SCHEDULE_DROPIN), (path_unit(n), PATHS_DROPIN),
         (f"libwatch-scan@{n}.service", LIBRARY_DROPIN), (f"libwatch-watch@{n}.service", LIBRARY_DROPIN))]
     if name is None:
-        dropins.append(("libwatch-worker.service", LIBRARY_DROPIN))
+        dropins += [("libwatch-worker.service", LIBRARY_DROPIN), ("libwatch-scan@.service", METRICS_DROPIN),
+                    ("libwatch-watch@.service", METRICS_DROPIN)]
     removed = [p for unit, dropin in dropins for p in _remove_dropin(target, unit, dropin)]
     if name is None:
         for template in TEMPLATE_NAMES:

@@ -77,6 +77,10 @@ def install(
     user: UserOption = False,
     enable: Annotated[bool, typer.Option("--enable/--no-enable", help="systemctl enable --now the timers and watchers.")] = True,
     worker: Annotated[bool, typer.Option(help="Also enable the worker service on this host.")] = False,
+    web: Annotated[bool, typer.Option(help="Also enable the management page (libwatch-web.socket, 127.0.0.1:8470).")] = False,
+    metrics_textfile: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="After every scan, write the metrics into DIR for node_exporter's textfile collector.",
+        show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the files it would write and a diff against those installed; change nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a settings file that holds other settings.")] = False,
     json_output: JsonOption = False,
@@ -94,7 +98,8 @@ def install(
         with context.catalog(ctx) as db:
             _emit_dry_run(ctx, json_output, service.dry_run(db, settings, names or [], user=user))
         return
-    result = service.install(settings, names or [], user=user, enable=enable, worker=worker, force=force)
+    result = service.install(settings, names or [], user=user, enable=enable, worker=worker, force=force, web=web,
+                             metrics_textfile=metrics_textfile)
     _emit(ctx, json_output, result)
 
 

@@ -234,7 +234,7 @@ def dry_run(db: Db, shell: Settings, names: list[str], *, user: bool) -> DryRun:
 
 
 def install(shell: Settings, names: list[str], *, user: bool, enable: bool, worker: bool,
-            force: bool) -> systemd.InstallResult:
+            force: bool, web: bool = False, metrics_textfile: Path | None = None) -> systemd.InstallResult:
     """Write the host's settings, the service user, the store (when used) and the units; enable them.
 
     The libraries are read from the catalog the units will use (through the store service when
@@ -255,7 +255,8 @@ def install(shell: Settings, names: list[str], *, user: bool, enable: bool, work
     with _catalog(shell if prepared.notice and draft.ctx.store else draft.settings) as db:
         libraries = [units_of(db, lib) for lib in _selected(db, names)]
         roots = [lib.path for lib in repo.all_libraries(db)]
-    result = systemd.install(draft.ctx, libraries, enable=enable, worker=worker, roots=roots)
+    result = systemd.install(draft.ctx, libraries, enable=enable, worker=worker, roots=roots, web=web,
+                             metrics_textfile=None if metrics_textfile is None else str(metrics_textfile))
     return replace(result, written=(*((draft.config_file,) if wrote_config else ()), *prepared.written, *result.written),
                    warnings=(*draft.warnings, *result.warnings), problems=(*prepared.problems, *result.problems))
 

@@ -7,6 +7,7 @@ run lands in `history` like any other.
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -18,11 +19,13 @@ from typing import Any, Final
 from libwatch import systemd
 from libwatch.catalog import libraries as library_repo
 from libwatch.config import Settings
-from libwatch.errors import ServiceUnavailable, UsageError
+from libwatch.errors import UsageError
 from libwatch.services import libraries as library_service
 from libwatch.services import rebuild as rebuild_service
 from libwatch.services import units as units_service
 from libwatch.web.catalog import Db
+
+log = logging.getLogger("libwatch.web")
 
 REBUILD_FLAGS: Final = {"failed": "--failed", "missing": "--missing"}
 # The settings a child process needs, passed in its environment (never on its command line,
@@ -40,9 +43,11 @@ class Started:
     via: str  # "unit" or "process"
     unit: str | None = None
     pid: int | None = None
+    problem: str | None = None  # why the unit could not be started (the scan then ran as a child)
 
     def to_document(self) -> dict[str, Any]:
-        return {"library": self.library, "action": self.action, "via": self.via, "unit": self.unit, "pid": self.pid}
+        return {"library": self.library, "action": self.action, "via": self.via, "unit": self.unit, "pid": self.pid,
+                "problem": self.problem}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +94,17 @@ def run_now(db: Db, settings: Settings, name: str) -> Started:
     """Start a scan of `name` now: its scan unit when installed, else `libwatch scan NAME --trigger manual`."""
     library = library_repo.get(db, name)
     user = _installed_scope(library.name)
+    problem = None
     if user is not None:
         unit = f"libwatch-scan@{library.name}.service"
         problems = systemd.start_unit(unit, user=user)
-        if problems:
-            raise ServiceUnavailable(f"cannot start {unit}: {problems[0]}")
-        return Started(library.name, "scan", "unit", unit=unit)
+        if not problems:
+            return Started(library.name, "scan", "unit", unit=unit)
+        # e.g. no polkit to grant the service user the start: the scan still runs, as this user.
+        problem = problems[0]
+        log.warning("cannot start %s (%s); scanning in a child process instead", unit, problem)
     pid = _spawn(settings, ["scan", library.name, "--trigger", "manual"])
-    return Started(library.name, "scan", "process", pid=pid)
+    return Started(library.name, "scan", "process", pid=pid, problem=problem)
 
 
 def rebuild_choices() -> tuple[str, ...]:

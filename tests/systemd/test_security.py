@@ -33,7 +33,7 @@ def test_every_rendered_service_scores_at_most_2_5(tmp_path: Path, store: bool) 
     ctx = UnitContext(executable="/opt/libwatch/bin/libwatch", state_dir="/var/lib/libwatch",
                       cache_dir="/var/cache/libwatch", store=store)
     services = rendered_services(tmp_path, ctx)
-    assert len(services) == 2 * len(LIBRARIES) + 3  # scan@, watch@ per library; worker, cleanup, store
+    assert len(services) == 2 * len(LIBRARIES) + 4  # scan@, watch@ per library; worker, cleanup, store, web
     scores = {unit: systemd.security_exposure(tmp_path, unit) for unit in services}
     assert all(score <= GOAL for score in scores.values()), scores
 
