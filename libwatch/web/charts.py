@@ -13,6 +13,7 @@ WIDTH: Final = 480
 HEIGHT: Final = 120
 GAP: Final = 2
 DAYS: Final = 14
+MIN_SLOTS: Final = 14  # a chart of two runs keeps bars as narrow as one of 14 days
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +42,12 @@ class Chart:
 def bars(title: str, points: Sequence[tuple[str, float]], unit: str) -> Chart:
     """Bars of `(label, value)` points scaled from 0 to the largest value (an empty chart when all are 0)."""
     top = max((value for _, value in points), default=0.0)
-    step = WIDTH / max(1, len(points))
+    step = WIDTH / max(MIN_SLOTS, len(points))
     drawn = []
     for index, (label, value) in enumerate(points):
         height = 0.0 if top <= 0 else max(1.0, value / top * (HEIGHT - 1)) if value > 0 else 0.0
         drawn.append(Bar(round(index * step + GAP / 2, 2), round(HEIGHT - height, 2), round(max(1.0, step - GAP), 2),
-                         round(height, 2), f"{label}: {value:g} {unit}"))
+                         round(height, 2), f"{label}: {value:.3g} {unit}"))
     return Chart(title, tuple(drawn), top, unit)
 
 
