@@ -203,9 +203,15 @@ def test_the_readme_deployment_works_as_a_whole(container: Container, broker: tu
     pid = box.run("systemctl", "show", "-p", "MainPID", "--value", "libwatch-worker.service").stdout.strip()
     uid = box.run("awk", "/^Uid:/ {print $2}", f"/proc/{pid}/status").stdout.strip()
     assert box.run("id", "-u", "libwatch").stdout.strip() == uid != "0"
-    probe = box.run("nsenter", "-t", pid, "-m", "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                    "touch", f"{ROOT}/written-by-the-worker", check=False)
-    assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe.stderr
+    def as_worker(*command: str) -> subprocess.CompletedProcess[str]:
+        """``command`` as the worker's user in the worker's mount namespace (its sandbox's view)."""
+        return box.run("nsenter", "-t", pid, "-m", "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                       *command, check=False)
+    for folder in (ROOT, "/var/lib/libwatch"):  # the library, and the state: the worker writes only the cache
+        probe = as_worker("touch", f"{folder}/written-by-the-worker")
+        assert probe.returncode != 0 and "Read-only file system" in probe.stderr, (folder, probe.stderr)
+    assert as_worker("touch", "/var/cache/libwatch/written-by-the-worker").returncode == 0
+    box.run("rm", "/var/cache/libwatch/written-by-the-worker")
     owners = set(box.run("find", "/var/lib/libwatch", "-printf", "%u\\n").stdout.split())
     assert owners == {"libwatch"}, owners
     assert snapshot(lib) == written  # nothing added, changed or touched by any service
