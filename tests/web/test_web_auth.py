@@ -139,3 +139,39 @@ def test_no_secret_of_the_settings_appears_in_pages_documents_or_log(web: Any, p
         assert ":guest@" not in text  # shown as guest:***@
         assert SECRET not in text and HASH not in text
     assert "amqp://guest:***@127.0.0.1:5672/%2F" in seen[0]
+
+
+def test_an_unreachable_catalog_is_a_503_without_its_password(web: Any) -> None:
+    uri = "mongodb://libwatch:topsecret@127.0.0.1:1/?serverSelectionTimeoutMS=500&connectTimeoutMS=500"
+    server = web(env={"LIBWATCH_MONGO_URI": uri})
+    page = server.get("/")
+    assert page.status == 503 and "<html" in page.text and "unreachable" in page.text
+    api = server.get("/api/v1/libraries")
+    assert api.status == 503
+    assert api.json()["error"]["exit_code"] == 69 and api.json()["error"]["kind"] == "CatalogUnavailable"
+    metrics = server.get("/metrics")
+    assert metrics.status == 503
+    log = stop_web(server)
+    for text in (page.text, api.text, metrics.text, log):
+        assert "topsecret" not in text
+    assert "libwatch:***@127.0.0.1:1" in api.text
+
+
+def test_hash_secret_prints_the_config_line_that_lets_the_server_listen(web: Any, libwatch: Any,
+                                                                          tmp_path: Path) -> None:
+    printed = libwatch("web", "--hash-secret", input="s3cret token\n")
+    assert printed.code == 0 and "s3cret" not in printed.stdout
+    line = printed.stdout.strip()
+    assert line.startswith('web_secret_hash = "scrypt$16384$8$1$')
+    config = tmp_path / "config.toml"
+    config.write_text(line + '\nweb_user = "ops"\n')
+    server = web("--host", "0.0.0.0", env={"LIBWATCH_CONFIG": str(config)})
+    server.url = server.url.replace("0.0.0.0", "127.0.0.1")
+    assert server.get("/api/v1/libraries").status == 401
+    assert server.get("/api/v1/libraries", headers=basic("ops", "s3cret token")).status == 200
+    assert server.get("/api/v1/libraries", headers=basic("admin", "s3cret token")).status == 401
+
+    config.write_text('web_secret_hash = "hunter2"\n')  # a clear-text password is refused, not used
+    refused = libwatch("web", "--host", "0.0.0.0", "--port", "0", env={"LIBWATCH_CONFIG": str(config)})
+    assert refused.code == 2 and "web_secret_hash is not a hash" in refused.stderr and "hunter2" not in refused.stderr
+    assert libwatch("web", "--hash-secret", input="\n").code == 2
