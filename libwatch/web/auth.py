@@ -81,7 +81,7 @@ def is_local(address: str | tuple[str, int] | None) -> bool:
         return False  # a name: it may resolve anywhere
 
 
-def socket_address(sock: socket.socket) -> str | tuple[str, int] | None:
+def socket_address(sock: socket.socket) -> tuple[str, int] | None:
     """Where an (inherited) listening socket listens: (host, port), or None for a Unix socket."""
     if sock.family == socket.AF_UNIX:
         return None
