@@ -376,7 +376,9 @@ def _template_fields(ctx: UnitContext) -> dict[str, str]:
                 "After=libwatch-store.service"}
     return {
         **fields,
-        "IDENTITY": f"User={SERVICE_USER}\nGroup={SERVICE_USER}",
+        # ConfigurationDirectory= stays root's (systemd.exec(5)): the services read the settings, never write them.
+        "IDENTITY": f"User={SERVICE_USER}\nGroup={SERVICE_USER}" + (
+            "\nConfigurationDirectory=libwatch" if config == SYSTEM_CONFIG_FILE else ""),
         "SANDBOX": SANDBOX,
         # StateDirectory=/CacheDirectory= create the folders owned by the service user (and chown an
         # existing root-owned one); a folder elsewhere is made writable with ReadWritePaths=.

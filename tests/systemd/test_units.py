@@ -68,6 +68,8 @@ def test_units_pass_the_trigger_explicitly_and_never_read_trigger_variables() ->
     assert "CacheDirectory=libwatch\n" in texts["libwatch-worker.service"]
     assert "StateDirectory" not in texts["libwatch-worker.service"]  # the worker writes only the cache
     assert "ReadWritePaths" not in "".join(texts.values())
+    assert all("User=libwatch\nGroup=libwatch\nConfigurationDirectory=libwatch\n" in texts[name]
+               for name in texts if name.endswith(".service"))
     assert not any("SuccessExitStatus" in text for text in texts.values())  # every give-up but a skip fails
 
 
