@@ -225,7 +225,8 @@ class Spool:
 
     After the scan's writes, `commit` merges them with the records the scan wrote into
     the new index for the library's new generation. Folders the walk found the same as
-    the index (`carry`) are not spooled: their records are copied from the old index.
+    the index (`carry`) are not spooled: their records are copied from the old index, as
+    are those of every folder outside the subtree a subtree scan walked (`carry_outside`).
     """
 
     def __init__(self, path: Path) -> None:
@@ -235,9 +236,14 @@ class Spool:
         self._stream = self._temp.open("wb")
         self._chunk: list[tuple[Any, ...]] = []
         self._carried: set[str] = set()
+        self._outside: str | None = None
 
     def carry(self, folder: str) -> None:
         self._carried.add(folder)
+
+    def carry_outside(self, subtree: str) -> None:
+        """Carry every record outside the folder ``subtree`` (a scan of that subtree only)."""
+        self._outside = subtree + "/"
 
     def add(self, r: Record) -> None:
         self._chunk.append(_row(r))
@@ -257,14 +263,17 @@ class Spool:
         self._stream.close()
         try:
             parts = [_spooled(self._temp.open("rb")), iter(sorted(written, key=_path))]
-            if self._carried:
+            if self._carried or self._outside is not None:
                 source = read(self.path, library=library, generation=source_generation, root=root)
                 if source is None:
-                    log.warning("the local index of %s changed during the scan: removed", library)
+                    if self._outside is None:
+                        log.warning("the local index of %s changed during the scan: removed", library)
                     discard(self.path)
                     return
-                carried = self._carried
-                parts.append(r for span in source.spans() if collection_of(span.path) in carried for r in span.load())
+                carried, outside = self._carried, self._outside
+                parts.append(r for span in source.spans()
+                             if collection_of(span.path) in carried or (outside and not span.path.startswith(outside))
+                             for r in span.load())
             write(self.path, heapq.merge(*parts, key=_path), library=library, generation=generation, root=root)
         finally:
             self.discard()
@@ -280,6 +289,9 @@ class NoSpool:
     """The spool of a run that writes no index (a diff, a dry run): it takes records and keeps none."""
 
     def carry(self, folder: str) -> None:
+        """Nothing to carry."""
+
+    def carry_outside(self, subtree: str) -> None:
         """Nothing to carry."""
 
     def add(self, r: Record) -> None:

@@ -53,9 +53,10 @@ def _files(db: Db):  # type: ignore[no-untyped-def]
     return db.get_collection("files", write_concern=DURABLE)
 
 
-def present_records(db: Db, library: str, collections: Mapping[str, dict[str, Any]], *,
+def present_records(db: Db, library: str, collections: Mapping[str, dict[str, Any]], *, under: str = "",
                     page: int = PAGE) -> Iterator[Record]:
-    """The library's present files in path order, read in bounded path ranges.
+    """The library's present files in path order (only those below the folder ``under`` if given),
+    read in bounded path ranges.
 
     Each query has both bounds (`lo <= path < hi`): SecantusDB materialises every match
     of a query before applying `limit`, so `path > last` paging would read the rest of
@@ -63,7 +64,9 @@ def present_records(db: Db, library: str, collections: Mapping[str, dict[str, An
     holds about `page` files by the collections' counters.
     """
     counts = {path: int(doc.get("file_count") or 0) for path, doc in collections.items()}
-    for low, high in path_ranges(counts, page=page):
+    # Every path below "a/b" sorts in ["a/b/", "a/b0"): "0" is the character after "/".
+    bounds = (under + "/", under + "0") if under else ("", None)
+    for low, high in path_ranges(counts, *bounds, page=page):
         query: dict[str, Any] = {"library": library, "path": {"$gte": low} if high is None else {"$gte": low, "$lt": high}}
         for doc in _files(db).find(query, _RECORD_FIELDS | {"status": 1}).sort("path", 1):
             if doc.get("status") == "present":

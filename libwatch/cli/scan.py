@@ -11,7 +11,6 @@ import typer
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption
 from libwatch.errors import EXIT_CHANGES, UsageError
-from libwatch.services import libraries as library_service
 from libwatch.services import scan as service
 from libwatch.services.scan_detect import Progress, ScanOptions
 from libwatch.services.scan_result import ScanResult
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 WAIT_LOCK_S: Final = 600.0
 TRIGGERS: Final = ("manual", "timer", "path", "cron")
 
-TargetsArgument = Annotated[list[str] | None, typer.Argument(help="Library names or folders (a new folder is registered).", show_default=False)]
+TargetsArgument = Annotated[list[str] | None, typer.Argument(help="Library names or folders (a folder inside a library scans that part; a new folder is registered).", show_default=False)]
 VerifyOption = Annotated[bool, typer.Option(help="Hash every file, like rsync --checksum (finds bit rot).")]
 
 
@@ -48,7 +47,8 @@ def _summary(console: Console, doc: dict[str, Any], verbose: bool) -> None:
     from rich.table import Table  # human output only
 
     counts = doc["counts"]
-    title = f"{'diff' if doc['dry_run'] else 'scan'} of {doc['library']} ({doc['root']})"
+    part = f", folder {doc['subtree']}" if doc.get("subtree") else ""
+    title = f"{'diff' if doc['dry_run'] else 'scan'} of {doc['library']} ({doc['root']}{part})"
     console.print(f"[bold]{title}[/]")
     table = Table(show_header=False)
     for key, value in counts.items():
@@ -106,9 +106,12 @@ def scan(
     skip_if_locked: Annotated[bool, typer.Option(help="When another scan holds the library's lock, record a skipped run naming it and exit 0 (the units do).")] = False,
     rescan_on_change: Annotated[bool, typer.Option(help="Scan again if anything changed while scanning (path units).")] = False,
     name: Annotated[str | None, typer.Option(help="Name for a folder that is registered by this scan.")] = None,
+    path: Annotated[str | None, typer.Option("--path", help="Scan only this folder of the library (relative to its root).", show_default=False)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Walk libraries, record what changed, and request rebuilds of new and changed images.
+
+    A folder inside a library scans that part of it (as does --path).
 
     Example: libwatch scan photos --trigger timer
     """
@@ -125,7 +128,7 @@ def scan(
                           allow_mass_delete=allow_mass_delete, max_delete=max_delete,
                           wait_lock_s=WAIT_LOCK_S if wait_lock else 0.0, skip_if_locked=skip_if_locked)
     with context.catalog(ctx) as db, _progress(not context.wants_json(ctx, json_output)) as progress:
-        resolved = service.targets(db, targets or [], all_=all_, name=name)
+        resolved = service.targets(db, targets or [], all_=all_, name=name, path=path)
         results = service.run(db, cli.settings, resolved, options, name=name, rescan_on_change=rescan_on_change,
                               progress=progress)
     raise typer.Exit(_emit(ctx, json_output, results))
@@ -143,10 +146,10 @@ def diff(
     Example: libwatch diff photos --exit-code || libwatch scan photos
     """
     with context.catalog(ctx) as db, _progress(not context.wants_json(ctx, json_output)) as progress:
-        library = library_service.find_for_target(db, target)
-        if library is None:
+        (resolved,) = service.targets(db, [target], all_=False, name=None)
+        if resolved.library is None:
             raise UsageError(f"{target} is not a library (register it: libwatch library add NAME {target})")
-        report = service.diff(db, context.state(ctx).settings, library, ScanOptions(verify=verify),
-                              progress=progress)
+        report = service.diff(db, context.state(ctx).settings, resolved.library, ScanOptions(verify=verify),
+                              progress=progress, subtree=resolved.subtree)
     _emit(ctx, json_output, [report])
     raise typer.Exit(EXIT_CHANGES if exit_code and report.exit_code else 0)

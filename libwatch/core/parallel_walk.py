@@ -35,16 +35,16 @@ from libwatch.errors import WalkWorkerLost
 
 
 def walk(root: str | bytes, options: WalkOptions = WalkOptions(), *,
-         unchanged: FolderCheck | None = None, workers: int = 1) -> Walk:
+         unchanged: FolderCheck | None = None, under: str = "", workers: int = 1) -> Walk:
     """The items of :func:`libwatch.core.walk.walk`, in the same order; raises what it raises.
 
     With ``workers`` above 1, forked processes walk the folders (see :class:`_Parallel`):
     the same items in the same order, sooner on a warm cache.
     """
-    walker, top, children = opened(root, options, unchanged)
+    walker, top, children, ancestors = opened(root, options, unchanged, under)
     if workers > 1:
-        return _Parallel(walker, top, children, unchanged, workers)
-    return _run(walker, top, children, unchanged, {top.dev_ino})
+        return _Parallel(walker, top, children, ancestors, unchanged, workers)
+    return _run(walker, top, children, unchanged, set(ancestors))
 
 
 class _Unit(NamedTuple):
@@ -64,15 +64,15 @@ def _unit_items(walker: _Walker, unit: _Unit, unchanged: FolderCheck | None) -> 
     yield from _run(walker, folder, _folded(folder, children, unchanged), unchanged, {*unit.ancestors, folder.dev_ino})
 
 
-def _split(walker: _Walker, top: _Folder, children: list[_Child], unchanged: FolderCheck | None,
-           wanted: int) -> tuple[list[Item], list[_Unit]]:
+def _split(walker: _Walker, top: _Folder, children: list[_Child], ancestors: frozenset[tuple[int, int]],
+           unchanged: FolderCheck | None, wanted: int) -> tuple[list[Item], list[_Unit]]:
     """The items the calling process finds itself, sorted, and the folders left to workers (walk order).
 
     It lists one level deeper while there are fewer folders than ``wanted`` (a root holding
     one folder), so that every worker has a subtree to walk if the tree allows.
     """
     found: list[Item] = []
-    level = [(top, children, frozenset({top.dev_ino}))]
+    level = [(top, children, ancestors)]
     while True:
         units: list[_Unit] = []
         for folder, kids, ancestors in level:
@@ -120,9 +120,9 @@ class _Parallel:
     walk is CPU-bound Python.
     """
 
-    def __init__(self, walker: _Walker, top: _Folder, children: list[_Child], unchanged: FolderCheck | None,
-                 workers: int) -> None:
-        found, units = _split(walker, top, children, unchanged, workers)
+    def __init__(self, walker: _Walker, top: _Folder, children: list[_Child], ancestors: frozenset[tuple[int, int]],
+                 unchanged: FolderCheck | None, workers: int) -> None:
+        found, units = _split(walker, top, children, ancestors, unchanged, workers)
         batches = _batches(units)
         self._pids: list[int] = []
         self._streams: list[BinaryIO] = []

@@ -170,6 +170,12 @@ class _Walker:
         self.include = _globs(options.include)
         self.exclude = _globs(options.exclude)
 
+    def prunes(self, name: bytes, path: str) -> bool:
+        """Whether the walk leaves out the folder ``name`` at ``path`` (relative): hidden, or excluded."""
+        if not self.opts.hidden and name[:1] == b".":
+            return True
+        return self.exclude is not None and bool(self.exclude.match(path) or self.exclude.match(path + SEP))
+
     def children(self, folder: _Folder) -> list[_Child]:
         """The children of a folder in sort order, files already stat'ed; raises OSError."""
         prefix = folder.path + SEP if folder.path else ""
@@ -280,6 +286,15 @@ def _dir_target(dirent: os.DirEntry[bytes]) -> os.stat_result | None:
     return st if stat.S_ISDIR(st.st_mode) else None
 
 
+def _link_target(path: bytes) -> os.stat_result | None:
+    """The stat of a symlink's target when it is a folder (as :func:`_dir_target`, from a path)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISDIR(st.st_mode) else None
+
+
 def _stat_failure(path: str, raw: bytes, dirent: os.DirEntry[bytes], err: OSError) -> Skip:
     if err.errno == errno.ENOENT and dirent.is_symlink():
         return Skip(path, raw, NOT_REGULAR, "dangling symlink")
@@ -327,30 +342,72 @@ class Walk(Protocol):
 
 
 def walk(root: str | bytes, options: WalkOptions = WalkOptions(), *,
-         unchanged: FolderCheck | None = None) -> Walk:
+         unchanged: FolderCheck | None = None, under: str = "") -> Walk:
     """Yield every image under ``root`` and every skipped path, in ascending ``sort_key`` order.
 
     Folders that cannot be entered yield ``Skip(subtree=True)`` at their position;
     raises :class:`RootNotListable` (before yielding) when the root itself cannot be listed.
     With ``unchanged``, a folder whose image files (path order) it accepts yields one
     :class:`Same` before its other items instead of a ``DiskEntry`` per file.
+    With ``under`` (a folder's path relative to the root), only the items the whole walk
+    yields under that folder, found by walking that folder alone.
     :func:`libwatch.core.parallel_walk.walk` yields the same items from forked processes.
     """
-    walker, top, children = opened(root, options, unchanged)
-    return _run(walker, top, children, unchanged, {top.dev_ino})
+    walker, top, children, ancestors = opened(root, options, unchanged, under)
+    return _run(walker, top, children, unchanged, set(ancestors))
 
 
-def opened(root: str | bytes, options: WalkOptions,
-           unchanged: FolderCheck | None) -> tuple[_Walker, _Folder, list[_Child]]:
-    """The walk's state, its top folder and the top's children (folded); raises :class:`RootNotListable`."""
+def opened(root: str | bytes, options: WalkOptions, unchanged: FolderCheck | None,
+           under: str = "") -> tuple[_Walker, _Folder, list[_Child], frozenset[tuple[int, int]]]:
+    """The walk's state, the folder it starts in, that folder's children (folded) and the folders
+    from the root down to it (device, inode); raises :class:`RootNotListable`.
+
+    With ``under``, the walk starts in that folder (see :func:`walk`); it raises
+    :class:`RootNotListable` too when the folder is missing or not a folder.
+    """
     root_b, root_stat = open_root(root)
     walker = _Walker(root_b, options, root_stat)
     top = _Folder("", b"", root_b, (root_stat.st_dev, root_stat.st_ino))
+    if under:
+        folder, children, ancestors = _descend(walker, top, under)
+        return walker, folder, _folded(folder, children, unchanged) if ancestors else children, frozenset(ancestors)
     try:
         children = _folded(top, walker.children(top), unchanged)
     except OSError as err:
         raise RootNotListable(err.errno, f"library root unreadable: {err.strerror}", os.fsdecode(root_b)) from err
-    return walker, top, children
+    return walker, top, children, frozenset({top.dev_ino})
+
+
+def _descend(walker: _Walker, top: _Folder, under: str) -> tuple[_Folder, list[_Child], set[tuple[int, int]]]:
+    """The folder ``under`` entered as the whole walk would enter it, with its children and its ancestors.
+
+    Where the whole walk would not go (a hidden or excluded folder, a link it does not
+    follow) there is nothing: no children. Where it would skip the folder (another
+    filesystem, a loop, unreadable), the one child is that Skip.
+    """
+    folder, ancestors = top, {top.dev_ino}
+    for name in os.fsencode(under).split(SEP_BYTES):
+        path = (folder.path + SEP if folder.path else "") + name.decode("utf-8", "backslashreplace")
+        target = folder.abs + SEP_BYTES + name
+        try:
+            st = os.stat(target, follow_symlinks=False)
+        except OSError as err:
+            raise RootNotListable(err.errno, f"folder unavailable: {err.strerror}", os.fsdecode(target)) from err
+        if stat.S_ISLNK(st.st_mode):  # the walk enters a link only to a folder, and only when following links
+            linked = _link_target(target) if walker.opts.follow_symlinks else None
+            if linked is None:
+                return folder, [], set()
+            st = linked
+        elif not stat.S_ISDIR(st.st_mode):
+            raise RootNotListable(errno.ENOTDIR, "not a folder", os.fsdecode(target))
+        if walker.prunes(name, path):
+            return folder, [], set()
+        entered = walker.enter(folder, _Sub(path + SEP, name, None, st), ancestors)  # type: ignore[arg-type]
+        if type(entered) is Skip:
+            return folder, [_Ready(path + SEP, entered)], set()
+        folder, children = entered  # type: ignore[misc]
+        ancestors.add(folder.dev_ino)
+    return folder, children, ancestors
 
 
 def _folded(folder: _Folder, children: list[_Child], unchanged: FolderCheck | None) -> list[_Child]:

@@ -23,7 +23,7 @@ from libwatch.core.parallel_walk import walk
 from libwatch.core.walk import DiskEntry
 from libwatch.library import Library
 from libwatch.services.scan import Publish, scan
-from libwatch.services.scan_detect import Progress, ScanOptions, no_progress, walk_options, walk_workers
+from libwatch.services.scan_detect import Progress, ScanOptions, no_progress, walk_options, walk_workers, within
 from libwatch.services.scan_result import ScanResult
 
 log = logging.getLogger("libwatch.scan")
@@ -33,24 +33,26 @@ MAX_ROUNDS: Final = 5
 Db = Database[dict[str, Any]]
 
 
-def _watched_folders(db: Db, library: Library) -> set[str]:
-    """The root, every collection folder and their ancestors: where a change shows in a folder's times."""
-    folders = {""}
+def _watched_folders(db: Db, library: Library, subtree: str) -> set[str]:
+    """The scanned folder, every collection folder below it and their ancestors up to it:
+    where a change shows in a folder's times."""
+    folders = {subtree}
     for path in catalog_files.collection_documents(db, library.name):
-        while path:
+        while within(path, subtree) and path != subtree:
             folders.add(path)
             path = collection_of(path)
     return folders
 
 
-def changed_since(db: Db, library: Library, since_ns: int, *, workers: int = 1) -> bool:
-    """Whether any watched folder or any image changed after `since_ns` (a stat walk, no hashing).
+def changed_since(db: Db, library: Library, since_ns: int, *, workers: int = 1, subtree: str = "") -> bool:
+    """Whether any watched folder or any image (below ``subtree`` if given) changed after `since_ns`
+    (a stat walk, no hashing).
 
     The walk folds every folder with nothing newer into one item, so that its (parallel)
     workers send back only the folders that changed.
     """
     root = os.fsencode(library.path)
-    for folder in _watched_folders(db, library):
+    for folder in _watched_folders(db, library, subtree):
         try:
             st = os.stat(os.path.join(root, os.fsencode(folder)) if folder else root)
         except OSError:
@@ -61,12 +63,13 @@ def changed_since(db: Db, library: Library, since_ns: int, *, workers: int = 1) 
     def older(_folder: str, files: list[DiskEntry]) -> bool:
         return all(max(f.mtime_ns, f.ctime_ns) < since_ns for f in files)
 
-    with contextlib.closing(walk(library.path, walk_options(library), unchanged=older, workers=workers)) as items:
+    with contextlib.closing(walk(library.path, walk_options(library), unchanged=older, under=subtree,
+                                 workers=workers)) as items:
         return any(type(item) is DiskEntry for item in items)
 
 
 def scan_until_quiet(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
-                     progress: Progress = no_progress, publish: Publish | None = None) -> ScanResult:
+                     progress: Progress = no_progress, publish: Publish | None = None, subtree: str = "") -> ScanResult:
     """Scan, and scan again while files were still settling or something changed during the run.
 
     The result is the last round's, with every round's changes and a `rounds` count.
@@ -74,11 +77,12 @@ def scan_until_quiet(db: Db, settings: Settings, library: Library, options: Scan
     earlier: tuple[dict[str, Any], ...] = ()
     for round_number in range(1, MAX_ROUNDS + 1):
         started_ns = time.time_ns()
-        result = scan(db, settings, library, options, publish=publish, progress=progress)
+        result = scan(db, settings, library, options, publish=publish, progress=progress, subtree=subtree)
         if result.exit_code or result.skipped_run or options.dry_run:
             return result
         settling = any(item["reason"] == "unstable" for item in result.skipped)
-        quiet = not (settling or changed_since(db, library, started_ns, workers=walk_workers(result.counts["scanned"])))
+        quiet = not (settling or changed_since(db, library, started_ns, workers=walk_workers(result.counts["scanned"]),
+                                               subtree=subtree))
         result = dataclasses.replace(result, rounds=round_number, changes=earlier + result.changes)
         if quiet or round_number == MAX_ROUNDS:
             return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +36,9 @@ Publish = Callable[[Db, Library], dict[str, int]]
 
 
 def diff(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
-         progress: Progress = no_progress) -> ScanResult:
+         progress: Progress = no_progress, subtree: str = "") -> ScanResult:
     """What a scan would record, writing nothing; exit code 1 when there are changes."""
-    plan = detect(db, settings, library, options, progress=progress)
+    plan = detect(db, settings, library, options, progress=progress, subtree=subtree)
     return from_plan(plan, run_id=None, dry_run=True, rebuild={"requested": plan.rebuilds, "published": 0, "pending": 0},
                      exit_code=1 if plan.has_changes else 0)
 
@@ -49,8 +50,11 @@ def _skipped_run(db: Db, library: Library, options: ScanOptions, why: str) -> Sc
 
 
 def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
-         progress: Progress = no_progress, publish: Publish | None = None) -> ScanResult:
+         progress: Progress = no_progress, publish: Publish | None = None, subtree: str = "") -> ScanResult:
     """Detect, record and publish (with ``publish``, unless ``options.publish`` is off), as one recorded run.
+
+    With ``subtree`` (a folder relative to the root, see :func:`subtree_of`) only that folder
+    is scanned, and the run records it.
 
     Raises :class:`~libwatch.errors.Locked` when another run holds the library (recorded as a skipped
     run naming the holder; with ``options.skip_if_locked`` that skip is returned instead),
@@ -62,9 +66,9 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
         log.warning("library %s is %s: scan skipped", library.name, why)
         return _skipped_run(db, library, options, why)
     if options.dry_run:
-        preview = diff(db, settings, library, options, progress=progress)
+        preview = diff(db, settings, library, options, progress=progress, subtree=subtree)
         return dataclasses.replace(preview, exit_code=0)
-    with runs.recorded(db, "scan", library.name, options.trigger) as run:
+    with runs.recorded(db, "scan", library.name, options.trigger, **({"subtree": subtree} if subtree else {})) as run:
         lease = Lease(db, f"scan:{library.name}", run.run_id, settings.lease_s)
         try:
             lease.acquire(wait_s=options.wait_lock_s)
@@ -79,7 +83,7 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
         spool = statindex.Spool(index_file(settings, library))
         try:
             library = catalog_libraries.get(db, library.name)  # fresh state, now that we hold the lease
-            plan = detect(db, settings, library, options, progress=progress, spool=spool)
+            plan = detect(db, settings, library, options, progress=progress, spool=spool, subtree=subtree)
             check_guards(plan, options)
             run.counts = plan.counts
             record(db, plan, spool, run_id=run.run_id, lease=lease, priority=options.priority, verify=options.verify)
@@ -108,38 +112,75 @@ def _publish(db: Db, library: Library, rebuild: dict[str, int],
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A scan target resolved: a registered library, or a folder to register as one (``library`` None)."""
+    """A scan target resolved: a registered library (``subtree``: one folder of it, relative
+    to its root), or a folder to register as a new library (``library`` None)."""
 
     library: Library | None
     folder: str = ""
+    subtree: str = ""
 
 
-def targets(db: Db, names: Sequence[str], *, all_: bool, name: str | None) -> list[Target]:
+def targets(db: Db, names: Sequence[str], *, all_: bool, name: str | None, path: str | None = None) -> list[Target]:
     """Resolve every target before anything is written; raises :class:`~libwatch.errors.UsageError`.
 
-    A target is a library name, a library's root, or a folder that is no library yet
-    (registered by :func:`run`, under ``name`` if given: then it must be the only one).
+    A target is a library name, a library's root, a folder inside a library (that subtree
+    of it), or a folder that is no library yet (registered by :func:`run`, under ``name`` if
+    given: then it must be the only one). ``path`` (relative) narrows the one target to a folder of it.
     """
     if all_:
-        if names:
-            raise UsageError("give library names or --all, not both")
+        if names or path is not None:
+            raise UsageError("give library names or --all, not both" if names else "--path needs one library, not --all")
         return [Target(lib) for lib in catalog_libraries.all_libraries(db) if lib.enabled]
     if not names:
         raise UsageError("name a library or folder to scan, or use --all (see `libwatch library list`)")
-    resolved = []
-    for target in names:
-        library = library_service.find_for_target(db, target)
-        resolved.append(Target(library) if library is not None else Target(None, library_service.resolve_root(target)))
+    libraries = catalog_libraries.all_libraries(db)
+    resolved = [_resolve(db, target, libraries) for target in names]
+    if path is not None:
+        if len(resolved) != 1 or resolved[0].library is None:
+            raise UsageError("--path names a folder of one registered library: libwatch scan LIBRARY --path FOLDER")
+        library = resolved[0].library
+        if os.path.isabs(path):
+            raise UsageError(f"--path {path}: give the folder relative to the root of {library.name}")
+        resolved = [Target(library, subtree=subtree_of(library, os.path.join(library.path, resolved[0].subtree, path)))]
     new = [target for target in resolved if target.library is None]
     if name is not None:
         if len(new) != 1:
             raise UsageError("--name names one folder that is not a library yet; "
                              f"{len(new)} of the targets are new folders")
-        if any(library.name == check_name(name) for library in catalog_libraries.all_libraries(db)):
+        if any(library.name == check_name(name) for library in libraries):
             raise UsageError(f"a library named {name!r} already exists")
     if len({target.folder for target in new}) != len(new):
         raise UsageError("the same new folder is named twice")
     return resolved
+
+
+def _resolve(db: Db, target: str, libraries: Sequence[Library]) -> Target:
+    library = library_service.find_for_target(db, target)
+    if library is not None:
+        return Target(library)
+    folder = library_service.resolve_root(target)
+    containing = [lib for lib in libraries if _inside(folder, os.path.realpath(lib.path))]
+    if containing:  # the innermost library holds it (nested roots are refused, but may exist)
+        library = max(containing, key=lambda lib: len(lib.path))
+        return Target(library, subtree=subtree_of(library, folder))
+    return Target(None, folder)
+
+
+def _inside(folder: str, root: str) -> bool:
+    return folder != root and folder.startswith(root.rstrip("/") + "/")
+
+
+def subtree_of(library: Library, folder: str) -> str:
+    """The path of ``folder`` relative to the library's root ("" for the root itself), links resolved.
+
+    Raises :class:`~libwatch.errors.UsageError` unless it is a folder inside the library.
+    """
+    real, root = os.path.realpath(folder), os.path.realpath(library.path)
+    if real != root and not _inside(real, root):
+        raise UsageError(f"{folder} is not inside library {library.name} ({library.path})")
+    if not os.path.isdir(real):
+        raise UsageError(f"{folder}: no such folder in library {library.name}")
+    return "" if real == root else os.path.relpath(real, root)
 
 
 def _register(db: Db, target: Target, name: str | None) -> Library:
@@ -150,19 +191,22 @@ def run(db: Db, settings: Settings, resolved: Sequence[Target], options: ScanOpt
         rescan_on_change: bool = False, progress: Progress = no_progress) -> list[ScanResult]:
     """Scan each target in turn (registering new folders first) and refresh the watched folders.
 
+    A target inside a library scans that subtree of it; it never registers a second library.
+
     Rebuild requests are published when a broker is configured and ``options.publish``;
     otherwise they stay pending for `libwatch rebuild` or the next scan.
     """
-    libraries = [(target.library is None, _register(db, target, name)) for target in resolved]
+    libraries = [(target.library is None, _register(db, target, name), target.subtree) for target in resolved]
     publish = _publisher(settings)
     results = []
-    for registered, library in libraries:
+    for registered, library, subtree in libraries:
         if rescan_on_change:
             from libwatch.services.rescan import scan_until_quiet  # the path units' way
 
-            result = scan_until_quiet(db, settings, library, options, progress=progress, publish=publish)
+            result = scan_until_quiet(db, settings, library, options, progress=progress, publish=publish,
+                                      subtree=subtree)
         else:
-            result = scan(db, settings, library, options, progress=progress, publish=publish)
+            result = scan(db, settings, library, options, progress=progress, publish=publish, subtree=subtree)
         results.append(dataclasses.replace(result, registered=registered, warnings=_refresh_watch(db, library, result)))
     return results
 

@@ -87,6 +87,7 @@ class Plan:
     present_before: int  # catalog records met in the merge
     hashed_bytes: int
     used_index: bool
+    subtree: str = ""  # the folder scanned, relative to the root ("" for the whole library)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -194,37 +195,43 @@ def _root_is_empty(root: str) -> bool:
 
 
 def detect(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
-           progress: Progress = no_progress, spool: Spool = statindex.NO_SPOOL) -> Plan:
+           progress: Progress = no_progress, spool: Spool = statindex.NO_SPOOL, subtree: str = "") -> Plan:
     """Detect what changed between the disk and the catalog; writes nothing to the catalog.
 
-    Raises :class:`~libwatch.errors.RootUnavailable` when the root cannot be listed, or is
-    empty while the catalog has files under it (an unmounted share).
+    With ``subtree`` (a folder's path relative to the root, checked by the caller) only that
+    folder is walked and compared: deletions, collections and the guards are judged within it.
+    Raises :class:`~libwatch.errors.RootUnavailable` when the root (or the subtree) cannot be
+    listed, or is empty while the catalog has files under it (an unmounted share).
     """
     now, started_at = statindex.clock_ns(index_file(settings, library)), datetime.now(UTC)
-    root_empty = _root_is_empty(library.path)
+    top = os.path.join(library.path, subtree) if subtree else library.path
+    root_empty = _root_is_empty(top)
     settle_cutoff = now - int(options.settle_s * 1e9) if options.settle_s > 0 else None
     seen = _Seen(spool)
+    if subtree:
+        spool.carry_outside(subtree)
     index = _open_index(settings, library)
     check = _folder_check(index.folders, settle_cutoff) if index is not None and not options.verify else None
     try:
-        with contextlib.closing(walk(library.path, walk_options(library), unchanged=check,
+        with contextlib.closing(walk(library.path, walk_options(library), unchanged=check, under=subtree,
                                      workers=walk_workers(index.count if index is not None else 0))) as walked:
             # Read while the walk's worker processes are under way.
-            before = catalog_files.collection_documents(db, library.name)
-            records = index.spans() if index is not None else catalog_files.present_records(db, library.name, before)
+            before = {path: doc for path, doc in catalog_files.collection_documents(db, library.name).items()
+                      if within(path, subtree)}
+            records = (_spans_under(index.spans(), subtree) if index is not None
+                       else catalog_files.present_records(db, library.name, before, under=subtree))
             disk = _counted(walked, seen, progress)
             for verdict in engine.match(disk, records, verify=options.verify, settle_cutoff_ns=settle_cutoff):
                 _sort_verdict(verdict, seen)
     except RootNotListable as error:
-        raise RootUnavailable(f"library root {library.path} is unavailable: {error.strerror}; "
-                                   "nothing was changed") from None
+        raise RootUnavailable(f"{top} is unavailable: {error.strerror}; nothing was changed") from None
     hashed = list(_hashed(library, seen, progress))
     classified = engine.classify(hashed, seen.gone, scan_started_ns=now, granularity_ns=GRANULARITY_NS,
                                  scan_ended_ns=statindex.clock_ns(index_file(settings, library)),
                                  verify=options.verify)
     if root_empty and seen.present_before:
-        raise RootUnavailable(f"library root {library.path} is empty while the catalog has "
-                                   f"{seen.present_before} files (an unmounted share?); nothing was marked deleted")
+        raise RootUnavailable(f"{'folder' if subtree else 'library root'} {top} is empty while the catalog has "
+                              f"{seen.present_before} files (an unmounted share?); nothing was marked deleted")
     changes = tuple(classified.changes)
     tallies = {path: (count, size) for path, (count, size) in seen.tallies.items() if count}
     present = {path for path, doc in before.items() if doc.get("missing_since") is None}
@@ -234,7 +241,19 @@ def detect(db: Db, settings: Settings, library: Library, options: ScanOptions, *
         probes=_probes(library.path, changes), tallies=tallies, collections_before=before,
         collections_added=tuple(sorted(set(tallies) - present)), collections_removed=tuple(sorted(present - set(tallies))),
         scanned=seen.scanned, unchanged=seen.unchanged + seen.fingerprints - sum(1 for c in changes if c.type != DELETED),
-        present_before=seen.present_before, hashed_bytes=seen.hashed_bytes, used_index=index is not None)
+        present_before=seen.present_before, hashed_bytes=seen.hashed_bytes, used_index=index is not None,
+        subtree=subtree)
+
+
+def within(folder: str, subtree: str) -> bool:
+    """Whether ``folder`` is the folder ``subtree`` or below it (every folder is within the root, "")."""
+    return not subtree or folder == subtree or folder.startswith(subtree + "/")
+
+
+def _spans_under(spans: Iterable[engine.Span], subtree: str) -> Iterator[engine.Span]:
+    """The index's spans of records below ``subtree`` (a span holds one folder's records)."""
+    prefix = subtree + "/" if subtree else ""
+    return (span for span in spans if span.path.startswith(prefix))
 
 
 def _counted(items: Iterable[DiskEntry | Skip | Same], seen: _Seen,

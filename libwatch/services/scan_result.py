@@ -22,7 +22,8 @@ class ScanResult:
     ``changes``, ``skipped`` and ``errors`` are the document's entries (dicts of JSON
     values); ``exit_code`` is the command's (1 for a diff that found changes, the
     broker's code when publishing failed). ``rounds`` is set by a scan that ran again
-    until quiet, ``skipped_run`` by a run that did nothing on purpose (paused, disabled).
+    until quiet, ``skipped_run`` by a run that did nothing on purpose (paused, disabled),
+    ``subtree`` by a scan of one folder of the library (its path relative to the root).
     ``registered`` (the scan registered its folder as a new library) and ``warnings``
     (problems around the scan, not per file) are for the admin, not in the document.
     """
@@ -42,6 +43,7 @@ class ScanResult:
     exit_code: int = 0
     skipped_run: str | None = None
     rounds: int | None = None
+    subtree: str = ""
     registered: bool = False
     warnings: tuple[str, ...] = ()
 
@@ -58,9 +60,11 @@ class ScanResult:
         return self.to_document()
 
     def to_document(self) -> dict[str, Any]:
-        """The scan document: the design's keys, plus ``rounds`` or ``skipped_run`` when set."""
+        """The scan document: the design's keys, plus ``subtree``, ``rounds`` or ``skipped_run`` when set."""
         doc: dict[str, Any] = {"library": self.library, "root": self.root, "run_id": self.run_id,
                                "dry_run": self.dry_run}
+        if self.subtree:
+            doc["subtree"] = self.subtree
         if self.skipped_run is not None:
             doc["skipped_run"] = self.skipped_run
         else:
@@ -85,7 +89,7 @@ def from_plan(plan: Plan, *, run_id: str | None, dry_run: bool, rebuild: Mapping
         library=plan.library.name, root=plan.library.path, run_id=run_id, dry_run=dry_run, counts=plan.counts,
         changes=tuple(changes), skipped=tuple(_skip_document(s) for s in plan.skipped if s.reason not in ERROR_REASONS),
         errors=tuple(errors), rebuild=rebuild, started_at=plan.started_at, finished_at=datetime.now(UTC),
-        exit_code=exit_code)
+        exit_code=exit_code, subtree=plan.subtree)
 
 
 def _change_document(change: Change) -> dict[str, Any]:

@@ -6,13 +6,14 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from libwatch.core.parallel_walk import WalkWorkerLost, walk
-from libwatch.core.walk import DiskEntry, Same, WalkOptions
+from libwatch.core.walk import DiskEntry, Same, Skip, WalkOptions, sort_key
 from libwatch.core.walk import walk as serial_walk
 
 FOLDER_NAMES = ("a", "b", "a-b", "a.b", ".h", "\u00e9", "z")
@@ -64,6 +65,52 @@ def test_the_parallel_walk_yields_exactly_the_serial_walk(
     finally:
         shutil.rmtree(root)
     assert parallel == serial
+
+
+def _subtrees(root: Path) -> list[str]:
+    """Every folder under ``root`` reached without leaving it by a link twice (relative paths)."""
+    found = []
+    for folder, dirs, _ in os.walk(root, followlinks=True):
+        relative = os.path.relpath(folder, root)
+        if relative != "." and relative.count("link") <= 1:
+            found.append(relative)
+        else:
+            dirs[:] = [] if relative.count("link") > 1 else dirs
+    return sorted(found)
+
+
+def _under(items: list[Any], under: str) -> list[Any]:
+    """The items the whole walk yields for the folder ``under``: those below it, or the skip of a folder above it."""
+    covering = [i for i in items if type(i) is Skip and i.subtree and (under + "/").startswith(i.path + "/")]
+    return covering[:1] if covering else [i for i in items if sort_key(i).startswith(under + "/")]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(folders=st.lists(folder_paths, max_size=10),
+       files=st.lists(st.tuples(folder_paths, st.sampled_from(FILE_NAMES), st.booleans(), st.integers(0, 3)),
+                      max_size=20),
+       links=st.lists(st.tuples(folder_paths, folder_paths), max_size=3),
+       accepted=st.sets(folder_paths),
+       follow=st.booleans(), hidden=st.booleans(), exclude=st.sampled_from([(), ("b/*",), ("*.PNG", "*/z")]),
+       workers=st.sampled_from([1, 3]))
+@example(folders=["a/b"], files=[("a/b", "x.jpg", False, 1)], links=[("a", "")], accepted=set(), follow=True,
+         hidden=False, exclude=(), workers=1)
+def test_a_walk_under_a_folder_yields_exactly_the_whole_walks_items_there(
+        folders: list[str], files: list[tuple[str, str, bool, int]], links: list[tuple[str, str]], accepted: set[str],
+        follow: bool, hidden: bool, exclude: tuple[str, ...], workers: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="lwu"))
+    try:
+        _build(root, folders, files, links)
+        options = WalkOptions(follow_symlinks=follow, hidden=hidden, exclude=exclude)
+
+        def fold(folder: str, entries: list[DiskEntry]) -> bool:
+            return folder in accepted
+
+        whole = list(serial_walk(root, options, unchanged=fold))
+        for under in _subtrees(root):
+            assert list(walk(root, options, unchanged=fold, under=under, workers=workers)) == _under(whole, under), under
+    finally:
+        shutil.rmtree(root)
 
 
 def _checks_seen(record: Path) -> list[tuple[int, str]]:
