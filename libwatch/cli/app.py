@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import atexit
+import difflib
 import importlib
 import logging
 import sys
 import traceback
-from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any, Final
 
 import typer
-from typer._click import Command  # Typer vendors click
+import typer.main
 from typer.core import TyperGroup
-from typer.main import get_command_from_info, get_group_from_info
-from typer.models import CommandInfo, TyperInfo
 
 from libwatch import __version__, logs
 from libwatch.cli import context, output
@@ -37,50 +35,64 @@ COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "web": ("web", "web"), "metrics": ("web", "metrics"),
 }
 
-
-class _Commands(MutableMapping[str, Command]):
-    """Every command by name; each is built on first access (so help and "did you mean" see them all)."""
-
-    def __init__(self) -> None:
-        self._built: dict[str, Command] = {}
-
-    def __getitem__(self, name: str) -> Command:
-        if name not in self._built:
-            if name not in COMMANDS:
-                raise KeyError(name)
-            self._built[name] = _build(name)
-        return self._built[name]
-
-    def __setitem__(self, name: str, command: Command) -> None:
-        self._built[name] = command
-
-    def __delitem__(self, name: str) -> None:
-        del self._built[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(COMMANDS)
-
-    def __len__(self) -> int:
-        return len(COMMANDS)
+# Options of the top level that may also follow the command (`libwatch scan photos -v`), as
+# git and systemctl allow; each takes no value, so moving it cannot swallow an argument.
+LATE_FLAGS: Final = frozenset({"--json", "--quiet", "-q", "--verbose", "-v", "-vv", "-vvv", "--debug"})
 
 
-class _LazyCommands(TyperGroup):
-    """The top-level group, with its commands in a :class:`_Commands` mapping."""
+def _build(name: str) -> Any:
+    """The click command of `name`, built by Typer's public `typer.main.get_command`.
 
-    def __init__(self, **attrs: Any) -> None:
-        super().__init__(**attrs)
-        self.commands = _Commands()
-
-
-def _build(name: str) -> Command:
-    """The click command of `name`, built as `app.command()` / `app.add_typer()` would have built it."""
+    The module's Typer app (`library`, `store`, `units`) or function is added to a throwaway
+    top-level app with this app's settings (plain help, no completion options of its own),
+    and the built group's one command is taken out by name.
+    """
     module, attribute = COMMANDS[name]
     target = getattr(importlib.import_module(f"libwatch.cli.{module}"), attribute)
+    holder = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+    holder.callback()(_no_options)  # with a callback, get_command always builds a group
     if isinstance(target, typer.Typer):
-        return get_group_from_info(TyperInfo(target, name=name), pretty_exceptions_short=app.pretty_exceptions_short,
-                                   suggest_commands=True, rich_markup_mode=None)
-    return get_command_from_info(CommandInfo(name=name, callback=target),
-                                 pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=None)
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name=name)(target)
+    group = typer.main.get_command(holder)
+    return group.get_command(typer.Context(group), name)  # type: ignore[attr-defined]
+
+
+def _no_options() -> None:
+    """(the holder group's callback: it has no options of its own)"""
+
+
+def _late_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """`args` without the top-level flags given after the command (up to `--`), and those flags."""
+    end = args.index("--") if "--" in args else len(args)
+    late = [arg for arg in args[:end] if arg in LATE_FLAGS]
+    return [arg for arg in args[:end] if arg not in LATE_FLAGS] + args[end:], late
+
+
+class LazyCommands(TyperGroup):
+    """The top-level group: each command is imported and built when it runs or help lists it.
+
+    Built on the documented seams (`get_command`/`list_commands`/`resolve_command` of the
+    group, `typer.main.get_command` for each command): no private Typer or click name.
+    """
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return list(COMMANDS)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:  # type: ignore[override]
+        return _build(cmd_name) if cmd_name in COMMANDS else None
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> Any:  # type: ignore[override]
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in COMMANDS:
+            matches = difflib.get_close_matches(name, list(COMMANDS))
+            hint = f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+            ctx.fail(f"No such command {name!r}.{hint}")
+        resolved, command, rest = super().resolve_command(ctx, args)
+        rest, late = _late_flags(rest)
+        ctx.meta["libwatch.late_flags"] = late
+        return resolved, command, rest
 
 
 app = typer.Typer(
@@ -92,7 +104,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    cls=_LazyCommands,
+    cls=LazyCommands,
 )
 
 
@@ -117,6 +129,11 @@ def global_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """Global options; each has an environment variable and a config-file key."""
+    late = ctx.meta.get("libwatch.late_flags", [])
+    json_output = json_output or "--json" in late
+    quiet = quiet or "--quiet" in late or "-q" in late
+    verbose += sum(flag.count("v") if flag.startswith("-v") else flag == "--verbose" for flag in late)
+    debug = debug or "--debug" in late
     flags = {"mongo_uri": mongo_uri, "database": database, "amqp_url": amqp_url, "cache_dir": cache_dir, "home": home}
     context.CURRENT = context.CliState(flags=flags, json=json_output, verbosity=-1 if quiet else verbose,
                                        debug=debug)

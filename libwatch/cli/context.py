@@ -4,15 +4,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pymongo.database import Database
 
 from libwatch import config
-from libwatch.catalog import store
-from libwatch.catalog.schema import ensure_schema
 from libwatch.config import Settings
+
+if TYPE_CHECKING:
+    from pymongo.database import Database
 
 
 @dataclass(slots=True)
@@ -47,6 +47,9 @@ def wants_json(ctx: typer.Context, local: bool) -> bool:
 @contextlib.contextmanager
 def catalog(ctx: typer.Context) -> Iterator[Database[dict[str, Any]]]:
     """The catalog database, schema ensured; a MongoDB failure mid-command becomes exit 69 (`store.connect`)."""
+    from libwatch.catalog import store  # pymongo: about 0.09 s, not paid by --version or --help
+    from libwatch.catalog.schema import ensure_schema
+
     with store.connect(state(ctx).settings) as connection:
         ensure_schema(connection.db)
         yield connection.db
