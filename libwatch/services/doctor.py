@@ -7,6 +7,7 @@ exit 69. The report is fine (exit 0) only when every required check passed; warn
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -140,18 +141,38 @@ def _inotify(unit_dir: Path) -> Check:
     return Check("inotify", OK, detail, data=data)
 
 
-def _units(unit_dir: Path, libraries: Sequence[Library] | None) -> Check:
+def _units(unit_dir: Path, libraries: Sequence[Library] | None, settings: Settings) -> Check:
     templates = [name for name in systemd.TEMPLATE_NAMES if (unit_dir / name).exists()]
     installed = systemd.installed_libraries(False, directory=unit_dir)
-    data = {"unit_dir": str(unit_dir), "templates": templates, "libraries": installed}
+    data: dict[str, Any] = {"unit_dir": str(unit_dir), "templates": templates, "libraries": installed}
     if not templates:
         return Check("units", WARN, f"not installed in {unit_dir}: scans run only when started "
                                     "(`libwatch units install`)", data=data)
-    unscheduled = sorted({lib.name for lib in libraries or ()} - set(installed))
+    problems = [f"not installed for {', '.join(unscheduled)}"
+                for unscheduled in [sorted({lib.name for lib in libraries or ()} - set(installed))] if unscheduled]
+    drift = _settings_drift(unit_dir, settings)
+    data["settings_differ"] = drift
+    if drift:
+        problems.append("the shell reads other settings than the units: " + "; ".join(drift))
     detail = f"{len(templates)} units in {unit_dir}; libraries: {', '.join(installed) or 'none'}"
-    if unscheduled:
-        return Check("units", WARN, f"{detail}; not installed for {', '.join(unscheduled)}", data=data)
-    return Check("units", OK, detail, data=data)
+    return Check("units", WARN if problems else OK, "; ".join([detail, *problems]), data=data)
+
+
+def _settings_drift(unit_dir: Path, settings: Settings) -> list[str]:
+    """Where the settings of this shell differ from those the installed units read (their LIBWATCH_CONFIG)."""
+    from libwatch import config
+    from libwatch.services import units as units_service
+
+    template = unit_dir / "libwatch-scan@.service"
+    found = re.search(r"^Environment=\"?LIBWATCH_CONFIG=(.+?)\"?$", template.read_text(encoding="utf-8"), re.M) \
+        if template.is_file() else None
+    if found is None:
+        return []
+    try:
+        theirs = config.load(environ={"LIBWATCH_CONFIG": found.group(1).replace("%%", "%")})
+    except LibwatchError as error:
+        return [str(error)]
+    return units_service.settings_differences(settings, theirs)
 
 
 def _roots(libraries: Sequence[Library] | None) -> Check:
@@ -178,4 +199,4 @@ def diagnose(settings: Settings, *, unit_dir: Path | None = None) -> Report:
     catalog, libraries = _catalog(settings)
     units_at = unit_dir or systemd.unit_dir(os.geteuid() != 0)
     return Report((catalog, _broker(settings), _cache_dir(settings), _inotify(units_at),
-                   _units(units_at, libraries), _roots(libraries)))
+                   _units(units_at, libraries, settings), _roots(libraries)))

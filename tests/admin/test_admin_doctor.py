@@ -91,3 +91,25 @@ def test_doctor_reads_the_configured_topology_and_names_its_queues(libwatch, amq
     assert code == 0, rabbit
     assert rabbit["data"]["queues"]["cache"] == 3 and rabbit["data"]["queue_names"]["cache"] == f"{prefix}libwatch.rebuild.cache"
     assert f"{prefix}libwatch.rebuild.cache 3" in rabbit["detail"] and f"{prefix}libwatch.dead 0" in rabbit["detail"]
+
+
+def test_doctor_warns_when_the_shell_reads_other_settings_than_the_installed_units(settings: Any, db: Any,
+                                                                                    tmp_path: Path) -> None:
+    """The units read the settings file their LIBWATCH_CONFIG names; a shell that reads others is told how."""
+    from libwatch import systemd
+    from libwatch.services import doctor
+
+    units_config = tmp_path / "units.toml"
+    same = (f'mongo_uri = "{settings.mongo_uri}"\ndatabase = "{settings.database}"\n'
+            f'home = "{settings.home}"\ncache_dir = "{settings.cache_dir}"\n')
+    ctx = systemd.UnitContext(executable="/usr/bin/libwatch", state_dir=str(settings.home),
+                              cache_dir=str(settings.cache_dir), config_file=str(units_config))
+    systemd.write_units(tmp_path / "units", systemd.render_templates(ctx))
+
+    units_config.write_text(same + "lease_s = 90.0\n")
+    units = {c.name: c for c in doctor.diagnose(settings, unit_dir=tmp_path / "units").checks}["units"]
+    assert units.status == "warn" and "lease_s: the shell has '60.0', the units '90.0'" in units.detail, units.detail
+
+    units_config.write_text(same)
+    units = {c.name: c for c in doctor.diagnose(settings, unit_dir=tmp_path / "units").checks}["units"]
+    assert units.status == "ok" and units.data["settings_differ"] == [], units.detail
