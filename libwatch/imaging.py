@@ -43,6 +43,8 @@ WHITE: Final = (255, 255, 255)
 # A rendering serves as the source of a smaller one when it is at least this much larger.
 DERIVE_MARGIN: Final = 2
 MAX_REASON: Final = 200
+UNIDENTIFIED: Final = "cannot identify image"
+BOMB: Final = "decompression bomb"
 
 # EXIF orientation → the transpose that displays the image upright (as ImageOps.exif_transpose does).
 _TRANSPOSE: Final = {
@@ -108,6 +110,18 @@ def probe(path: str | bytes) -> ImageInfo:
             if orientation in _SWAPS_AXES and im.format != "TIFF":
                 width, height = height, width
             return ImageInfo(width, height, im.format or "unknown")
+
+
+def hopeless(error: ImageError) -> bool:
+    """Whether a ``probe`` failure means that no render of the same bytes can succeed.
+
+    The render opens the file as the probe does, so a file Pillow cannot identify, or one
+    whose header declares a decompression bomb, fails every render: the scan records it
+    ``failed`` at once instead of asking for two renders that must fail (200,000
+    unreadable ``.jpg`` once made 400,000 requests). Any other probe failure (e.g. odd
+    metadata) leaves the render to decide.
+    """
+    return error.reason.startswith((UNIDENTIFIED, BOMB))
 
 
 def render(data: bytes, spec: RenderSpec) -> bytes:
@@ -240,9 +254,9 @@ def _reason(exc: Exception) -> str:
     """One line saying what is wrong with the file."""
     detail = " ".join(str(exc).split())
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        reason = f"decompression bomb ({detail})"
+        reason = f"{BOMB} ({detail})"
     elif isinstance(exc, UnidentifiedImageError):
-        reason = "cannot identify image"
+        reason = UNIDENTIFIED
     elif isinstance(exc, MemoryError):
         reason = "out of memory while decoding"
     elif "truncated" in detail.lower() or isinstance(exc, EOFError):

@@ -41,12 +41,17 @@ Db = Database[dict[str, Any]]
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """Image metadata read from a file's header, or why it could not be read."""
+    """Image metadata read from a file's header, or why it could not be read.
+
+    ``hopeless``: no render can succeed (``imaging.hopeless``), so the record's renders are
+    recorded ``failed`` with ``error`` at once instead of being asked for.
+    """
 
     width: int | None = None
     height: int | None = None
     format: str | None = None
     error: str | None = None
+    hopeless: bool = False
 
 
 def _files(db: Db):  # type: ignore[no-untyped-def]
@@ -128,12 +133,14 @@ def _state(change: Change) -> dict[str, Any]:
             "hash": change.hash, "racy": change.racy, "status": "present", "missing_since": None}
 
 
-def _rebuild(kinds: Sequence[str], digest: str | None, now: datetime, priority: int) -> dict[str, Any]:
+def _rebuild(kinds: Sequence[str], digest: str | None, now: datetime, priority: int,
+             probe: Probe | None = None) -> dict[str, Any]:
     fields: dict[str, Any] = {"rebuild.hash": digest, "rebuild.priority": priority}
+    failed = probe is not None and probe.hopeless
     for kind in KINDS:
-        fields[f"rebuild.{kind}"] = "pending" if kind in kinds else None
+        fields[f"rebuild.{kind}"] = None if kind not in kinds else "failed" if failed else "pending"
         fields[f"rebuild.{kind}_at"] = now
-        fields[f"rebuild.{kind}_error"] = None
+        fields[f"rebuild.{kind}_error"] = probe.error if failed and kind in kinds and probe else None
     return fields
 
 
@@ -155,13 +162,15 @@ def file_operations(library: str, changes: Iterable[Change], *, revive: set[str]
         elif change.type == TOUCHED:
             yield UpdateOne(key, {"$set": {**_state(change), "updated_at": now}})
         elif needs_rebuild(change) and (change.type != ADDED or change.path in revive):
-            yield UpdateOne(key, {"$set": {**_state(change), **_probe_fields(probes.get(change.path)),
-                                           **_rebuild(rebuild_kinds, change.hash, now, priority), "updated_at": now},
+            probe = probes.get(change.path)
+            yield UpdateOne(key, {"$set": {**_state(change), **_probe_fields(probe),
+                                           **_rebuild(rebuild_kinds, change.hash, now, priority, probe),
+                                           "updated_at": now},
                                   "$setOnInsert": {"first_seen": now}}, upsert=True)
         elif change.type == ADDED:
             doc = {"library": library, **_state(change), **_probe_fields(probes.get(change.path)),
                    "rebuild": {}, "first_seen": now, "updated_at": now}
-            for dotted, value in _rebuild(rebuild_kinds, change.hash, now, priority).items():
+            for dotted, value in _rebuild(rebuild_kinds, change.hash, now, priority, probes.get(change.path)).items():
                 doc["rebuild"][dotted.split(".", 1)[1]] = value
             yield InsertOne(doc)
 

@@ -112,8 +112,13 @@ class Plan:
 
     @property
     def rebuilds(self) -> int:
-        """Rebuild requests recording the plan makes pending: one per kind per new or changed image."""
-        return len(self.library.rebuild_kinds) * sum(1 for change in self.changes if needs_rebuild(change))
+        """Rebuild requests recording the plan makes pending: one per kind per new or changed image.
+
+        An image whose probe says no render can succeed is recorded failed, not pending.
+        """
+        return len(self.library.rebuild_kinds) * sum(
+            1 for change in self.changes
+            if needs_rebuild(change) and not ((probe := self.probes.get(change.path)) and probe.hopeless))
 
 
 @dataclass(slots=True)
@@ -331,7 +336,7 @@ def _probes(root: str, changes: Iterable[Change]) -> dict[str, catalog_files.Pro
             info = imaging.probe(os.path.join(os.fsencode(root), entry.raw))
             probes[path] = catalog_files.Probe(info.width, info.height, info.format)
         except imaging.ImageError as error:
-            probes[path] = catalog_files.Probe(error=error.reason)
+            probes[path] = catalog_files.Probe(error=error.reason, hopeless=imaging.hopeless(error))
         except OSError as error:  # gone, unreadable or turned into a folder since it was hashed
             probes[path] = catalog_files.Probe(error=f"{reason_of(error)}: {error.strerror or error}")
     return probes
