@@ -6,11 +6,12 @@ serialised by the CLI's own `to_json`, so `GET /api/v1/libraries/NAME` is `statu
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any, Final, Literal
 
+import anyio.to_thread
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -37,6 +38,12 @@ NOTICES: Final = {
     "schedule": "schedule changed", "rebuild-failed": "rebuild of the failed renders started",
     "rebuild-missing": "rebuild of the missing cache files started",
 }
+# Every answer: only this server's own script and style, never inside another site's frame
+# (a framed page would take the admin's clicks as same-origin POSTs).
+SECURITY_HEADERS: Final = (
+    (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+    (b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
+)
 _STATES: Final = {"pause": {"paused": True}, "resume": {"paused": False}, "enable": {"enabled": True},
                   "disable": {"enabled": False}}
 
@@ -78,15 +85,22 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
-        refusal = self.refusal(scope["method"], headers)
+        # scrypt takes about 50 ms: off the event loop, so a flood of guesses does not stall other requests.
+        refusal = await anyio.to_thread.run_sync(self.refusal, scope["method"], headers)
+
+        async def secured(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
         if refusal is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, secured)
             return
-        status, message, extra = refusal
-        body = to_json(ErrorResult("Forbidden" if status == 403 else "Unauthorized", message, EXIT_USAGE).to_document())
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), *extra]})
-        await send({"type": "http.response.body", "body": body.encode()})
+        status, text, extra = refusal
+        body = to_json(ErrorResult("Forbidden" if status == 403 else "Unauthorized", text, EXIT_USAGE).to_document())
+        await secured({"type": "http.response.start", "status": status,
+                       "headers": [(b"content-type", b"application/json"), *extra]})
+        await secured({"type": "http.response.body", "body": body.encode()})
 
     def refusal(self, method: str, headers: Mapping[str, str]) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
         """Why a request is refused (status, message, headers), or None to let it through."""
@@ -110,8 +124,8 @@ def create_app(settings: Settings, access: auth.Access, *, check_host: bool = Tr
 
     app = FastAPI(title="libwatch", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=f"{API}/openapi.json",
-                  description="The documents of `libwatch status`, `history`, `events` and `failed` "
-                              "with `--json`, and the controls of the management page.")
+                  description="The documents of `libwatch status`, `history` and `events` with `--json`, "
+                              "and the controls of the management page.")
     app.mount("/static", StaticFiles(packages=[("libwatch.web", "static")]), name="static")
     templates = _templates()
     routes(app, catalog, templates)
@@ -121,11 +135,7 @@ def create_app(settings: Settings, access: auth.Access, *, check_host: bool = Tr
 def routes(app: FastAPI, catalog: Catalog, templates: Jinja2Templates) -> None:  # noqa: C901 - one route list
     """Attach every page, API and metrics route to `app`."""
     settings = catalog.settings
-
-    @contextmanager
-    def session() -> Iterator[Db]:
-        with catalog.session() as db:
-            yield db
+    session = catalog.session
 
     @app.exception_handler(LibwatchError)
     async def libwatch_error(request: Request, error: LibwatchError) -> Response:

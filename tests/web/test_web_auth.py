@@ -175,3 +175,16 @@ def test_hash_secret_prints_the_config_line_that_lets_the_server_listen(web: Any
     refused = libwatch("web", "--host", "0.0.0.0", "--port", "0", env={"LIBWATCH_CONFIG": str(config)})
     assert refused.code == 2 and "web_secret_hash is not a hash" in refused.stderr and "hunter2" not in refused.stderr
     assert libwatch("web", "--hash-secret", input="\n").code == 2
+
+
+def test_pages_cannot_be_framed_or_load_foreign_code(web: Any, photos: Path) -> None:
+    server = web()
+    for path in ("/", "/libraries/photos", "/api/v1/libraries", "/static/style.css"):
+        headers = {key.lower(): value for key, value in server.get(path).headers.items()}
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+        assert "default-src 'self'" in headers["content-security-policy"]
+        assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+    refused = server.post("/libraries/photos/pause", headers={"Origin": "http://evil.example"})
+    assert refused.status == 403 and refused.headers["x-frame-options"] == "DENY"
+    page = server.get("/").text
+    assert "<script src=\"/static/page.js\"" in page and "http://" not in page.split("<main>")[0]
