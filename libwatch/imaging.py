@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import IO, Final
 
 import pillow_heif
-from PIL import ExifTags, Image, UnidentifiedImageError, features
+from PIL import ExifTags, Image, ImageMath, UnidentifiedImageError, features
 
 from libwatch.errors import ImageError
 from libwatch.messages import CACHE, THUMBNAIL
@@ -57,6 +57,8 @@ _TRANSPOSE: Final = {
     8: Image.Transpose.ROTATE_90,
 }
 _SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
+# Premultiplied alpha modes and the plain ones Pillow converts them to.
+_PREMULTIPLIED: Final = {"La": "LA", "RGBa": "RGBA"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,11 +210,32 @@ def _rgb_icc_profile(im: Image.Image) -> bytes | None:
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """``im`` as RGB, or RGBA when it has transparency (palette, LA, tRNS …)."""
+    """``im`` as RGB, or RGBA when it has transparency (palette, LA, PA, tRNS keys in every mode …)."""
+    if im.mode in _PREMULTIPLIED:
+        im = im.convert(_PREMULTIPLIED[im.mode])  # Pillow converts La to nothing else
     if im.mode.startswith("I") or im.mode == "F":
+        mask = _key_mask(im)
         im = _to_8bit(im)
+        im.info.pop("transparency", None)
+        if mask is not None:
+            im = im.convert("LA")
+            im.putalpha(mask)
     target = "RGBA" if im.has_transparency_data else "RGB"
     return im if im.mode == target else im.convert(target)
+
+
+def _key_mask(im: Image.Image) -> Image.Image | None:
+    """The alpha (L: 0 where the pixel is the tRNS key, else 255) of a high bit depth grey image, or None.
+
+    Taken before the depth is reduced: the key is in the image's own units (a 16-bit key
+    left in 16-bit units after scaling to 8 bits matched nothing, and rendered black).
+    """
+    key = im.info.get("transparency")
+    if not isinstance(key, (int, float)) or isinstance(key, bool):
+        return None
+    wide = im if im.mode in ("I", "F") else im.convert("I")
+    differs = ImageMath.lambda_eval(lambda args: args["a"] != key, a=wide)
+    return differs.point(lambda v: v * 255).convert("L")
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
