@@ -19,7 +19,7 @@ from libwatch.messages import KINDS as REBUILD_KINDS
 BATCH: Final = 1000
 PAGE: Final = 5000
 REBUILD_STATES: Final = ("pending", "queued", "failed")
-FINISHED: Final = ("succeeded", "failed", "interrupted", "skipped")
+FINISHED: Final = ("succeeded", "partial", "failed", "interrupted", "skipped")
 
 Db = Database[dict[str, Any]]
 
@@ -79,6 +79,21 @@ def recent_runs(db: Db, library: str, job: str, limit: int) -> list[dict[str, An
     """The library's last `limit` finished runs of `job`, newest first."""
     return list(_coll(db, "runs").find({"library": library, "job": job, "status": {"$in": list(FINISHED)}})
                 .sort("started_at", DESCENDING).limit(limit))
+
+
+def _failed(library: str | None) -> dict[str, Any]:
+    return {**_scope(library), "status": "present",
+            "$or": [{"probe_error": {"$ne": None}}, *({f"rebuild.{kind}": "failed"} for kind in REBUILD_KINDS)]}
+
+
+def failed_files(db: Db, library: str | None, limit: int) -> list[dict[str, Any]]:
+    """Present files whose header could not be read or whose cache image or thumbnail failed, newest first."""
+    return list(_coll(db, "files").find(_failed(library)).sort("updated_at", DESCENDING).limit(limit))
+
+
+def count_failed_files(db: Db, library: str | None) -> int:
+    """How many present files have a failed header probe or render."""
+    return int(_coll(db, "files").count_documents(_failed(library)))
 
 
 # ---------------------------------------------------------------- history, events

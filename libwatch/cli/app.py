@@ -30,6 +30,7 @@ from libwatch.errors import (
 COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "scan": ("scan", "scan"), "diff": ("scan", "diff"), "cleanup": ("cleanup", "cleanup"),
     "status": ("reports", "status"), "history": ("reports", "history"), "events": ("reports", "events"),
+    "failed": ("reports", "failed"),
     "doctor": ("doctor", "doctor"), "rebuild": ("rebuild", "rebuild"), "worker": ("rebuild", "worker"),
     "library": ("library", "app"), "store": ("store", "app"), "units": ("units", "app"),
     "web": ("web", "web"), "metrics": ("web", "metrics"),

@@ -1,4 +1,8 @@
-"""`libwatch status`, `history` and `events`: the admin's view of the catalog."""
+"""`libwatch status`, `history`, `events` and `failed`: the admin's view of the catalog.
+
+Each command parses, calls one service, and hands the result to `output.show`. Text views
+use `output.table` (whole values when piped, wrapped cells on a terminal) and plain words.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -6,15 +10,15 @@ from typing import Annotated, Any, Final
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from libwatch.cli import context, output
-from libwatch.cli.options import JsonOption
+from libwatch.cli.options import JsonOption, complete_library
 from libwatch.services import reports as service
 
 BARS: Final = "▁▂▃▄▅▆▇█"
 
-NameArgument = Annotated[str | None, typer.Argument(help="Only this library (default: all).", show_default=False)]
+NameArgument = Annotated[str | None, typer.Argument(help="Only this library (default: all).", show_default=False,
+                                                     autocompletion=complete_library)]
 LimitOption = Annotated[int, typer.Option("--limit", "-n", help="Show at most this many, newest first.")]
 
 
@@ -27,14 +31,24 @@ def sparkline(values: Sequence[float]) -> str:
 
 
 def _summary(counts: Mapping[str, Any]) -> str:
-    return ", ".join(f"{value} {key}" for key, value in counts.items()
+    return ", ".join(f"{value:,} {_word(key, value)}" for key, value in counts.items()
                      if isinstance(value, int) and value and key not in ("scanned", "unchanged", "hashed_bytes"))
+
+
+def _word(key: str, value: int) -> str:
+    """A count's key in plain words: `errors` → "1 error", `orphan_files` → "2 orphan files"."""
+    word = key.replace("_", " ")
+    return word[:-1] if value == 1 and word.endswith("s") else word
 
 
 def _last_run(run: Mapping[str, Any] | None) -> str:
     if run is None:
         return "never"
     return f"{output.when(run['started_at'])} ({run['trigger']}, {run['status']}, {output.duration(run['duration_s'])})"
+
+
+def _failure_line(failure: Mapping[str, Any]) -> str:
+    return f"{failure['path']} ({failure['kind']}): {failure['reason']}"
 
 
 def _next_run(schedule: Mapping[str, Any]) -> str:
@@ -44,44 +58,46 @@ def _next_run(schedule: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------- status
 
 def _status_table(console: Console, libraries: Sequence[Mapping[str, Any]]) -> None:
-    table = Table("library", "files", "size", "last scan", "result", "changes", "rebuilds p/q/f", "next run")
+    rows = []
     for lib in libraries:
         rebuilds, scan = lib["rebuilds"], lib["last_scan"]
         name = lib["name"] + (" (paused)" if lib["paused"] else "") \
             + ("" if lib["root_available"] else " (root missing)")
-        table.add_row(name, str(lib["counts"]["files"]), output.size(lib["counts"]["bytes"]),
-                      output.when(scan and scan["started_at"]), scan["status"] if scan else "-",
-                      str(sum(lib["last_changes"].values())),
-                      f"{rebuilds['pending']}/{rebuilds['queued']}/{rebuilds['failed']}", _next_run(lib["schedule"]))
-    console.print(table)
+        rows.append((name, f"{lib['counts']['files']:,}", output.size(lib["counts"]["bytes"]),
+                     output.when(scan and scan["started_at"]), scan["status"] if scan else "-",
+                     f"{sum(lib['last_changes'].values()):,}",
+                     f"{rebuilds['pending']:,}/{rebuilds['queued']:,}/{rebuilds['failed']:,}",
+                     f"{lib['failures']['files']:,}", _next_run(lib["schedule"])))
+    output.table(console, ("library", "files", "size", "last scan", "result", "changes", "rebuilds p/q/f",
+                           "failed files", "next run"), rows)
 
 
 def _status_detail(console: Console, lib: Mapping[str, Any]) -> None:
-    counts, rebuilds, schedule = lib["counts"], lib["rebuilds"], lib["schedule"]
-    facts = Table(show_header=False, box=None, title=f"library {lib['name']}", title_justify="left")
-    facts.add_row("root", lib["root"] + ("" if lib["root_available"] else "  (missing: unmounted?)"))
-    facts.add_row("state", lib["state"] + (", paused" if lib["paused"] else "")
-                  + ("" if lib["enabled"] else ", disabled"))
-    facts.add_row("files", f"{counts['files']} present, {counts['missing']} missing, "
-                           f"{counts['collections']} collections, {output.size(counts['bytes'])}")
-    facts.add_row("last scan", _last_run(lib["last_scan"]))
+    counts, rebuilds, schedule, failures = lib["counts"], lib["rebuilds"], lib["schedule"], lib["failures"]
+    facts = [("root", lib["root"] + ("" if lib["root_available"] else "  (missing: unmounted?)")),
+             ("state", lib["state"] + (", paused" if lib["paused"] else "") + ("" if lib["enabled"] else ", disabled")),
+             ("files", f"{counts['files']:,} present, {counts['missing']:,} missing, "
+                       f"{output.count(counts['collections'], 'collection')}, {output.size(counts['bytes'])}"),
+             ("last scan", _last_run(lib["last_scan"]))]
     if lib["last_scan"] and lib["last_scan"]["error"]:
-        facts.add_row("error", lib["last_scan"]["error"])
-    facts.add_row("last changes", _summary(lib["last_changes"]) or "none")
-    facts.add_row("rebuilds",
-                  f"{rebuilds['pending']} pending, {rebuilds['queued']} queued, {rebuilds['failed']} failed")
-    facts.add_row("schedule", f"{schedule['on_calendar']}; next run: {_next_run(schedule)}; watch: {schedule['watch']}")
+        facts.append(("error", lib["last_scan"]["error"]))
+    facts += [("last changes", _summary(lib["last_changes"]) or "none"),
+              ("rebuilds", f"{rebuilds['pending']:,} pending, {rebuilds['queued']:,} queued, "
+                           f"{rebuilds['failed']:,} failed"),
+              ("failed files", f"{failures['files']:,}" + ("; libwatch failed " + lib["name"] if failures["files"] else ""))]
+    facts += [("", _failure_line(failure)) for failure in failures["latest"]]
+    facts.append(("schedule", f"{schedule['on_calendar']}; next run: {_next_run(schedule)}; watch: {schedule['watch']}"))
     recent = lib["recent"]
     if recent:
         changes = [run["changes"] for run in recent]
         durations = [run["duration_s"] or 0.0 for run in recent]
-        facts.add_row(f"changes ({len(recent)} scans)", f"{sparkline(changes)}  max {max(changes)}")
-        facts.add_row("scan duration", f"{sparkline(durations)}  max {output.duration(max(durations))}")
-    console.print(facts)
-    jobs = Table("job", "runs", "failures", "last run")
-    for job, stats in lib["jobs"].items():
-        jobs.add_row(job, str(stats["runs"]), str(stats["failures"]), _last_run(stats["last_run"]))
-    console.print(jobs)
+        facts.append((f"changes ({output.count(len(recent), 'scan')})", f"{sparkline(changes)}  max {max(changes):,}"))
+        facts.append(("scan duration", f"{sparkline(durations)}  max {output.duration(max(durations))}"))
+    output.table(console, ("library", lib["name"]), facts)
+    console.print()
+    output.table(console, ("job", "runs", "failures", "last run"),
+                 [(job, f"{stats['runs']:,}", f"{stats['failures']:,}", _last_run(stats["last_run"]))
+                  for job, stats in lib["jobs"].items()])
 
 
 def status(ctx: typer.Context, name: NameArgument = None, json_output: JsonOption = False) -> None:
@@ -92,17 +108,17 @@ def status(ctx: typer.Context, name: NameArgument = None, json_output: JsonOptio
     Example: libwatch status photos
     """
     with context.catalog(ctx) as db:
-        document = service.status(db, name)
+        report = service.status(db, name)
 
     def human(console: Console) -> None:
-        if not document["libraries"]:
+        if not report.libraries:
             console.print("no libraries yet: libwatch library add NAME PATH")
         elif name is None:
-            _status_table(console, document["libraries"])
+            _status_table(console, report.libraries)
         else:
-            _status_detail(console, document["libraries"][0])
+            _status_detail(console, report.libraries[0])
 
-    output.emit(context.wants_json(ctx, json_output), document, human)
+    raise typer.Exit(output.show(report, human, as_json=json_output))
 
 
 # ---------------------------------------------------------------- history
@@ -113,7 +129,7 @@ def history(
     job: Annotated[list[str] | None, typer.Option(
         "--job", help="scan, rebuild, cleanup or worker (repeatable).")] = None,
     status_: Annotated[list[str] | None, typer.Option(
-        "--status", help="running, succeeded, failed, interrupted or skipped (repeatable).")] = None,
+        "--status", help="running, succeeded, partial, failed, interrupted or skipped (repeatable).")] = None,
     limit: LimitOption = 20,
     json_output: JsonOption = False,
 ) -> None:
@@ -122,17 +138,18 @@ def history(
     Example: libwatch history photos --job scan --status failed
     """
     with context.catalog(ctx) as db:
-        document = service.history(db, name, jobs=job or (), statuses=status_ or (), limit=limit)
+        report = service.history(db, name, jobs=job or (), statuses=status_ or (), limit=limit)
 
     def human(console: Console) -> None:
-        table = Table("started", "job", "library", "trigger", "status", "duration", "details")
-        for run in document["runs"]:
-            details = run["error"] if run["error"] else _summary(run["counts"])
-            table.add_row(output.when(run["started_at"]), run["job"], run["library"] or "-", run["trigger"],
-                          run["status"], output.duration(run["duration_s"]), details or "")
-        console.print(table if document["runs"] else "no runs recorded")
+        if not report.runs:
+            console.print("no runs recorded")
+            return
+        output.table(console, ("started", "job", "library", "trigger", "status", "duration", "details"), [
+            (output.when(run["started_at"]), run["job"], run["library"] or "-", run["trigger"], run["status"],
+             output.duration(run["duration_s"]), "; ".join(filter(None, (run["error"], _summary(run["counts"])))))
+            for run in report.runs])
 
-    output.emit(context.wants_json(ctx, json_output), document, human)
+    raise typer.Exit(output.show(report, human, as_json=json_output))
 
 
 # ---------------------------------------------------------------- events
@@ -157,15 +174,43 @@ def events(
     """
     moment = None if since is None else service.parse_when(since)
     with context.catalog(ctx) as db:
-        document = service.events(db, name, types=type_ or (), since=moment, path=path, limit=limit)
+        report = service.events(db, name, types=type_ or (), since=moment, path=path, limit=limit)
 
     def human(console: Console) -> None:
-        table = Table("detected", "library", "type", "path", "size", "processed")
-        for event in document["events"]:
-            shown = f"{event['old_path']} → {event['path']}" if event["old_path"] else event["path"]
-            table.add_row(output.when(event["detected_at"]), event["library"], event["type"], shown,
-                          "-" if event["size"] is None else output.size(event["size"]),
-                          "yes" if event["processed"] else "no")
-        console.print(table if document["events"] else "no change events recorded")
+        if not report.events:
+            console.print("no change events recorded")
+            return
+        output.table(console, ("detected", "library", "type", "path", "size", "processed"), [
+            (output.when(event["detected_at"]), event["library"], event["type"],
+             f"{output.escape(event['old_path'])} → {output.escape(event['path'])}" if event["old_path"]
+             else event["path"], "-" if event["size"] is None else output.size(event["size"]),
+             "yes" if event["processed"] else "no")
+            for event in report.events])
 
-    output.emit(context.wants_json(ctx, json_output), document, human)
+    raise typer.Exit(output.show(report, human, as_json=json_output))
+
+
+# ---------------------------------------------------------------- failed
+
+def failed(ctx: typer.Context, name: NameArgument = None, limit: LimitOption = 100,
+           json_output: JsonOption = False) -> None:
+    """Files whose header could not be read and cache images or thumbnails that failed, newest first.
+
+    `libwatch rebuild NAME --failed` asks for the failed renders again.
+
+    Example: libwatch failed photos --json
+    """
+    with context.catalog(ctx) as db:
+        report = service.failed(db, name, limit=limit)
+
+    def human(console: Console) -> None:
+        if not report.failures:
+            console.print("no failed files")
+            return
+        output.table(console, ("when", "library", "kind", "path", "reason"), [
+            (output.when(item["when"]), item["library"], item["kind"], item["path"], item["reason"])
+            for item in report.failures])
+        if report.total > len({(item["library"], item["path"]) for item in report.failures}):
+            console.print(f"{output.count(report.total, 'failed file')} in all; --limit shows more")
+
+    raise typer.Exit(output.show(report, human, as_json=json_output))

@@ -62,7 +62,7 @@ def metrics(
     if textfile is not None and not textfile.is_dir():
         raise UsageError(f"--textfile {textfile}: no such folder")
     with context.catalog(ctx) as db:
-        status = reports.status(db)
+        status = reports.status(db).to_document()
     queues = broker.queues(settings)
     if textfile is None:
         sys.stdout.buffer.write(exporter.exposition(status, queues))

@@ -1,12 +1,14 @@
-"""The admin's view: `status`, `history` and `events` as JSON-ready documents.
+"""The admin's view: `status`, `history`, `events` and `failed` as typed results.
 
-Each function returns the exact document `--json` prints; the human renderings in
-`libwatch.cli.reports` are drawn from the same documents, so the two never disagree.
+Each function returns a `Result` whose `to_document()` is exactly what `--json` prints;
+the text views in `libwatch.cli.reports` are drawn from the same documents, so the two
+never disagree.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
@@ -20,10 +22,13 @@ from libwatch.catalog import runs
 from libwatch.core import diff
 from libwatch.errors import SystemdError, UsageError
 from libwatch.library import Library
+from libwatch.messages import KINDS as REBUILD_KINDS
+from libwatch.result import Result
 from libwatch.services.cleanup import parse_age
 
 RECENT_RUNS: Final = 20
-STATUSES: Final = (runs.RUNNING, runs.SUCCEEDED, runs.FAILED, runs.INTERRUPTED, runs.SKIPPED)
+STATUSES: Final = (runs.RUNNING, runs.SUCCEEDED, runs.PARTIAL, runs.FAILED, runs.INTERRUPTED, runs.SKIPPED)
+LATEST_FAILURES: Final = 3  # the reasons `status` shows of a library's failed files
 FILE_CHANGES: Final = diff.CHANGE_TYPES
 CHANGE_TYPES: Final = (*FILE_CHANGES, "collection_added", "collection_removed")
 STATUS_JOBS: Final = ("scan", "cleanup")
@@ -31,6 +36,48 @@ UNSCHEDULED: Final = MappingProxyType({"state": "not scheduled", "next_run": Non
                                        "watch": "not watched"})
 
 Db = Database[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusReport(Result):
+    """`status`: every library (or one) with counts, runs, rebuilds, failures and schedule."""
+
+    generated_at: datetime
+    libraries: tuple[dict[str, Any], ...]
+
+    def data(self) -> dict[str, Any]:
+        return {"generated_at": self.generated_at, "libraries": list(self.libraries)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryReport(Result):
+    """`history`: runs newest first."""
+
+    runs: tuple[dict[str, Any], ...]
+
+    def data(self) -> dict[str, Any]:
+        return {"runs": list(self.runs)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventsReport(Result):
+    """`events`: change events newest first."""
+
+    events: tuple[dict[str, Any], ...]
+
+    def data(self) -> dict[str, Any]:
+        return {"events": list(self.events)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailedReport(Result):
+    """`failed`: files whose header could not be read and renders that failed, newest first."""
+
+    total: int
+    failures: tuple[dict[str, Any], ...]
+
+    def data(self) -> dict[str, Any]:
+        return {"total": self.total, "failures": list(self.failures)}
 
 
 def duration_s(run: Mapping[str, Any]) -> float | None:
@@ -99,6 +146,8 @@ def library_status(db: Db, lib: Library, schedule: Mapping[str, Any]) -> dict[st
         "last_scan": jobs["scan"]["last_run"],
         "last_changes": {kind: int((last_good or {}).get("counts", {}).get(kind, 0)) for kind in FILE_CHANGES},
         "rebuilds": repo.rebuild_totals(db, lib.name),
+        "failures": {"files": repo.count_failed_files(db, lib.name),
+                     "latest": failure_documents(repo.failed_files(db, lib.name, LATEST_FAILURES))[:LATEST_FAILURES]},
         "jobs": jobs,
         "schedule": {"on_calendar": lib.on_calendar, **schedule},
         "recent": [{"run_id": str(run["_id"]), "started_at": run.get("started_at"), "status": run.get("status"),
@@ -108,12 +157,12 @@ def library_status(db: Db, lib: Library, schedule: Mapping[str, Any]) -> dict[st
 
 
 def status(db: Db, library: str | None = None,
-           schedule_of: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """The `status` document: every library (or one), with counts, runs, rebuilds and schedule."""
+           schedule_of: Mapping[str, Mapping[str, Any]] | None = None) -> StatusReport:
+    """Every library (or one), with counts, runs, rebuilds, failures and schedule."""
     libraries = [library_repo.get(db, library)] if library is not None else library_repo.all_libraries(db)
     found = schedules([lib.name for lib in libraries]) if schedule_of is None else schedule_of
-    return {"generated_at": datetime.now(UTC),
-            "libraries": [library_status(db, lib, found.get(lib.name, UNSCHEDULED)) for lib in libraries]}
+    return StatusReport(generated_at=datetime.now(UTC), libraries=tuple(
+        library_status(db, lib, found.get(lib.name, UNSCHEDULED)) for lib in libraries))
 
 
 # ---------------------------------------------------------------- history, events
@@ -133,8 +182,8 @@ def _limit(limit: int) -> int:
 
 
 def history(db: Db, library: str | None = None, *, jobs: Iterable[str] = (), statuses: Iterable[str] = (),
-            limit: int = 20) -> dict[str, Any]:
-    """The `history` document: runs newest first, optionally of one library, some jobs, some statuses."""
+            limit: int = 20) -> HistoryReport:
+    """Runs newest first, optionally of one library, some jobs, some statuses."""
     where: dict[str, Any] = {}
     if library is not None:
         where["library"] = library_repo.get(db, library).name
@@ -142,7 +191,7 @@ def history(db: Db, library: str | None = None, *, jobs: Iterable[str] = (), sta
         where["job"] = {"$in": chosen}
     if chosen := _choices(statuses, STATUSES, "status"):
         where["status"] = {"$in": chosen}
-    return {"runs": [run_document(run) for run in repo.find_runs(db, where, _limit(limit))]}
+    return HistoryReport(runs=tuple(run_document(run) for run in repo.find_runs(db, where, _limit(limit))))
 
 
 def parse_when(text: str, now: datetime | None = None) -> datetime:
@@ -160,8 +209,8 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
 
 
 def events(db: Db, library: str | None = None, *, types: Iterable[str] = (), since: datetime | None = None,
-           path: str | None = None, limit: int = 50) -> dict[str, Any]:
-    """The `events` document: change events newest first, filtered by library, type, time and path glob."""
+           path: str | None = None, limit: int = 50) -> EventsReport:
+    """Change events newest first, filtered by library, type, time and path glob."""
     where: dict[str, Any] = {}
     if library is not None:
         where["library"] = library_repo.get(db, library).name
@@ -171,4 +220,26 @@ def events(db: Db, library: str | None = None, *, types: Iterable[str] = (), sin
         where["detected_at"] = {"$gte": since}
     if path:
         where["path"] = {"$regex": repo.path_pattern(path)}
-    return {"events": [event_document(event) for event in repo.find_events(db, where, _limit(limit))]}
+    return EventsReport(events=tuple(event_document(event) for event in repo.find_events(db, where, _limit(limit))))
+
+
+# ---------------------------------------------------------------- failed
+
+def failure_documents(files: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per failure of each file: its header probe (`kind` "probe") and each failed render kind."""
+    found = []
+    for doc in files:
+        base = {"library": doc.get("library"), "path": doc.get("path")}
+        if doc.get("probe_error"):
+            found.append({**base, "kind": "probe", "reason": doc["probe_error"], "when": doc.get("updated_at")})
+        rebuild = doc.get("rebuild") or {}
+        found += [{**base, "kind": kind, "reason": rebuild.get(f"{kind}_error") or "failed",
+                   "when": rebuild.get(f"{kind}_at")} for kind in REBUILD_KINDS if rebuild.get(kind) == "failed"]
+    return found
+
+
+def failed(db: Db, library: str | None = None, *, limit: int = 100) -> FailedReport:
+    """Files whose header could not be read and renders that failed, of one library or all, newest first."""
+    name = None if library is None else library_repo.get(db, library).name
+    return FailedReport(total=repo.count_failed_files(db, name),
+                        failures=tuple(failure_documents(repo.failed_files(db, name, _limit(limit)))))

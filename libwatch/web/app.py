@@ -148,12 +148,12 @@ def routes(app: FastAPI, catalog: Catalog, templates: Jinja2Templates) -> None: 
     @app.get(f"{API}/libraries", summary="Every library: `libwatch status --json`")
     def api_status() -> Response:
         with session() as db:
-            return json_response(reports.status(db))
+            return json_response(reports.status(db).to_document())
 
     @app.get(f"{API}/libraries/{{name}}", summary="One library: `libwatch status NAME --json`")
     def api_library(name: str) -> Response:
         with session() as db:
-            return json_response(reports.status(db, name))
+            return json_response(reports.status(db, name).to_document())
 
     @app.get(f"{API}/libraries/{{name}}/history", summary="Runs: `libwatch history NAME --json`")
     def api_history(name: str, job: Annotated[list[str] | None, Query()] = None,
@@ -169,7 +169,7 @@ def routes(app: FastAPI, catalog: Catalog, templates: Jinja2Templates) -> None: 
                    limit: Annotated[int, Query(ge=1, le=10000)] = 50) -> Response:
         moment = None if not since else reports.parse_when(since)
         with session() as db:
-            return json_response(reports.events(db, name, types=type or (), since=moment, path=path, limit=limit))
+            return json_response(reports.events(db, name, types=type or (), since=moment, path=path, limit=limit).to_document())
 
     @app.get(f"{API}/broker", summary="Queue depths and workers seen recently")
     def api_broker() -> Response:
@@ -201,7 +201,7 @@ def routes(app: FastAPI, catalog: Catalog, templates: Jinja2Templates) -> None: 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def prometheus() -> Response:
         with session() as db:
-            status = reports.status(db)
+            status = reports.status(db).to_document()
         return Response(metrics.exposition(status, broker.queues(settings)),
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -210,7 +210,7 @@ def routes(app: FastAPI, catalog: Catalog, templates: Jinja2Templates) -> None: 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request, notice: str | None = None) -> Response:
         with session() as db:
-            status = reports.status(db)
+            status = reports.status(db).to_document()
             workers = broker.workers(db)
         return templates.TemplateResponse(request, "dashboard.html", {
             "libraries": status["libraries"], "generated_at": status["generated_at"],
@@ -224,11 +224,11 @@ def routes(app: FastAPI, catalog: Catalog, templates: Jinja2Templates) -> None: 
                      since: str | None = None, notice: str | None = None) -> Response:
         moment = None if not since else reports.parse_when(since)
         with session() as db:
-            status = reports.status(db, name)
+            status = reports.status(db, name).to_document()
             lib = status["libraries"][0]
             runs = history_page(db, name, (), (), PAGE_SIZE, page)["runs"]
-            events = reports.events(db, name, types=type or (), since=moment, limit=PAGE_SIZE)["events"]
-            scans = reports.history(db, name, jobs=["scan"], limit=CHART_RUNS)["runs"]
+            events = reports.events(db, name, types=type or (), since=moment, limit=PAGE_SIZE).to_document()["events"]
+            scans = reports.history(db, name, jobs=["scan"], limit=CHART_RUNS).to_document()["runs"]
         return templates.TemplateResponse(request, "library.html", {
             "lib": lib, "runs": runs, "page": page, "events": events, "types": type or [], "since": since or "",
             "rebuilds": controls.rebuild_choices(), "all_types": reports.CHANGE_TYPES,
@@ -276,5 +276,5 @@ def history_page(db: Db, name: str, jobs: Any, statuses: Any, limit: int, page: 
 
     Page 1 is exactly `libwatch history NAME --limit N --json`.
     """
-    document = reports.history(db, name, jobs=jobs, statuses=statuses, limit=limit * page)
+    document = reports.history(db, name, jobs=jobs, statuses=statuses, limit=limit * page).to_document()
     return {**document, "runs": document["runs"][limit * (page - 1):]}

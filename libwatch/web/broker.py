@@ -32,7 +32,7 @@ def workers(db: Db, now: datetime | None = None) -> list[dict[str, Any]]:
     """Worker processes running now or finished within the last day, newest first (from `history`)."""
     since = (now or datetime.now(UTC)) - RECENT
     seen = []
-    for run in reports.history(db, jobs=["worker"], limit=WORKER_RUNS)["runs"]:
+    for run in reports.history(db, jobs=["worker"], limit=WORKER_RUNS).to_document()["runs"]:
         last = run["finished_at"] or run["started_at"]
         if run["status"] == "running" or (last is not None and last >= since):
             seen.append(run)

@@ -19,7 +19,8 @@ RUN_KEYS = {"run_id", "job", "library", "trigger", "status", "host", "pid", "sta
 EVENT_KEYS = {"id", "library", "collection", "path", "old_path", "type", "detected_at", "size", "hash", "run_id",
               "processed", "processed_at"}
 LIBRARY_KEYS = {"name", "root", "root_available", "state", "paused", "enabled", "counts", "last_scan",
-                "last_changes", "rebuilds", "jobs", "schedule", "recent"}
+                "last_changes", "rebuilds", "failures", "jobs", "schedule", "recent"}
+FAILURE_KEYS = {"library", "path", "kind", "reason", "when"}
 
 
 def _scan(db: Any, started: datetime, seconds: float, status: str = runs.SUCCEEDED, error: str | None = None,
@@ -59,11 +60,12 @@ def test_status_json_contract(libwatch, photos: dict[str, str]) -> None:
     done = libwatch("status", "--json")
     assert done.code == 0, done.stderr
     document = json.loads(done.stdout)
-    assert set(document) == {"generated_at", "libraries"}
+    assert set(document) == {"generated_at", "libraries", "status", "problems"}
     [lib] = document["libraries"]
     assert set(lib) == LIBRARY_KEYS
     assert lib["counts"] == {"files": 3, "missing": 1, "collections": 1, "bytes": 3000}
     assert lib["rebuilds"] == {"pending": 2, "queued": 1, "failed": 1}  # the missing file's request is not counted
+    assert lib["failures"]["files"] == 1 and set(lib["failures"]["latest"][0]) == FAILURE_KEYS
     assert lib["last_changes"] == {"added": 0, "modified": 1, "touched": 0, "renamed": 0, "deleted": 1, "corrupted": 0}
     assert set(lib["last_scan"]) == RUN_KEYS and lib["last_scan"]["run_id"] == photos["last"]
     assert lib["last_scan"]["duration_s"] == 2.5
@@ -89,13 +91,13 @@ def test_next_run_comes_from_the_schedule(db: Any, photos: dict[str, str]) -> No
     when = datetime(2030, 1, 1, tzinfo=UTC)
     document = reports.status(db, "photos", {"photos": {"state": "scheduled", "next_run": when, "last_run": None,
                                                         "watch": "watching"}})
-    assert document["libraries"][0]["schedule"]["next_run"] == when
-    assert reports.status(db, "photos", {})["libraries"][0]["schedule"]["state"] == "not scheduled"
+    assert document.libraries[0]["schedule"]["next_run"] == when
+    assert reports.status(db, "photos", {}).libraries[0]["schedule"]["state"] == "not scheduled"
 
 
 def test_history_json_contract_and_filters(libwatch, photos: dict[str, str]) -> None:
     document = json.loads(libwatch("history", "--json").stdout)
-    assert set(document) == {"runs"}
+    assert set(document) == {"runs", "status", "problems"}
     assert all(set(run) == RUN_KEYS for run in document["runs"])
     assert [r["run_id"] for r in document["runs"]] == [photos["cleanup"], photos["last"], photos["failed"],
                                                          photos["first"]]
@@ -119,7 +121,7 @@ def test_events_json_contract_and_filters(libwatch, db: Any, tmp_path: Path) -> 
          "old_path": "2024/c.jpg"},
     ])
     document = json.loads(libwatch("events", "--json").stdout)
-    assert set(document) == {"events"}
+    assert set(document) == {"events", "status", "problems"}
     assert all(set(event) == EVENT_KEYS for event in document["events"])
     assert [e["path"] for e in document["events"]] == ["2025/c.jpg", "2024/trip/b.jpg", "2024/trip/a.jpg"]
 

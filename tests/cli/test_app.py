@@ -9,7 +9,7 @@ from typing import Any
 
 import libwatch
 
-COMMAND_LIST = ["scan", "diff", "cleanup", "status", "history", "events", "doctor", "rebuild", "worker",
+COMMAND_LIST = ["scan", "diff", "cleanup", "status", "history", "events", "failed", "doctor", "rebuild", "worker",
                 "library", "store", "units", "web", "metrics"]
 
 
