@@ -21,6 +21,7 @@ from typing import IO, Final
 import pillow_heif
 from PIL import ExifTags, Image, ImageMath, UnidentifiedImageError, features
 
+from libwatch.core.walk import RAW_EXTENSIONS
 from libwatch.errors import ImageError
 from libwatch.messages import CACHE, THUMBNAIL
 
@@ -57,6 +58,9 @@ _TRANSPOSE: Final = {
     8: Image.Transpose.ROTATE_90,
 }
 _SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
+# LibRaw's flip of a RAW file → the transpose that shows it upright; 5 and 6 swap the axes.
+_RAW_FLIP: Final = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+_RAW_SWAPS: Final = frozenset({5, 6})
 # Premultiplied alpha modes and the plain ones Pillow converts them to.
 _PREMULTIPLIED: Final = {"La": "LA", "RGBa": "RGBA"}
 
@@ -102,6 +106,8 @@ def probe(path: str | bytes) -> ImageInfo:
 
     Raises ImageError for a file that is not a decodable image, OSError when it cannot be opened.
     """
+    if is_camera_raw(path):
+        return _probe_raw(path)
     with _open_regular(path) as fp, _pillow_errors():
         with Image.open(fp) as im:
             # The PNG plugin's getexif() decodes the whole image to look for a late
@@ -126,7 +132,49 @@ def hopeless(error: ImageError) -> bool:
     return error.reason.startswith((UNIDENTIFIED, BOMB))
 
 
-def render(data: bytes, spec: RenderSpec) -> bytes:
+def is_camera_raw(name: str | bytes) -> bool:
+    """Whether ``name`` (a file name or path) has a camera RAW extension (``core.walk.RAW_EXTENSIONS``)."""
+    ext = os.fsdecode(name).rpartition(".")[2].lower()
+    return ext in RAW_EXTENSIONS
+
+
+def _probe_raw(path: str | bytes) -> ImageInfo:
+    """A RAW file's size as shown (LibRaw's flip applied) from its header; LibRaw reads it by the open descriptor."""
+    import rawpy  # numpy and LibRaw only where a RAW file is met
+
+    with _open_regular(path) as fp, _pillow_errors():
+        # /proc/self/fd: LibRaw opens the file this process opened without following links.
+        with rawpy.imread(f"/proc/self/fd/{fp.fileno()}") as raw:
+            sizes = raw.sizes
+            width, height = (sizes.height, sizes.width) if sizes.flip in _RAW_SWAPS else (sizes.width, sizes.height)
+            return ImageInfo(width, height, os.fsdecode(path).rpartition(".")[2].upper())
+
+
+def _open_raw(data: bytes) -> Image.Image:
+    """The embedded preview of a camera RAW file, upright; a half-size development when it has none.
+
+    Camera files carry a full-size or near full-size JPEG preview, which decodes in a
+    fraction of the time of developing the raw data and shows the camera's own rendering.
+    LibRaw does not rotate previews: its ``flip`` is applied here.
+    """
+    import rawpy
+
+    with rawpy.imread(io.BytesIO(data)) as raw:
+        flip = raw.sizes.flip
+        try:
+            thumb = raw.extract_thumb()
+        except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+            picture = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
+        else:
+            if thumb.format == rawpy.ThumbFormat.JPEG:
+                with Image.open(io.BytesIO(thumb.data)) as preview:
+                    picture = preview.convert("RGB")
+            else:
+                picture = Image.fromarray(thumb.data)
+    return picture.transpose(_RAW_FLIP[flip]) if flip in _RAW_FLIP else picture
+
+
+def render(data: bytes, spec: RenderSpec, *, camera_raw: bool = False) -> bytes:
     """The encoded ``spec`` rendering of the image file content ``data``: upright, RGB, longest edge at most ``max_edge``.
 
     The caller reads the file once and checks its hash, so what is decoded is exactly
@@ -134,9 +182,13 @@ def render(data: bytes, spec: RenderSpec) -> bytes:
     orientation is applied to the small result, so a 12 MP photo is never decoded at
     full size. Animated images give their first frame. Raises ImageError for any
     decoding problem (decompression bombs and truncated files included).
+    ``camera_raw`` (see ``is_camera_raw``): the content is a camera RAW file, rendered from its preview.
     """
-    with _pillow_errors(), Image.open(io.BytesIO(data)) as im:
-        return _render_opened(im, spec)
+    with _pillow_errors():
+        if camera_raw:
+            return _render_opened(_open_raw(data), spec)
+        with Image.open(io.BytesIO(data)) as im:
+            return _render_opened(im, spec)
 
 
 def derive(rendition: str | bytes, spec: RenderSpec) -> bytes | None:

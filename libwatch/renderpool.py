@@ -363,7 +363,7 @@ def _render_and_store(
                 return CHANGED, None, content, False
             if HASH_PREFIX + xxhash.xxh3_128_hexdigest(content) != content_hash:
                 return CHANGED, None, "changed since the scan (other content)", False
-            data = imaging.render(content, spec)
+            data = imaging.render(content, spec, camera_raw=imaging.is_camera_raw(source))
     except (FileNotFoundError, NotADirectoryError):
         return SKIPPED, None, "vanished", False
     except imaging.ImageError as exc:

@@ -21,9 +21,17 @@ from typing import Final, NamedTuple, Protocol
 from libwatch.core.paths import SEP, SEP_BYTES, is_exact
 from libwatch.errors import RootNotListable
 
-IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
-    {"jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff", "heic", "heif", "avif"}
-)
+# Camera RAW files, rendered from their embedded preview (libwatch.imaging, rawpy/LibRaw).
+RAW_EXTENSIONS: Final[frozenset[str]] = frozenset({"dng", "cr2", "cr3", "nef", "arw", "raf", "orf", "rw2"})
+# Every still-image extension Pillow (with pillow-heif) decodes, checked against Pillow's
+# registered extensions by tests/imaging/test_extensions.py, which also says why the rest
+# (icons, textures, sequences, formats without a decoder here) are left out; plus RAW.
+IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset({
+    "jpg", "jpeg", "jpe", "jfif", "mpo", "png", "apng", "gif", "webp", "bmp", "dib", "tif", "tiff",
+    "heic", "heif", "hif", "avif", "jp2", "j2k", "j2c", "jpc", "jpf", "jpx", "psd", "tga", "icb", "vda", "vst",
+    "pcx", "dcx", "ppm", "pgm", "pbm", "pnm", "pfm", "qoi", "sgi", "rgb", "rgba", "bw", "ras", "im", "msp",
+    "pcd", "pxr", "fits", "fit",
+}) | RAW_EXTENSIONS
 
 UNSTABLE: Final = "unstable"
 NOT_REGULAR: Final = "not-regular"

@@ -83,10 +83,10 @@ def test_hidden_files_and_folders(tree: Tree, jpeg: bytes) -> None:
 
 def test_include_and_exclude_globs(tree: Tree, jpeg: bytes) -> None:
     root = tree({"a.jpg": jpeg, "raw/b.jpg": jpeg, "raw/deep/c.jpg": jpeg, "x/thumbs/d.jpg": jpeg,
-                 "e.cr2": b"raw", "f.png": jpeg})
+                 "e.xmp": b"raw", "f.png": jpeg})
     assert paths(root, WalkOptions(exclude=("raw/*", "*/thumbs"))) == ["a.jpg", "f.png"]
-    assert paths(root, WalkOptions(include=("*.cr2", "*.jpg"))) == [
-        "a.jpg", "e.cr2", "raw/b.jpg", "raw/deep/c.jpg", "x/thumbs/d.jpg"]
+    assert paths(root, WalkOptions(include=("*.xmp", "*.jpg"))) == [
+        "a.jpg", "e.xmp", "raw/b.jpg", "raw/deep/c.jpg", "x/thumbs/d.jpg"]
     assert paths(root, WalkOptions(extensions=frozenset({"png"}))) == ["f.png"]
 
 

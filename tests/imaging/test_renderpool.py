@@ -361,9 +361,9 @@ def test_a_source_rewritten_after_it_was_read_renders_what_was_read(
     digest = content_hash(path)
     real_render = imaging.render
 
-    def rewrite_then_render(data: bytes, spec: RenderSpec) -> bytes:
+    def rewrite_then_render(data: bytes, spec: RenderSpec, **options: bool) -> bytes:
         Image.new("RGB", (64, 48), (0, 0, 255)).save(path, "JPEG")  # during the decode, as far as the file knows
-        return real_render(data, spec)
+        return real_render(data, spec, **options)
 
     monkeypatch.setattr(imaging, "render", rewrite_then_render)
     status, stored, _, _ = renderpool._render_and_store(tmp_path / "cache", str(tmp_path), "a.jpg", False,
