@@ -26,6 +26,15 @@ CACHE: Final = "cache"
 THUMBNAIL: Final = "thumbnail"
 KINDS: Final = (CACHE, THUMBNAIL)
 DEFAULT_PRIORITY: Final = 5
+# A body is refused unread beyond this size. A real body is about 400 bytes plus its
+# path (at most PATH_MAX, 4,096 bytes, twice that as JSON escapes); the worker's
+# --max-message-size sets another limit.
+MAX_BODY_BYTES: Final = 16 * 1024
+# The longest value accepted for each text field, in characters (imagePath: Linux's PATH_MAX).
+MAX_CHARS: Final = {"imageId": 256, "collectionId": 4352, "libraryId": 256, "imagePath": 4096,
+                    "contentHash": 128, "requestedAt": 64}
+# How much of a refused value a reason quotes.
+SHOWN_CHARS: Final = 80
 
 # Body key → (RebuildRequest field, required type, required?)
 _FIELDS: Final[dict[str, tuple[str, type, bool]]] = {
@@ -101,17 +110,28 @@ def encode(req: RebuildRequest) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
-def decode(body: bytes, *, root_of: Callable[[str], str | None] | None = None) -> RebuildRequest:
+def shown(value: object) -> str:
+    """``repr(value)`` cut to SHOWN_CHARS characters, for a reason that quotes an untrusted value."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}… ({len(text)} characters)"
+
+
+def decode(body: bytes, *, root_of: Callable[[str], str | None] | None = None,
+           max_bytes: int = MAX_BODY_BYTES) -> RebuildRequest:
     """Parse and validate a body; InvalidMessage with a one-line reason when it is not acceptable.
 
-    ``root_of(library_id)`` gives the library's root folder (None: unknown
-    library); when it is given, ``imagePath`` must lie inside that root.
+    A body over ``max_bytes`` is refused before it is parsed; every text field
+    has a maximum length (MAX_CHARS). ``root_of(library_id)`` gives the library's
+    root folder (None: unknown library); when it is given, ``imagePath`` must lie
+    inside that root.
     """
+    if len(body) > max_bytes:
+        raise InvalidMessage(f"body of {len(body)} bytes is over the limit of {max_bytes} bytes")
     data = _parse_object(body)
     if data.get("schema") != SCHEMA:
-        raise InvalidMessage(f"wrong schema {data.get('schema')!r}, expected {SCHEMA!r}")
+        raise InvalidMessage(f"wrong schema {shown(data.get('schema'))}, expected {SCHEMA!r}")
     if data.get("kind") not in KINDS:
-        raise InvalidMessage(f"unknown kind {data.get('kind')!r}, expected one of {', '.join(KINDS)}")
+        raise InvalidMessage(f"unknown kind {shown(data.get('kind'))}, expected one of {', '.join(KINDS)}")
     fields = _typed_fields(data)
     _check_hash(fields["content_hash"])
     _check_path(fields["image_path"], fields["library_id"], root_of)
@@ -123,6 +143,8 @@ def decode(body: bytes, *, root_of: Callable[[str], str | None] | None = None) -
 def _parse_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise InvalidMessage("not JSON this decoder can read: nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidMessage(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -139,7 +161,9 @@ def _typed_fields(data: dict[str, Any]) -> dict[str, Any]:
             continue
         value = data[key]
         if type(value) is not kind or (kind is str and not value):
-            raise InvalidMessage(f"field {key!r} must be a non-empty {kind.__name__}, got {value!r}")
+            raise InvalidMessage(f"field {key!r} must be a non-empty {kind.__name__}, got {shown(value)}")
+        if kind is str and len(value) > MAX_CHARS[key]:
+            raise InvalidMessage(f"field {key!r} is {len(value)} characters long, over the limit of {MAX_CHARS[key]}")
         fields[name] = value
     return fields
 
@@ -155,24 +179,24 @@ def _check_path(path: str, library_id: str, root_of: Callable[[str], str | None]
     if "\0" in path:
         raise InvalidMessage("imagePath contains a NUL byte")
     if not os.path.isabs(path):
-        raise InvalidMessage(f"imagePath is not absolute: {path!r}")
+        raise InvalidMessage(f"imagePath is not absolute: {shown(path)}")
     if ".." in path.split("/"):
-        raise InvalidMessage(f"imagePath contains '..': {path!r}")
+        raise InvalidMessage(f"imagePath contains '..': {shown(path)}")
     if root_of is None:
         return
     root = root_of(library_id)
     if root is None:
-        raise InvalidMessage(f"unknown library {library_id!r}")
+        raise InvalidMessage(f"unknown library {shown(library_id)}")
     # Lexical only (no symlink resolution): the root itself may legitimately be a symlink.
     root = os.path.normpath(root)
     if os.path.commonpath([root, os.path.normpath(path)]) != root:
-        raise InvalidMessage(f"imagePath {path!r} is outside the root {root!r} of library {library_id!r}")
+        raise InvalidMessage(f"imagePath {shown(path)} is outside the root {shown(root)} of library {shown(library_id)}")
 
 
 def _check_timestamp(value: str) -> None:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidMessage(f"requestedAt is not an ISO-8601 timestamp: {value!r}") from None
+        raise InvalidMessage(f"requestedAt is not an ISO-8601 timestamp: {shown(value)}") from None
     if moment.utcoffset() is None:
-        raise InvalidMessage(f"requestedAt has no time zone: {value!r}")
+        raise InvalidMessage(f"requestedAt has no time zone: {shown(value)}")

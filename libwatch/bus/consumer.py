@@ -32,7 +32,11 @@ WAIT_SLICE_S: Final = 0.2
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A message taken from a rebuild queue; answer it once with Consumer.ack, reject or requeue."""
+    """A message taken from a rebuild queue; answer it once with Consumer.ack, reject or requeue.
+
+    ``size`` is the body's length in bytes as received; a body over the consumer's
+    ``max_body_bytes`` is dropped on arrival (``body`` is then empty, ``oversize`` true).
+    """
 
     kind: str
     body: bytes
@@ -40,6 +44,8 @@ class Delivery:
     redelivered: bool
     tag: int
     priority: int | None
+    size: int = 0
+    oversize: bool = False
 
 
 class Consumer:
@@ -56,7 +62,8 @@ class Consumer:
     """
 
     def __init__(self, url: str, topology: Topology = Topology(), *, prefetch: int = 100,
-                 kinds: Iterable[str] = KINDS, connect_timeout_s: float = 5) -> None:
+                 kinds: Iterable[str] = KINDS, connect_timeout_s: float = 5,
+                 max_body_bytes: int | None = None) -> None:
         self._kinds = tuple(kinds)
         unknown = set(self._kinds) - set(topology.queues)
         if unknown or not self._kinds:
@@ -66,27 +73,33 @@ class Consumer:
         self._url = url
         self._topology = topology
         self._prefetch = prefetch
+        self._max_body = max_body_bytes
         self._timeout = connect_timeout_s
         self._ack_batch = max(1, prefetch // 2)
         self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        self._channels: dict[str, BlockingChannel] = {}
         self._buffer: deque[Delivery] = deque()
-        self._unanswered: set[int] = set()
-        self._pending_acks: list[int] = []
+        self._unanswered: set[tuple[str, int]] = set()  # (kind, delivery tag): tags count per channel
+        self._pending_acks: dict[str, list[int]] = {kind: [] for kind in self._kinds}
         self._stopping = False
 
     def __enter__(self) -> Consumer:
         self._connection = blocking(self._url, self._timeout, "worker")
+        # One channel per queue: on a shared channel, the consume-ok of the second
+        # queue waits behind every delivery the first queue's consumer already sent,
+        # which pika reads and holds in full meanwhile (measured: a window of 24
+        # bodies of 8 MiB, 190 MB). On its own channel it comes at once.
         try:
-            channel = self._connection.channel()
-            declare(channel, self._topology)
-            channel.basic_qos(prefetch_count=self._prefetch)
             for kind in self._kinds:
+                channel = self._connection.channel()
+                if not self._channels:
+                    declare(channel, self._topology)
+                channel.basic_qos(prefetch_count=self._prefetch)
                 channel.basic_consume(self._topology.queues[kind], partial(self._on_message, kind))
+                self._channels[kind] = channel
         except BaseException:
             close_quietly(self._connection)
             raise
-        self._channel = channel
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -114,9 +127,11 @@ class Consumer:
 
     def _on_message(self, kind: str, _channel: BlockingChannel, method: pika.spec.Basic.Deliver,
                     props: pika.spec.BasicProperties, body: bytes) -> None:
-        self._unanswered.add(method.delivery_tag)
-        self._buffer.append(Delivery(kind, body, props.message_id, method.redelivered,
-                                     method.delivery_tag, props.priority))
+        self._unanswered.add((kind, method.delivery_tag))
+        # Dropping an oversized body here keeps at most one in memory, whatever the prefetch window.
+        oversize = self._max_body is not None and len(body) > self._max_body
+        self._buffer.append(Delivery(kind, b"" if oversize else body, props.message_id, method.redelivered,
+                                     method.delivery_tag, props.priority, len(body), oversize))
 
     def deliveries(self, *, idle_timeout_s: float | None = None) -> Iterator[Delivery]:
         """Yield deliveries until stop(), or until ``idle_timeout_s`` passes without one."""
@@ -138,43 +153,51 @@ class Consumer:
     def ack(self, d: Delivery) -> None:
         """Acknowledge the delivery (batched)."""
         self._answer(d)
-        self._pending_acks.append(d.tag)
-        if len(self._pending_acks) >= self._ack_batch:
+        pending = self._pending_acks[d.kind]
+        pending.append(d.tag)
+        if len(pending) >= self._ack_batch:
             self._flush_acks()
 
     def reject(self, d: Delivery) -> None:
         """Refuse the delivery for good: it goes to the dead-letter queue."""
         self._answer(d)
-        self._io(lambda _connection: self._open_channel().basic_nack(d.tag, requeue=False))
+        self._io(lambda _connection: self._channel(d.kind).basic_nack(d.tag, requeue=False))
 
     def requeue(self, d: Delivery) -> None:
         """Give the delivery back to its queue (transient error); it comes back redelivered."""
         self._answer(d)
-        self._io(lambda _connection: self._open_channel().basic_nack(d.tag, requeue=True))
+        self._io(lambda _connection: self._channel(d.kind).basic_nack(d.tag, requeue=True))
+
+    def answered(self, d: Delivery) -> bool:
+        """True once the delivery was acked, rejected or requeued."""
+        return (d.kind, d.tag) not in self._unanswered
 
     def _answer(self, d: Delivery) -> None:
         """Mark the delivery answered by the caller (acks may still be pending); answering twice raises."""
-        if d.tag not in self._unanswered:
+        if (d.kind, d.tag) not in self._unanswered:
             raise ValueError(f"delivery {d.tag} ({d.message_id}) is already answered")
-        self._unanswered.remove(d.tag)
+        self._unanswered.remove((d.kind, d.tag))
 
     def _flush_acks(self) -> None:
-        if not self._pending_acks:
-            return
-        top = max(self._pending_acks)
-        channel = self._open_channel()
-        pending, self._pending_acks = self._pending_acks, []
+        for kind, pending in self._pending_acks.items():
+            if pending:
+                self._pending_acks[kind] = []
+                self._ack_all(kind, pending)
+
+    def _ack_all(self, kind: str, tags: list[int]) -> None:
+        top = max(tags)
+        channel = self._channel(kind)
         # Tags below `top` still held by the caller would be acked by multiple=True.
-        if all(tag > top for tag in self._unanswered):
+        if all(tag > top for held_kind, tag in self._unanswered if held_kind == kind):
             self._io(lambda _connection: channel.basic_ack(top, multiple=True))
         else:
-            for tag in pending:
+            for tag in tags:
                 self._io(lambda _connection, tag=tag: channel.basic_ack(tag))
 
-    def _open_channel(self) -> BlockingChannel:
-        if self._channel is None:
+    def _channel(self, kind: str) -> BlockingChannel:
+        if kind not in self._channels:
             raise RuntimeError("use the Consumer as a context manager")
-        return self._channel
+        return self._channels[kind]
 
     def _io(self, step: Callable[[pika.BlockingConnection], None]) -> None:
         if self._connection is None:

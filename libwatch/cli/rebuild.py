@@ -1,20 +1,23 @@
 """`libwatch rebuild` and `libwatch worker`."""
 from __future__ import annotations
 
+import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from libwatch.cli import context, output
+from libwatch.cli import context, output, stopsignal
 from libwatch.cli.options import JsonOption
 from libwatch.errors import UsageError
 from libwatch.messages import CACHE, THUMBNAIL
 from libwatch.services import rebuild as service
-from libwatch.services.worker import Worker, WorkerOptions
+from libwatch.messages import MAX_BODY_BYTES
+from libwatch.services.worker import MAX_PREFETCH, Worker, WorkerOptions, WorkerResult
 
 
 def _kinds(cache: bool | None, thumbnails: bool | None) -> tuple[str, ...] | None:
@@ -79,33 +82,63 @@ def rebuild(
 
 
 @contextmanager
-def _stopped_by_signals(worker: Worker) -> Iterator[None]:
-    """SIGTERM (systemd) and SIGINT (Ctrl-C) end the worker after the current image, exit 0."""
-    previous = {sig: signal.signal(sig, lambda _sig, _frame: worker.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+def _stopped_by_signals() -> Iterator[Callable[[Callable[[], None]], None]]:
+    """SIGTERM (systemd) and SIGINT (Ctrl-C) stop the worker after the current image, exit 0.
+
+    Installed first thing in the command; yields ``attach(stop)``, which calls
+    ``stop`` at once if a signal came before it (also one the early handler of
+    ``stopsignal`` remembered during the imports).
+    """
+    stops: list[Callable[[], None]] = []
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stopsignal.received.set()
+        for stop in stops:
+            stop()
+
+    def attach(stop: Callable[[], None]) -> None:
+        stops.append(stop)
+        if stopsignal.received.is_set():
+            stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield attach
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
+def _summary_line(console: Console, result: WorkerResult) -> None:
+    counts = result.counts
+    text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) if counts else "no messages"
+    console.print(f"worker: {text} (run {result.run_id})", markup=False)
+
+
 def worker(
     ctx: typer.Context,
-    prefetch: Annotated[int, typer.Option(min=1, help="Messages the broker hands over ahead of the acks.")] = 100,
+    prefetch: Annotated[int, typer.Option(min=1, max=MAX_PREFETCH, help="Messages the broker hands over ahead of the acks, per queue.")] = 100,
     max_messages: Annotated[int | None, typer.Option(min=1, help="Stop after handling this many messages.", show_default=False)] = None,
     idle_exit: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds without a message.", show_default=False)] = None,
     processes: Annotated[int | None, typer.Option(min=1, help="Rendering processes (default: the CPUs).", show_default=False)] = None,
+    max_message_size: Annotated[int, typer.Option(min=1, help="Bytes; a larger message body is rejected unread.")] = MAX_BODY_BYTES,
+    heartbeat: Annotated[float, typer.Option(min=0.001, help="Seconds between the info lines that show the worker alive.")] = 60.0,
     json_output: JsonOption = False,
 ) -> None:
     """Consume rebuild messages and render cache images and thumbnails; SIGTERM stops it cleanly.
 
+    Logs a start line and a heartbeat at info level (shown unless -q).
     Example: libwatch worker --prefetch 50 --idle-exit 60
     """
-    options = WorkerOptions(prefetch=prefetch, max_messages=max_messages, idle_exit_s=idle_exit)
-    with context.catalog(ctx) as db:
-        consumer = Worker(db, context.state(ctx).settings, options, processes=processes)
-        with _stopped_by_signals(consumer):
-            counts = consumer.run()
-    output.emit(context.wants_json(ctx, json_output), {"counts": counts},
-                lambda console: console.print("worker: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-                                              if counts else "worker: no messages", markup=False))
+    with _stopped_by_signals() as attach:
+        if context.state(ctx).verbosity >= 0:
+            logger = logging.getLogger("libwatch.worker")
+            logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+        options = WorkerOptions(prefetch=prefetch, max_messages=max_messages, idle_exit_s=idle_exit,
+                                max_message_bytes=max_message_size, heartbeat_s=heartbeat)
+        with context.catalog(ctx) as db:
+            consumer = Worker(db, context.state(ctx).settings, options, processes=processes)
+            attach(consumer.stop)
+            result = consumer.run()
+    output.emit(context.wants_json(ctx, json_output), result.to_document(),
+                lambda console: _summary_line(console, result))

@@ -7,8 +7,16 @@ a worker killed at any point loses nothing (unacked messages are redelivered and
 a redelivered request that is already done is acknowledged without work).
 
 Per message:
-- a body that does not decode, a path outside its library's root, a record of
-  another library → rejected (dead-lettered), the reason logged;
+- a body over the size limit (dropped unread on arrival), a body that does not
+  decode, a field over its length limit, a path outside its library's root, a
+  record of another library → rejected (dead-lettered), the reason logged;
+- any exception raised while handling a batch (other than the catalog or the
+  broker being unavailable) → the batch's unanswered messages are handled again
+  one by one, and the message that still raises alone is rejected with the
+  exception as its reason: one poison message never stops the worker;
+- a message delivered again (``redelivered``) is handled alone after counting the
+  attempt in the catalog (``catalog.deliveries``); when an earlier attempt alone
+  ended without an answer (the worker died on it), it is rejected unread;
 - the record gone, missing, or holding other content than the message's hash →
   acknowledged and counted ``skipped`` (a newer request exists or none is needed);
 - no file at the record's path (moved or deleted since the scan) → acknowledged,
@@ -30,19 +38,21 @@ request keeps its id and content).
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from pymongo.database import Database
 
 from libwatch import bus, messages, renderpool
-from libwatch.catalog import rebuilds, runs
+from libwatch.catalog import deliveries, rebuilds, runs
 from libwatch.catalog.rebuilds import FileState
-from libwatch.config import Settings
+from libwatch.config import Settings, mask_url
 from libwatch.errors import BrokerLost, BusError, CatalogUnavailable, InvalidMessage, UsageError
 from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.services import outbox
@@ -53,6 +63,13 @@ log = logging.getLogger("libwatch.worker")
 # How long to wait for more deliveries to fill a batch once one has arrived.
 GATHER_S: Final = 0.005
 BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
+# The prefetch window's upper bound: with bodies of at most --max-message-size kept in
+# memory (larger ones are dropped on arrival), it bounds the memory deliveries take.
+MAX_PREFETCH: Final = 1000
+# Records of redelivered messages that never came back are dropped after this long.
+DELIVERY_RECORD_DAYS: Final = 7
+# The longest reason or message field a log line quotes.
+LOGGED_CHARS: Final = 300
 
 Db = Database[dict[str, Any]]
 Render = Callable[[Iterable[RenderJob]], Iterator[RenderOutcome]]
@@ -73,10 +90,17 @@ class WorkerOptions:
     idle_exit_s: float | None = None
     batch: int | None = None
     trigger: str = "manual"
+    max_message_bytes: int = messages.MAX_BODY_BYTES
+    max_alone_attempts: int = 1
+    heartbeat_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.prefetch < 1:
-            raise UsageError("--prefetch must be at least 1")
+        if not 1 <= self.prefetch <= MAX_PREFETCH:
+            raise UsageError(f"--prefetch must be 1 to {MAX_PREFETCH}")
+        if self.max_message_bytes < 1:
+            raise UsageError("--max-message-size must be at least 1 byte")
+        if self.heartbeat_s <= 0:
+            raise UsageError("--heartbeat must be more than 0 seconds")
         if self.max_messages is not None and self.max_messages < 1:
             raise UsageError("--max-messages must be at least 1")
 
@@ -94,6 +118,46 @@ class _Task:
     deliveries: list[bus.Delivery] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerResult:
+    """How a worker run ended: its run id (in ``libwatch history``) and counts per outcome."""
+
+    run_id: str
+    counts: dict[str, int]
+
+    def to_document(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "counts": dict(self.counts)}
+
+
+def logged(text: object) -> str:
+    """An untrusted value (message field, path, reason) as a log line may quote it: escaped, capped."""
+    # TODO(bus): escape with libwatch.result.escape() once the cli helper lands it; until then repr()'s escapes.
+    shown = repr(str(text))[1:-1]
+    return shown if len(shown) <= LOGGED_CHARS else f"{shown[:LOGGED_CHARS]}… ({len(shown)} characters)"
+
+
+class _Heartbeat:
+    """Logs at info, every ``interval_s``, what the worker did since the last beat, so its journal shows it alive."""
+
+    def __init__(self, counts: Counter[str], interval_s: float) -> None:
+        self._counts, self._interval = counts, interval_s
+        self._last_at, self._last = time.monotonic(), Counter(counts)
+
+    def due_in(self) -> float:
+        """Seconds until the next beat (0 when due)."""
+        return max(0.0, self._last_at + self._interval - time.monotonic())
+
+    def beat_if_due(self) -> None:
+        if self.due_in() > 0:
+            return
+        now, since = time.monotonic(), self._counts - self._last
+        done = since["done"] + since["duplicate"] + since["skipped"]
+        log.info("worker alive: %d done, %d failed, %d rejected, %d requeued in the last %.0f s (%.1f messages/s); "
+                 "%d messages since start", done, since["failed"], since["invalid"], since["requeued"],
+                 now - self._last_at, done / max(now - self._last_at, 1e-9), self._counts["received"])
+        self._last_at, self._last = now, Counter(self._counts)
+
+
 class Worker:
     """The consumer loop; ``stop()`` (e.g. from a SIGTERM handler) ends it after the current image."""
 
@@ -107,46 +171,47 @@ class Worker:
         self.topology = topology or outbox.default_topology()
         self.counts: Counter[str] = Counter()
         self._render = render
-        self._processes = processes
+        self._processes = processes or len(os.sched_getaffinity(0))
         self._specs = render_specs(settings)
         self._roots: dict[str, str] = {}
         self._following: frozenset[str] = frozenset()
         self._stopping = threading.Event()
         self._consumer: bus.Consumer | None = None
         self._transient_streak = 0
-        self._answered: set[int] = set()
+        self._heartbeat = _Heartbeat(self.counts, options.heartbeat_s)
 
     def stop(self) -> None:
-        """End after the image being rendered; safe in a signal handler."""
+        """End after the image being rendered; safe in a signal handler, also before run()."""
         self._stopping.set()
         if self._consumer is not None:
             self._consumer.stop()
 
-    def run(self) -> dict[str, int]:
-        """Consume until stopped, idle for ``idle_exit_s`` or ``max_messages`` handled; returns the counts."""
+    def run(self) -> WorkerResult:
+        """Consume until stopped, idle for ``idle_exit_s`` or ``max_messages`` handled."""
         with runs.recorded(self.db, "worker", None, self.options.trigger) as run:
             run.counts = self.counts
             self._consume()
-        return dict(self.counts)
+        log.info("worker stopped: %s", ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())) or "no messages")
+        return WorkerResult(run.run_id, dict(self.counts))
 
     def _consume(self) -> None:
+        if self._stopping.is_set():
+            return  # SIGTERM before the start: nothing is held yet
+        assert self.settings.amqp_url is not None
+        deliveries.forget_older(self.db, datetime.now(UTC) - timedelta(days=DELIVERY_RECORD_DAYS))
         pool = None
         if self._render is None:
             pool = renderpool.RenderPool(self.settings.cache_dir, processes=self._processes,
                                           file_mode=self.settings.cache_mode)
             self._render = pool.render_many
-        assert self.settings.amqp_url is not None
         try:
-            with bus.Consumer(self.settings.amqp_url, self.topology, prefetch=self.options.prefetch) as consumer:
+            with bus.Consumer(self.settings.amqp_url, self.topology, prefetch=self.options.prefetch,
+                              max_body_bytes=self.options.max_message_bytes) as consumer:
                 self._consumer = consumer
-                while not self._stopping.is_set():
-                    batch = self._take(consumer)
-                    if not batch:
-                        return
-                    self.counts["received"] += len(batch)
-                    self._handle(consumer, batch)
-                    if self.options.max_messages is not None and self.counts["received"] >= self.options.max_messages:
-                        return
+                if self._stopping.is_set():
+                    consumer.stop()
+                self._log_start()
+                self._loop(consumer)
         except BusError as error:
             raise BrokerLost(f"{error}; unacknowledged messages will be delivered again") from error
         finally:
@@ -154,47 +219,124 @@ class Worker:
             if pool is not None:
                 pool.close()
 
+    def _log_start(self) -> None:
+        assert self.settings.amqp_url is not None
+        log.info("worker started: broker %s, queues %s, prefetch %d, %d render processes, messages up to %d bytes",
+                 mask_url(self.settings.amqp_url), ", ".join(self.topology.queues.values()), self.options.prefetch,
+                 self._processes, self.options.max_message_bytes)
+
+    def _loop(self, consumer: bus.Consumer) -> None:
+        while not self._stopping.is_set():
+            batch = self._take(consumer)
+            if not batch:
+                return
+            self.counts["received"] += len(batch)
+            self._handle(consumer, batch)
+            self._heartbeat.beat_if_due()
+            if self.options.max_messages is not None and self.counts["received"] >= self.options.max_messages:
+                return
+
     def _take(self, consumer: bus.Consumer) -> list[bus.Delivery]:
         """The next batch: wait for one delivery, then take what arrives within GATHER_S, up to the batch size."""
+        first = self._first(consumer)
+        if first is None:
+            return []
         limit = self.options.batch_size
         if self.options.max_messages is not None:
             limit = min(limit, self.options.max_messages - self.counts["received"])
-        batch = []
-        for delivery in consumer.deliveries(idle_timeout_s=self.options.idle_exit_s):
-            batch.append(delivery)
-            break
-        if batch and len(batch) < limit:
+        batch = [first]
+        if len(batch) < limit:
             for delivery in consumer.deliveries(idle_timeout_s=GATHER_S):
                 batch.append(delivery)
                 if len(batch) >= limit:
                     break
         return batch
 
+    def _first(self, consumer: bus.Consumer) -> bus.Delivery | None:
+        """Wait for a delivery (None: stopped, or idle for ``idle_exit_s``), beating the heartbeat meanwhile."""
+        idle_since = time.monotonic()
+        while not self._stopping.is_set():
+            wait = self._heartbeat.due_in()
+            if self.options.idle_exit_s is not None:
+                left = self.options.idle_exit_s - (time.monotonic() - idle_since)
+                if left <= 0:
+                    return None
+                wait = min(wait, left)
+            for delivery in consumer.deliveries(idle_timeout_s=wait):
+                return delivery
+            self._heartbeat.beat_if_due()
+        return None
+
     def _handle(self, consumer: bus.Consumer, batch: list[bus.Delivery]) -> None:
+        """Handle the fresh deliveries together and each redelivered one alone."""
+        fresh = [d for d in batch if not d.redelivered]
+        if fresh:
+            self._guarded(consumer, fresh)
+        for delivery in batch:
+            if delivery.redelivered:
+                self._redelivered(consumer, delivery)
+
+    def _redelivered(self, consumer: bus.Consumer, delivery: bus.Delivery) -> None:
+        """Handle a redelivered message alone, unless a worker already died handling it alone."""
+        key = deliveries.key_of(delivery.kind, delivery.body)
+        try:
+            attempts = deliveries.attempt(self.db, key, now=datetime.now(UTC))
+        except CatalogUnavailable as error:
+            self._requeue_unanswered(consumer, [delivery], error)
+            return
+        if attempts > self.options.max_alone_attempts:
+            self._reject_invalid(consumer, delivery, f"delivered again after {attempts - 1} attempts that ended "
+                                                     "without an answer (a worker died while handling it)")
+        else:
+            self._guarded(consumer, [delivery])
+        try:
+            deliveries.forget(self.db, [key])
+        except CatalogUnavailable as error:
+            log.warning("%s; the delivery record %s stays until the message comes back", error, key)
+
+    def _guarded(self, consumer: bus.Consumer, batch: list[bus.Delivery]) -> None:
+        """Handle a batch; on an unexpected exception, its unanswered messages one by one, rejecting the culprit."""
         try:
             tasks = self._tasks(consumer, batch)
-            done = self._answer_known(consumer, tasks)
-            self._render_and_record(consumer, done)
+            self._render_and_record(consumer, self._answer_known(consumer, tasks))
         except CatalogUnavailable as error:
-            unanswered = [d for d in batch if d.tag not in self._answered]
-            log.warning("%s; %d messages go back to the queue", error, len(unanswered))
-            self._backoff()
+            self._requeue_unanswered(consumer, batch, error)
+        except BusError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any fault tied to a message must not stop the worker
+            unanswered = [d for d in batch if not consumer.answered(d)]
+            if len(batch) == 1:
+                log.debug("handling a message raised", exc_info=True)
+                for delivery in unanswered:
+                    self._reject_invalid(consumer, delivery, f"handling it raised {type(error).__name__}: {error}")
+                return
+            log.warning("handling a batch of %d messages raised %s; handling its %d unanswered messages one by one",
+                        len(batch), logged(f"{type(error).__name__}: {error}"), len(unanswered))
             for delivery in unanswered:
-                self._answer(consumer.requeue, delivery, "requeued")
-        finally:
-            self._answered.clear()
+                self._guarded(consumer, [delivery])
+
+    def _requeue_unanswered(self, consumer: bus.Consumer, batch: list[bus.Delivery], error: Exception) -> None:
+        unanswered = [d for d in batch if not consumer.answered(d)]
+        log.warning("%s; %d messages go back to the queue", error, len(unanswered))
+        self._backoff()
+        for delivery in unanswered:
+            self._answer(consumer.requeue, delivery, "requeued")
 
     def _answer(self, how: Callable[[bus.Delivery], None], delivery: bus.Delivery, outcome: str) -> None:
         how(delivery)
-        self._answered.add(delivery.tag)
         self.counts[outcome] += 1
 
     def _tasks(self, consumer: bus.Consumer, batch: list[bus.Delivery]) -> list[_Task]:
         """Decode the batch (rejecting what is invalid) and read its records in one query."""
         decoded: list[tuple[bus.Delivery, messages.RebuildRequest]] = []
         for delivery in batch:
+            if delivery.oversize:
+                self._reject_invalid(consumer, delivery, f"body of {delivery.size} bytes is over the limit of "
+                                                         f"{self.options.max_message_bytes} bytes")
+                continue
             try:
-                decoded.append((delivery, messages.decode(delivery.body, root_of=self._root_of)))
+                decoded.append((delivery, messages.decode(delivery.body, root_of=self._root_of,
+                                                          max_bytes=self.options.max_message_bytes)))
             except InvalidMessage as error:
                 self._reject_invalid(consumer, delivery, error.reason)
         records = rebuilds.records_by_id(self.db, (request.image_id for _, request in decoded))
@@ -202,8 +344,8 @@ class Worker:
         for delivery, request in decoded:
             record = records.get(request.image_id)
             if record is not None and record.library != request.library_id:
-                self._reject_invalid(consumer, delivery, f"image {request.image_id} is not in library "
-                                                         f"{request.library_id!r}")
+                self._reject_invalid(consumer, delivery, f"image {messages.shown(request.image_id)} is not in "
+                                                         f"library {messages.shown(request.library_id)}")
                 continue
             task = tasks.get(request.message_id)
             if task is None:
@@ -218,9 +360,9 @@ class Worker:
         return self._roots.get(library)
 
     def _reject_invalid(self, consumer: bus.Consumer, delivery: bus.Delivery, reason: str) -> None:
-        log.warning("rejected message %s: %s", delivery.message_id or "(no id)", reason)
+        log.warning("rejected message %s from %s: %s", logged(delivery.message_id or "(no id)"),
+                    self.topology.queues[delivery.kind], logged(reason))
         self._answer(consumer.reject, delivery, "invalid")
-
     def _answer_known(self, consumer: bus.Consumer, tasks: list[_Task]) -> list[_Task]:
         """Acknowledge what needs no rendering; returns the tasks to render."""
         work = []
@@ -269,10 +411,10 @@ class Worker:
             outcome = outcomes.get(index)
             if outcome is None or outcome.transient:
                 if outcome is not None:
-                    log.warning("%s: %s; retrying later", task.record.path, outcome.error)
+                    log.warning("%s: %s; retrying later", logged(task.record.path), logged(outcome.error))
                 retry.append(task)
             elif outcome.status == renderpool.FAILED:
-                log.warning("%s (%s): %s", task.record.path, task.request.kind, outcome.error)
+                log.warning("%s (%s): %s", logged(task.record.path), task.request.kind, logged(outcome.error))
                 for delivery in task.deliveries:
                     self._answer(consumer.reject, delivery, "failed")
             else:

@@ -24,7 +24,7 @@ GOOD_SAMPLES = ["orientation_2.jpg", "orientation_6.png"]
 
 def _work(photos: Photos, settings: Settings, topology: Topology, **options: Any) -> dict[str, int]:
     worker = Worker(photos.db, settings, WorkerOptions(idle_exit_s=1.0, **options), topology=topology, processes=1)
-    return worker.run()
+    return worker.run().counts
 
 
 def _publish(photos: Photos, settings: Settings, topology: Topology) -> dict[str, int]:
@@ -88,7 +88,7 @@ def test_duplicate_is_acked_without_work(photos: Photos, broker_settings: Settin
 
     worker = Worker(photos.db, broker_settings, WorkerOptions(idle_exit_s=1.0), topology=topology,
                     render=must_not_render)
-    assert worker.run() == {"received": 2, "duplicate": 2}
+    assert worker.run().counts == {"received": 2, "duplicate": 2}
     assert rendered.stat().st_mtime_ns == before
 
 
@@ -153,7 +153,7 @@ def test_max_messages_stops_and_leaves_the_rest(photos: Photos, broker_settings:
 
     worker = Worker(photos.db, broker_settings, WorkerOptions(max_messages=4, prefetch=2, idle_exit_s=1.0),
                     topology=topology, render=noop)
-    assert worker.run()["received"] == 4
+    assert worker.run().counts["received"] == 4
     assert sum(state == "done" for pair in photos.states().values() for state in pair) == 4
     assert _work(photos, broker_settings, topology, prefetch=2)["received"] == 2
 
