@@ -156,6 +156,10 @@ class TopologyMismatch(BusError):
     names."""
 
 
+class AccessRefused(BusError):
+    """The broker refused an operation to this user (e.g. declaring queues as a publish-only user)."""
+
+
 class Unroutable(BusError):
     """The broker returned a mandatory message: no queue is bound for its routing key."""
 

@@ -10,7 +10,7 @@ from typing import Final
 
 from libwatch.bus.confirms import ConfirmLink, OutgoingMessage
 from libwatch.bus.connection import blocking, close_quietly, log
-from libwatch.bus.topology import Topology, declare
+from libwatch.bus.topology import Topology, declare_for_publishing
 from libwatch.config import mask_url
 from libwatch.errors import BrokerUnavailable, BusError
 
@@ -81,7 +81,7 @@ class Publisher:
     def _connect(self) -> ConfirmLink:
         connection = blocking(self._url, self._timeout, "publisher setup")
         try:
-            declare(connection.channel(), self._topology)
+            declare_for_publishing(connection, self._topology)
         finally:
             close_quietly(connection)
         return ConfirmLink.open(self._url, self._timeout, "publisher")

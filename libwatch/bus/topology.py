@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -13,8 +13,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 from libwatch import messages
 from libwatch.bus.confirms import ConfirmLink
 from libwatch.bus.connection import blocking, close_quietly, reason, unavailable
-from libwatch.errors import BusError, TopologyMismatch
+from libwatch.errors import AccessRefused, BusError, TopologyMismatch
 
+_ACCESS_REFUSED: Final = 403
 _PRECONDITION_FAILED: Final = 406
 _NOT_FOUND: Final = 404
 _MISMATCH: Final = re.compile(
@@ -29,24 +30,32 @@ def _frozen_queues() -> Mapping[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Topology:
-    """Names of the exchanges and queues; a prefix isolates tests on a shared broker."""
+    """Names of the exchanges and queues; a prefix isolates tests on a shared broker.
+
+    The dead-letter queue is bounded: at most ``dead_letter_max_length`` messages
+    and ``dead_letter_max_bytes`` bytes of bodies (the oldest are dropped first),
+    each kept ``dead_letter_ttl_s`` seconds.
+    """
 
     exchange: str = "libwatch"
     queues: Mapping[str, str] = field(default_factory=_frozen_queues, hash=False)
     dead_letter_exchange: str = "libwatch.dlx"
     dead_letter_queue: str = "libwatch.dead"
     max_priority: int = 10
+    dead_letter_max_length: int = 100_000
+    dead_letter_max_bytes: int = 1 << 30
+    dead_letter_ttl_s: int = 30 * 86_400
 
     @classmethod
     def prefixed(cls, prefix: str) -> Topology:
         """The default topology with every exchange and queue name prefixed, e.g. ``test-1a2b.``."""
         base = cls()
-        return cls(
+        return replace(
+            base,
             exchange=prefix + base.exchange,
             queues=MappingProxyType({kind: prefix + name for kind, name in base.queues.items()}),
             dead_letter_exchange=prefix + base.dead_letter_exchange,
             dead_letter_queue=prefix + base.dead_letter_queue,
-            max_priority=base.max_priority,
         )
 
     @staticmethod
@@ -57,6 +66,11 @@ class Topology:
     def queue_arguments(self) -> dict[str, Any]:
         """The arguments every rebuild queue is declared with."""
         return {"x-max-priority": self.max_priority, "x-dead-letter-exchange": self.dead_letter_exchange}
+
+    def dead_letter_arguments(self) -> dict[str, Any]:
+        """The arguments the dead-letter queue is declared with (its bounds)."""
+        return {"x-max-length": self.dead_letter_max_length, "x-max-length-bytes": self.dead_letter_max_bytes,
+                "x-message-ttl": self.dead_letter_ttl_s * 1000}
 
     def all_queues(self) -> dict[str, str]:
         """The rebuild queues by kind and the dead-letter queue as ``dead``."""
@@ -83,7 +97,7 @@ def declare(channel: BlockingChannel, topology: Topology = Topology()) -> None:
     """
     try:
         channel.exchange_declare(topology.dead_letter_exchange, "fanout", durable=True)
-        channel.queue_declare(topology.dead_letter_queue, durable=True)
+        channel.queue_declare(topology.dead_letter_queue, durable=True, arguments=topology.dead_letter_arguments())
         channel.queue_bind(topology.dead_letter_queue, topology.dead_letter_exchange)
         channel.exchange_declare(topology.exchange, "topic", durable=True)
         for kind, queue in topology.queues.items():
@@ -92,7 +106,25 @@ def declare(channel: BlockingChannel, topology: Topology = Topology()) -> None:
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == _PRECONDITION_FAILED:
             raise _mismatch(exc) from exc
-        raise BusError(f"RabbitMQ refused to declare the libwatch topology: {exc.reply_text}") from exc
+        error = AccessRefused if exc.reply_code == _ACCESS_REFUSED else BusError
+        raise error(f"RabbitMQ refused to declare the libwatch topology: {exc.reply_text}") from exc
+
+
+def declare_for_publishing(connection: pika.BlockingConnection, topology: Topology = Topology()) -> None:
+    """Declare the topology, or, for a user that may only publish, check that its exchange exists.
+
+    Declaring a dead-lettered queue needs the right to read it, which a publish-only
+    user (scanners, see the README) does not have; for it a worker's (or an admin's)
+    declaration must come first. Raises AccessRefused saying so, or TopologyMismatch.
+    """
+    try:
+        declare(connection.channel(), topology)
+    except AccessRefused as refused:
+        try:
+            connection.channel().exchange_declare(topology.exchange, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            raise AccessRefused(f"{refused}; a user that may only publish needs the topology declared first: "
+                                "start a worker once, or declare it as an admin") from exc
 
 
 @dataclass(frozen=True, slots=True)

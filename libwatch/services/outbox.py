@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -39,14 +39,42 @@ from libwatch.messages import KINDS
 log = logging.getLogger("libwatch.outbox")
 
 PREFIX_ENV: Final = "LIBWATCH_AMQP_PREFIX"
+# Environment variable → (Topology field, factor to its unit).
+DEAD_LETTER_ENV: Final = {
+    "LIBWATCH_DEAD_LETTER_MAX_LENGTH": ("dead_letter_max_length", 1),
+    "LIBWATCH_DEAD_LETTER_MAX_BYTES": ("dead_letter_max_bytes", 1),
+    "LIBWATCH_DEAD_LETTER_TTL_DAYS": ("dead_letter_ttl_s", 86_400),
+}
 
 Db = Database[dict[str, Any]]
 
 
 def default_topology() -> bus.Topology:
-    """The production topology, or one whose names carry ``$LIBWATCH_AMQP_PREFIX`` (tests, staging)."""
+    """The production topology, or one whose names carry ``$LIBWATCH_AMQP_PREFIX`` (tests, staging).
+
+    The dead-letter queue's bounds come from ``$LIBWATCH_DEAD_LETTER_MAX_LENGTH``
+    (messages), ``..._MAX_BYTES`` and ``..._TTL_DAYS`` when set; every process that
+    declares the topology (scans and workers) must use the same values.
+    Raises UsageError for a value that is not a positive whole number.
+    """
     prefix = os.environ.get(PREFIX_ENV, "")
-    return bus.Topology.prefixed(prefix) if prefix else bus.Topology()
+    topology = bus.Topology.prefixed(prefix) if prefix else bus.Topology()
+    limits = {field: scale * value for env, (field, scale) in DEAD_LETTER_ENV.items()
+              if (value := _positive(env)) is not None}
+    return replace(topology, **limits)
+
+
+def _positive(env: str) -> int | None:
+    text = os.environ.get(env)
+    if text is None or not text.strip():
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"{env} must be a positive whole number, not {text!r}")
+    return value
 
 
 def image_path(root: str, record: FileState) -> str:

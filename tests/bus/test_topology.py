@@ -1,7 +1,9 @@
 """Topology names, declaration, mismatches and the status helpers."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pika
 import pytest
@@ -10,6 +12,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 from broker import purge
 
 from libwatch.bus import (
+    Consumer,
+    OutgoingMessage,
     Publisher,
     PublishResult,
     Topology,
@@ -19,6 +23,8 @@ from libwatch.bus import (
     queue_depths,
 )
 from libwatch.config import mask_url
+from libwatch.errors import UsageError
+from libwatch.services.outbox import default_topology
 
 pytestmark = pytest.mark.broker
 
@@ -82,3 +88,57 @@ def test_queue_depths_and_purge(amqp_url: str, topology: Topology,
 
 def test_check_names_the_broker(amqp_url: str) -> None:
     assert check(amqp_url, 3).startswith("RabbitMQ ")
+
+
+def test_the_dead_letter_queue_is_bounded_in_length_bytes_and_age(
+        amqp_url: str, topology: Topology, channel: BlockingChannel) -> None:
+    declare(channel, topology)
+    assert topology.dead_letter_arguments() == {"x-max-length": 100_000, "x-max-length-bytes": 1 << 30,
+                                                "x-message-ttl": 30 * 86_400_000}
+    # An active declare with the same arguments succeeds only if they are equal.
+    channel.queue_declare(topology.dead_letter_queue, durable=True, arguments=topology.dead_letter_arguments())
+
+
+def _reject_all(amqp_url: str, topology: Topology) -> None:
+    with Consumer(amqp_url, topology) as consumer:
+        for delivery in consumer.deliveries(idle_timeout_s=0.3):
+            consumer.reject(delivery)
+
+
+def test_dead_letters_beyond_the_bounds_are_dropped_oldest_first(
+        amqp_url: str, topology: Topology, drain: Callable[[str], list]) -> None:
+    small = replace(topology, dead_letter_max_length=2, dead_letter_ttl_s=2)
+    with Publisher(amqp_url, small) as publisher:
+        for mid in ("m1", "m2", "m3"):
+            publisher.publish(OutgoingMessage(Topology.routing_key("cache"), b"{}", mid))
+    _reject_all(amqp_url, small)
+    assert queue_depths(amqp_url, small)["dead"] == 2
+    assert [props.message_id for _method, props, _body in drain(small.dead_letter_queue)] == ["m2", "m3"]
+    with Publisher(amqp_url, small) as publisher:
+        publisher.publish(OutgoingMessage(Topology.routing_key("cache"), b"{}", "m4"))
+    _reject_all(amqp_url, small)
+    assert queue_depths(amqp_url, small)["dead"] == 1
+    time.sleep(2.5)
+    assert queue_depths(amqp_url, small)["dead"] == 0  # expired
+
+
+def test_an_unbounded_dead_letter_queue_of_an_older_version_is_named_with_the_fix(
+        amqp_url: str, topology: Topology, channel: BlockingChannel) -> None:
+    channel.queue_declare(topology.dead_letter_queue, durable=True)  # as libwatch declared it before
+    with pytest.raises(TopologyMismatch) as mismatch, Publisher(amqp_url, topology):
+        pass
+    text = str(mismatch.value)
+    assert f"queue {topology.dead_letter_queue!r} exists with a different 'x-message-ttl'" in text
+    assert "but current is none" in text
+    assert f"rabbitmqctl delete_queue {topology.dead_letter_queue}" in text and "\n" not in text
+
+
+def test_dead_letter_bounds_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIBWATCH_DEAD_LETTER_MAX_LENGTH", "500")
+    monkeypatch.setenv("LIBWATCH_DEAD_LETTER_MAX_BYTES", "1048576")
+    monkeypatch.setenv("LIBWATCH_DEAD_LETTER_TTL_DAYS", "3")
+    assert default_topology().dead_letter_arguments() == {
+        "x-max-length": 500, "x-max-length-bytes": 1048576, "x-message-ttl": 3 * 86_400_000}
+    monkeypatch.setenv("LIBWATCH_DEAD_LETTER_TTL_DAYS", "forever")
+    with pytest.raises(UsageError, match="LIBWATCH_DEAD_LETTER_TTL_DAYS must be a positive whole number, not 'forever'"):
+        default_topology()
