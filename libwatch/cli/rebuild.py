@@ -140,5 +140,5 @@ def worker(
             consumer = Worker(db, context.state(ctx).settings, options, processes=processes)
             attach(consumer.stop)
             result = consumer.run()
-    output.emit(context.wants_json(ctx, json_output), result.to_document(),
-                lambda console: _summary_line(console, result))
+    raise typer.Exit(output.show(result, lambda console: _summary_line(console, result),
+                                 as_json=context.wants_json(ctx, json_output)))

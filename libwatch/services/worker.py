@@ -55,6 +55,8 @@ from libwatch.catalog.rebuilds import FileState
 from libwatch.config import Settings, mask_url
 from libwatch.errors import BrokerLost, BusError, CatalogUnavailable, InvalidMessage, UsageError
 from libwatch.renderpool import RenderJob, RenderOutcome
+from libwatch.result import Result
+from libwatch.text import for_log
 from libwatch.services import outbox
 from libwatch.services.rebuild import render_job, render_specs, settle
 
@@ -68,8 +70,6 @@ BACKOFF_S: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 MAX_PREFETCH: Final = 1000
 # Records of redelivered messages that never came back are dropped after this long.
 DELIVERY_RECORD_DAYS: Final = 7
-# The longest reason or message field a log line quotes.
-LOGGED_CHARS: Final = 300
 
 Db = Database[dict[str, Any]]
 Render = Callable[[Iterable[RenderJob]], Iterator[RenderOutcome]]
@@ -118,22 +118,19 @@ class _Task:
     deliveries: list[bus.Delivery] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerResult:
-    """How a worker run ended: its run id (in ``libwatch history``) and counts per outcome."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerResult(Result):
+    """How a worker run ended: its run id (in ``libwatch history``) and counts per outcome.
+
+    Failed renders and rejected messages are recorded and counted, not problems of the
+    run: a daemon under ``Restart=on-failure`` must not exit non-zero for them.
+    """
 
     run_id: str
     counts: dict[str, int]
 
-    def to_document(self) -> dict[str, Any]:
+    def data(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "counts": dict(self.counts)}
-
-
-def logged(text: object) -> str:
-    """An untrusted value (message field, path, reason) as a log line may quote it: escaped, capped."""
-    # TODO(bus): escape with libwatch.result.escape() once the cli helper lands it; until then repr()'s escapes.
-    shown = repr(str(text))[1:-1]
-    return shown if len(shown) <= LOGGED_CHARS else f"{shown[:LOGGED_CHARS]}… ({len(shown)} characters)"
 
 
 class _Heartbeat:
@@ -192,7 +189,7 @@ class Worker:
             run.counts = self.counts
             self._consume()
         log.info("worker stopped: %s", ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())) or "no messages")
-        return WorkerResult(run.run_id, dict(self.counts))
+        return WorkerResult(run_id=run.run_id, counts=dict(self.counts))
 
     def _consume(self) -> None:
         if self._stopping.is_set():
@@ -274,7 +271,10 @@ class Worker:
             self._guarded(consumer, fresh)
         for delivery in batch:
             if delivery.redelivered:
-                self._redelivered(consumer, delivery)
+                if delivery.oversize:
+                    self._guarded(consumer, [delivery])  # rejected unread: nothing to count
+                else:
+                    self._redelivered(consumer, delivery)
 
     def _redelivered(self, consumer: bus.Consumer, delivery: bus.Delivery) -> None:
         """Handle a redelivered message alone, unless a worker already died handling it alone."""
@@ -311,7 +311,7 @@ class Worker:
                     self._reject_invalid(consumer, delivery, f"handling it raised {type(error).__name__}: {error}")
                 return
             log.warning("handling a batch of %d messages raised %s; handling its %d unanswered messages one by one",
-                        len(batch), logged(f"{type(error).__name__}: {error}"), len(unanswered))
+                        len(batch), for_log(f"{type(error).__name__}: {error}"), len(unanswered))
             for delivery in unanswered:
                 self._guarded(consumer, [delivery])
 
@@ -360,8 +360,8 @@ class Worker:
         return self._roots.get(library)
 
     def _reject_invalid(self, consumer: bus.Consumer, delivery: bus.Delivery, reason: str) -> None:
-        log.warning("rejected message %s from %s: %s", logged(delivery.message_id or "(no id)"),
-                    self.topology.queues[delivery.kind], logged(reason))
+        log.warning("rejected message %s from %s: %s", for_log(delivery.message_id or "(no id)"),
+                    self.topology.queues[delivery.kind], for_log(reason))
         self._answer(consumer.reject, delivery, "invalid")
     def _answer_known(self, consumer: bus.Consumer, tasks: list[_Task]) -> list[_Task]:
         """Acknowledge what needs no rendering; returns the tasks to render."""
@@ -411,10 +411,10 @@ class Worker:
             outcome = outcomes.get(index)
             if outcome is None or outcome.transient:
                 if outcome is not None:
-                    log.warning("%s: %s; retrying later", logged(task.record.path), logged(outcome.error))
+                    log.warning("%s: %s; retrying later", for_log(task.record.path), for_log(outcome.error))
                 retry.append(task)
             elif outcome.status == renderpool.FAILED:
-                log.warning("%s (%s): %s", logged(task.record.path), task.request.kind, logged(outcome.error))
+                log.warning("%s (%s): %s", for_log(task.record.path), task.request.kind, for_log(outcome.error))
                 for delivery in task.deliveries:
                     self._answer(consumer.reject, delivery, "failed")
             else:

@@ -29,7 +29,7 @@ RED, BLUE = (220, 20, 20), (20, 20, 220)
 
 def _work(photos: Photos, settings: Settings, topology: Topology) -> dict[str, int]:
     outbox.publish_pending(photos.db, settings, library="photos", topology=topology)
-    return Worker(photos.db, settings, WorkerOptions(idle_exit_s=1.0), topology=topology, processes=1).run()
+    return Worker(photos.db, settings, WorkerOptions(idle_exit_s=1.0), topology=topology, processes=1).run().counts
 
 
 def _rebuild_here(photos: Photos, settings: Settings) -> dict[str, Any]:
