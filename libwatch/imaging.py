@@ -166,10 +166,10 @@ def _open_raw(data: bytes) -> Image.Image:
         except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
             picture = Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8))
         else:
-            if thumb.format == rawpy.ThumbFormat.JPEG:
+            if isinstance(thumb.data, bytes):  # ThumbFormat.JPEG
                 with Image.open(io.BytesIO(thumb.data)) as preview:
                     picture = preview.convert("RGB")
-            else:
+            else:  # ThumbFormat.BITMAP: an RGB array
                 picture = Image.fromarray(thumb.data)
     return picture.transpose(_RAW_FLIP[flip]) if flip in _RAW_FLIP else picture
 
@@ -286,7 +286,7 @@ def _key_mask(im: Image.Image) -> Image.Image | None:
     if not isinstance(key, (int, float)) or isinstance(key, bool):
         return None
     wide = im if im.mode in ("I", "F") else im.convert("I")
-    differs = ImageMath.lambda_eval(lambda args: args["a"] != key, a=wide)
+    differs: Image.Image = ImageMath.lambda_eval(lambda args: args["a"] != key, a=wide)
     return differs.point(lambda v: v * 255).convert("L")
 
 
