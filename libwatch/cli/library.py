@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from libwatch.catalog import libraries as repo
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption
+from libwatch.library import parse_compare
 from libwatch.services import libraries as service
 from libwatch.services import units as units_service
 
@@ -19,15 +19,30 @@ app = typer.Typer(help="Manage libraries: named root folders and their scan, wat
                   no_args_is_help=True)
 
 IncludeOption = Annotated[list[str] | None, typer.Option("--include", help="Glob of files to track (repeatable); default: image extensions.")]
-ExcludeOption = Annotated[list[str] | None, typer.Option("--exclude", help="Glob of files or folders to skip (repeatable).")]
+ExcludeOption = Annotated[list[str] | None, typer.Option("--exclude", help="Glob of files or folders to skip, besides the default exclusions (repeatable; a glob without / matches a name at any depth).")]
 ScheduleOption = Annotated[str | None, typer.Option("--schedule", help="systemd OnCalendar= expression for full scans (default *:0/30).")]
+CompareOption = Annotated[str | None, typer.Option("--compare", help="Stat fields compared besides size and mtime: ctime,inode (default), ctime, inode or none (for mounts whose inode numbers change).", show_default=False)]
+NestedOption = Annotated[bool, typer.Option("--allow-nested", help="Accept a root inside or above another library's when the outer library excludes the inner root.")]
+
+
+def _words(value: Any) -> str:
+    """A setting's value in plain words (no Python reprs)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "not set"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) if value else "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_words(item)}" for key, item in value.items()) or "none"
+    return str(value)
 
 
 def _show(console: Console, doc: dict[str, Any]) -> None:
-    table = Table(show_header=False, box=None)
-    for key, value in doc.items():
-        table.add_row(f"[bold]{key}[/]", output.to_json(value) if isinstance(value, (dict, list)) else str(value))
-    console.print(table)
+    rows = [(key.replace("_", " "), _words(value)) for key, value in doc.items()]
+    output.table(console, ("setting", "value"), rows)
 
 
 @app.command()
@@ -41,17 +56,22 @@ def add(
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Start a scan when a watched folder changes.")] = True,
     hidden: Annotated[bool, typer.Option(help="Track hidden files and folders.")] = False,
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links (loops are detected).")] = False,
+    default_excludes: Annotated[bool, typer.Option("--default-excludes/--no-default-excludes", help="Leave out NAS, OS and sync-tool junk (see `library show`).")] = True,
+    compare: CompareOption = None,
+    allow_nested: NestedOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Register a library.
 
     Example: libwatch library add photos /srv/photos --schedule 'daily'
     """
+    fields = None if compare is None else parse_compare(compare)
     if schedule is not None:
         units_service.validate_schedule(schedule)
     with context.catalog(ctx) as db:
         library = service.add(db, name, path, include=tuple(include or ()), exclude=tuple(exclude or ()),
-                              on_calendar=schedule, watch=watch, hidden=hidden, follow_symlinks=follow_symlinks)
+                              on_calendar=schedule, watch=watch, hidden=hidden, follow_symlinks=follow_symlinks,
+                              default_excludes=default_excludes, compare=fields, allow_nested=allow_nested)
     doc = service.describe(library)
     output.emit(context.wants_json(ctx, json_output), doc,
                 lambda console: console.print(f"added library [bold]{library.name}[/] at {library.path}"))
@@ -70,13 +90,13 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
         if not docs:
             console.print("no libraries yet: libwatch library add NAME PATH")
             return
-        table = Table("name", "path", "files", "collections", "schedule", "state")
+        rows = []
         for doc in docs:
             schedule = doc["schedule"]
             flag = "disabled" if not schedule["enabled"] else "paused" if schedule["paused"] else "enabled"
-            table.add_row(doc["name"], doc["path"], str(doc["counts"]["files"]), str(doc["counts"]["collections"]),
-                          schedule["on_calendar"], flag)
-        console.print(table)
+            rows.append((doc["name"], doc["path"], f"{doc['counts']['files']:,}", f"{doc['counts']['collections']:,}",
+                         schedule["on_calendar"], flag))
+        output.table(console, ("name", "path", "files", "collections", "schedule", "state"), rows)
 
     output.emit(context.wants_json(ctx, json_output), {"libraries": docs}, human)
 
@@ -115,34 +135,56 @@ def remove(
 def set_(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Library name.")],
-    path: Annotated[Path | None, typer.Option(help="Move the library's root.")] = None,
-    include: IncludeOption = None,
-    exclude: ExcludeOption = None,
+    path: Annotated[Path | None, typer.Option(help="Move the library's root (or follow its retargeted link).")] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="Replace the include globs (repeatable).")] = None,
+    add_include: Annotated[list[str] | None, typer.Option("--add-include", help="Add an include glob (repeatable).")] = None,
+    remove_include: Annotated[list[str] | None, typer.Option("--remove-include", help="Remove an include glob (repeatable).")] = None,
+    reset_includes: Annotated[bool, typer.Option("--reset-includes", help="Back to the default: files with an image extension.")] = False,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Replace the library's own exclude globs (repeatable; the defaults stay).")] = None,
+    add_exclude: Annotated[list[str] | None, typer.Option("--add-exclude", help="Add an exclude glob, or take back a dropped default (repeatable).")] = None,
+    remove_exclude: Annotated[list[str] | None, typer.Option("--remove-exclude", help="Remove an exclude glob, or drop one of the defaults (repeatable).")] = None,
+    reset_excludes: Annotated[bool, typer.Option("--reset-excludes", help="Back to the default exclusions only.")] = False,
+    default_excludes: Annotated[bool | None, typer.Option("--default-excludes/--no-default-excludes", help="Apply the default exclusions or none of them.", show_default=False)] = None,
+    compare: CompareOption = None,
+    hidden: Annotated[bool | None, typer.Option("--hidden/--no-hidden", help="Track hidden files and folders.", show_default=False)] = None,
+    follow_symlinks: Annotated[bool | None, typer.Option("--follow-symlinks/--no-follow-symlinks", help="Follow symbolic links.", show_default=False)] = None,
     schedule: ScheduleOption = None,
     pause: Annotated[bool | None, typer.Option("--pause/--resume", help="Pause or resume scans.", show_default=False)] = None,
     enable: Annotated[bool | None, typer.Option("--enable/--disable", help="Enable or disable scheduled scans.", show_default=False)] = None,
     watch: Annotated[bool | None, typer.Option("--watch/--no-watch", help="Watch folders for changes.", show_default=False)] = None,
     cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help="Request cache images.", show_default=False)] = None,
     thumbnails: Annotated[bool | None, typer.Option("--thumbnails/--no-thumbnails", help="Request thumbnails.", show_default=False)] = None,
-    retention_days: Annotated[float | None, typer.Option(help="Days a missing file's record is kept.")] = None,
-    max_delete: Annotated[float | None, typer.Option(help="Largest fraction of files one scan may delete (0-1).")] = None,
+    retention_days: Annotated[float | None, typer.Option(help="Days a missing file's record is kept (0 or more; 0: until the next cleanup).")] = None,
+    max_delete: Annotated[float | None, typer.Option(help="Largest fraction of its files one scan may mark deleted, 0 to 1 (0.05 = 5 %).")] = None,
+    allow_nested: NestedOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Change a library's settings.
+    """Change a library's settings; prints each change as old -> new, or "nothing changed".
 
-    Example: libwatch library set photos --pause
+    Example: libwatch library set photos --pause --add-exclude 'scans/*'
     """
     if schedule is not None:
         units_service.validate_schedule(schedule)
+    includes = service.ListEdit(None if include is None else tuple(include), tuple(add_include or ()),
+                                tuple(remove_include or ()), reset_includes)
+    excludes = service.ListEdit(None if exclude is None else tuple(exclude), tuple(add_exclude or ()),
+                                tuple(remove_exclude or ()), reset_excludes)
     with context.catalog(ctx) as db:
-        library = service.set_options(
-            db, name, path=path, include=None if include is None else tuple(include),
-            exclude=None if exclude is None else tuple(exclude), on_calendar=schedule, paused=pause, enabled=enable,
+        result = service.update(
+            db, name, includes=includes, excludes=excludes, allow_nested=allow_nested, path=path,
+            default_excludes=default_excludes, compare=compare, hidden=hidden, follow_symlinks=follow_symlinks,
+            on_calendar=schedule, paused=pause, enabled=enable,
             watch=watch, rebuild_cache=cache, rebuild_thumbnails=thumbnails, retention_days=retention_days,
             max_delete=max_delete)
-        for result in units_service.sync_installed(db, context.state(ctx).settings, library):
-            for line in (*result.problems, *((result.notice,) if result.notice else ())):
-                output.errors.print(line, markup=False)
-    doc = service.describe(library)
-    output.emit(context.wants_json(ctx, json_output), doc,
-                lambda console: console.print(f"updated library [bold]{name}[/]"))
+        if result.changes:
+            for synced in units_service.sync_installed(db, context.state(ctx).settings, result.library):
+                for line in (*synced.problems, *((synced.notice,) if synced.notice else ())):
+                    output.errors.print(line, markup=False)
+
+    def human(console: Console) -> None:
+        if not result.changes:
+            console.print(f"{name}: nothing changed", markup=False)
+        for change in result.changes:
+            console.print(f"{name}: {change.setting} {_words(change.old)} -> {_words(change.new)}", markup=False)
+
+    raise typer.Exit(output.show(result, human, as_json=context.wants_json(ctx, json_output)))

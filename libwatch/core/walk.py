@@ -63,9 +63,8 @@ class WalkOptions:
 
     With ``include`` globs an image is a file matching one of them; without, a file
     whose extension (case-insensitive) is in ``extensions``. ``exclude`` globs are
-    matched (fnmatch, ``*`` crosses ``/``) against each file's relative path and
-    each folder's relative path with and without a trailing ``/``, so ``raw/*`` and
-    ``*/.thumbs`` prune whole folders.
+    read by :class:`Exclusions`: without a ``/`` a glob matches a name at any depth
+    (``@eaDir``, ``._*``), with one the relative path (``raw/*`` prunes a folder).
     """
 
     include: tuple[str, ...] = ()
@@ -140,6 +139,50 @@ def _globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
+def _is_glob(pattern: str) -> bool:
+    return any(char in pattern for char in "*?[")
+
+
+class Exclusions:
+    """Exclude globs, compiled once, as a walk applies them.
+
+    A glob without ``/`` matches the name of a file or folder at any depth, as a
+    ``.gitignore`` line does (``@eaDir``, ``._*``, ``Thumbs.db``); literal names are a set
+    lookup on the raw name, so a long default list costs the walk next to nothing. A glob
+    with ``/`` matches the relative path (fnmatch: ``*`` crosses ``/``), a folder's with
+    and without a trailing ``/`` (``raw/*``, ``*/thumbs``). An excluded folder is pruned whole.
+    """
+
+    __slots__ = ("names", "name_globs", "paths")
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        by_name = [p for p in patterns if SEP not in p]
+        self.names = frozenset(os.fsencode(p) for p in by_name if not _is_glob(p))
+        globbed = [p for p in by_name if _is_glob(p)]
+        self.name_globs = re.compile(b"|".join(b"(?:%s)" % fnmatch.translate(p).encode() for p in globbed)) \
+            if globbed else None
+        self.paths = _globs(tuple(p for p in patterns if SEP in p))
+
+    def __bool__(self) -> bool:
+        return bool(self.names) or self.name_globs is not None or self.paths is not None
+
+    def name(self, name: bytes) -> bool:
+        """Whether a file or folder called ``name`` is excluded wherever it is."""
+        return name in self.names or (self.name_globs is not None and self.name_globs.match(name) is not None)
+
+    def file(self, path: str, name: bytes) -> bool:
+        return self.name(name) or (self.paths is not None and self.paths.match(path) is not None)
+
+    def folder(self, path: str, name: bytes) -> bool:
+        paths = self.paths
+        return self.name(name) or (paths is not None and (paths.match(path) or paths.match(path + SEP)) is not None)
+
+    def covers(self, relative: str) -> bool:
+        """Whether the walk leaves out the folder or file at ``relative`` (itself or a folder above it)."""
+        parts = [part for part in relative.split(SEP) if part]
+        return any(self.folder(SEP.join(parts[: i + 1]), os.fsencode(part)) for i, part in enumerate(parts))
+
+
 class _Sub(NamedTuple):
     """A child folder, entered when the walk reaches its position."""
 
@@ -176,7 +219,7 @@ class _Walker:
         self.root_dev = root_stat.st_dev
         self.exts = frozenset(e.lower().encode() for e in options.extensions)
         self.include = _globs(options.include)
-        self.exclude = _globs(options.exclude)
+        self.exclude = Exclusions(options.exclude) or None
 
     def prunes(self, name: bytes, path: str) -> bool:
         """Whether the walk leaves out the folder ``name`` at ``path`` (relative): hidden, or excluded."""
@@ -202,7 +245,7 @@ class _Walker:
                     follow and dirent.is_symlink() and (linked := _dir_target(dirent)) is not None
                 ):
                     path = prefix + name.decode("utf-8", "backslashreplace")
-                    if exclude is None or not (exclude.match(path) or exclude.match(path + SEP)):
+                    if exclude is None or not exclude.folder(path, name):
                         append(_Sub(path + SEP, name, dirent, linked))
                     continue
                 if include is None:
@@ -212,7 +255,7 @@ class _Walker:
                     path = prefix + name.decode("utf-8", "backslashreplace")
                 elif include.match(path := prefix + name.decode("utf-8", "backslashreplace")) is None:
                     continue
-                if exclude is not None and exclude.match(path):
+                if exclude is not None and exclude.file(path, name):
                     continue
                 try:
                     st = dirent.stat(follow_symlinks=follow)

@@ -30,6 +30,7 @@ from libwatch.core.walk import DiskEntry, FolderCheck, Same, Skip, WalkOptions, 
 from libwatch.errors import GuardRefused, RootNotListable, RootUnavailable
 from libwatch.library import Library
 from libwatch.messages import DEFAULT_PRIORITY
+from libwatch.services import libraries as library_service
 
 log = logging.getLogger("libwatch.scan")
 
@@ -144,7 +145,7 @@ class _Seen:
 
 
 def walk_options(library: Library) -> WalkOptions:
-    return WalkOptions(include=library.include, exclude=library.exclude, hidden=library.hidden,
+    return WalkOptions(include=library.include, exclude=library.excludes, hidden=library.hidden,
                        follow_symlinks=library.follow_symlinks, cross_mounts=library.cross_mounts)
 
 
@@ -208,6 +209,7 @@ def detect(db: Db, settings: Settings, library: Library, options: ScanOptions, *
     Raises :class:`~libwatch.errors.RootUnavailable` when the root (or the subtree) cannot be
     listed, or is empty while the catalog has files under it (an unmounted share).
     """
+    library_service.check_link(library)
     now, started_at = statindex.clock_ns(index_file(settings, library)), datetime.now(UTC)
     top = os.path.join(library.path, subtree) if subtree else library.path
     root_empty = _root_is_empty(top)
@@ -226,7 +228,8 @@ def detect(db: Db, settings: Settings, library: Library, options: ScanOptions, *
             records = (_spans_under(index.spans(), subtree) if index is not None
                        else catalog_files.present_records(db, library.name, before, under=subtree))
             disk = _counted(walked, seen, progress)
-            for verdict in engine.match(disk, records, verify=options.verify, settle_cutoff_ns=settle_cutoff):
+            for verdict in engine.match(disk, records, verify=options.verify, settle_cutoff_ns=settle_cutoff,
+                                        compare=frozenset(library.compare)):
                 _sort_verdict(verdict, seen)
     except RootNotListable as error:
         raise RootUnavailable(f"{top} is unavailable: {error.strerror}; nothing was changed") from None

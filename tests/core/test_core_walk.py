@@ -23,6 +23,7 @@ from libwatch.core.walk import (
     SYMLINK_LOOP,
     VANISHED,
     DiskEntry,
+    Exclusions,
     Skip,
     WalkOptions,
     sort_key,
@@ -248,3 +249,13 @@ def test_names_that_escape_to_the_same_key_do_not_crash_the_walk(tmp_path) -> No
     items = list(walk(tmp_path))
     assert [item.raw for item in items] == [b"a\\xff.jpg"]
     assert len(list(match(items, []))) == 1
+
+
+def test_an_exclude_glob_without_a_slash_is_a_name_at_any_depth_with_one_a_path(tree: Tree, jpeg: bytes) -> None:
+    root = tree({"a.jpg": jpeg, "@eaDir/IMG_1.jpg/SYNOPHOTO_THUMB_XL.jpg": jpeg, "y/@eaDir/t.jpg": jpeg,
+                 "y/._b.jpg": jpeg, "y/b.jpg": jpeg, "#recycle/old.jpg": jpeg, "raw/c.jpg": jpeg, "z/raw/d.jpg": jpeg})
+    options = WalkOptions(exclude=("@eaDir", "#recycle", "._*", "raw/*"), hidden=True)
+    assert paths(root, options) == ["a.jpg", "y/b.jpg", "z/raw/d.jpg"]
+    rules = Exclusions(options.exclude)
+    assert [rules.covers(p) for p in ("@eaDir", "y/@eaDir/t.jpg", "raw", "z/raw", "y", "y/._b.jpg")] == [
+        True, True, True, False, False, True]
