@@ -22,6 +22,7 @@ from libwatch.catalog import store
 from libwatch.config import Settings, mask_url
 from libwatch.errors import EXIT_CHECK_FAILED, EXIT_OK, LibwatchError
 from libwatch.library import Library
+from libwatch.services import libraries as library_service
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 STORE_WAIT_S: Final = 5.0  # doctor should answer promptly even when a scan holds the embedded store
@@ -188,6 +189,7 @@ def _roots(libraries: Sequence[Library] | None) -> Check:
         if kinds[lib.name] in systemd.NETWORK_FS_TYPES:
             problems.append(f"{lib.name}: {lib.path} is on {kinds[lib.name]}: path units see no changes "
                             "made by other hosts; the timer still scans it")
+    problems += library_service.overlaps(libraries)
     if problems:
         return Check("libraries", WARN, "; ".join(problems), data={"filesystems": kinds})
     return Check("libraries", OK, f"{len(libraries)} libraries, roots present, none on a network file system",

@@ -96,9 +96,8 @@ def nesting_problems(library: Library, others: Iterable[Library]) -> list[str]:
     return problems
 
 
-def overlaps(db: Db) -> list[str]:
-    """Every overlap between the registered libraries, one line each (for `doctor`)."""
-    libraries = repo.all_libraries(db)
+def overlaps(libraries: Sequence[Library]) -> list[str]:
+    """Every overlap among ``libraries`` (files that two of them would hold), one line each (for `doctor`)."""
     found = []
     for i, library in enumerate(libraries):
         found += nesting_problems(library, libraries[i + 1:])

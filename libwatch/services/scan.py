@@ -118,6 +118,7 @@ class Target:
     library: Library | None
     folder: str = ""
     subtree: str = ""
+    given: str = ""  # the folder as named, which may reach it through a symbolic link (kept as the library's link)
 
 
 def targets(db: Db, names: Sequence[str], *, all_: bool, name: str | None, path: str | None = None) -> list[Target]:
@@ -163,7 +164,7 @@ def _resolve(db: Db, target: str, libraries: Sequence[Library]) -> Target:
     if containing:  # the innermost library holds it (nested roots are refused, but may exist)
         library = max(containing, key=lambda lib: len(lib.path))
         return Target(library, subtree=subtree_of(library, folder))
-    return Target(None, folder)
+    return Target(None, folder, given=target)
 
 
 def _inside(folder: str, root: str) -> bool:
@@ -184,7 +185,7 @@ def subtree_of(library: Library, folder: str) -> str:
 
 
 def _register(db: Db, target: Target, name: str | None) -> Library:
-    return target.library if target.library is not None else library_service.add(db, name, target.folder)
+    return target.library if target.library is not None else library_service.add(db, name, target.given or target.folder)
 
 
 def run(db: Db, settings: Settings, resolved: Sequence[Target], options: ScanOptions, *, name: str | None = None,

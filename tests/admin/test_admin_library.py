@@ -11,6 +11,7 @@ from support import tree
 
 from libwatch.catalog import libraries as repo
 from libwatch.library import DEFAULT_EXCLUDES, Library
+from libwatch.services import doctor
 from libwatch.services import libraries as service
 
 
@@ -138,7 +139,7 @@ def test_a_library_registered_before_gets_the_defaults_and_loses_junk_records_on
 
 
 def test_a_root_inside_or_above_another_library_is_refused_unless_allowed_and_excluded(
-        libwatch: Any, db: Any, photos: Path, tmp_path: Path) -> None:
+        libwatch: Any, db: Any, settings: Any, photos: Path, tmp_path: Path) -> None:
     (photos / "2024").mkdir()
     inside = libwatch("library", "add", "y2024", str(photos / "2024"))
     assert inside.code == 2
@@ -153,21 +154,24 @@ def test_a_root_inside_or_above_another_library_is_refused_unless_allowed_and_ex
     taken_back = libwatch("library", "set", "photos", "--remove-exclude", "2024")
     assert taken_back.code == 2
     _one_line(taken_back.stderr, "y2024", "both")
-    assert service.overlaps(db) == []
+    assert service.overlaps(repo.all_libraries(db)) == []
     assert libwatch("scan", "--all").code == 0
 
     repo.insert(db, Library(name="legacy", path=str(tmp_path)))  # an overlap from before the rule
-    assert len(service.overlaps(db)) == 2  # legacy holds photos and y2024
-    assert all("legacy" in line for line in service.overlaps(db))
+    found = service.overlaps(repo.all_libraries(db))
+    assert len(found) == 2 and all("legacy" in line for line in found)  # legacy holds photos and y2024
+    check = {c.name: c for c in doctor.diagnose(settings).checks}["libraries"]
+    assert check.status == doctor.WARN and "(library legacy)" in check.detail
 
 
+@pytest.mark.parametrize("registered_by", [("library", "add", "photos", "{link}"), ("scan", "{link}", "--name", "photos")])
 def test_a_symlinked_root_retargeted_is_refused_naming_both_paths_never_a_second_library(
-        libwatch: Any, db: Any, tmp_path: Path) -> None:
+        libwatch: Any, db: Any, tmp_path: Path, registered_by: tuple[str, ...]) -> None:
     for disk, size in (("disk1", (8, 8)), ("disk2", (9, 9))):
         tree(tmp_path / disk / "photos", {f"{disk}.jpg": size})
     link = tmp_path / "photos-link"
     link.symlink_to(tmp_path / "disk1" / "photos")
-    assert libwatch("library", "add", "photos", str(link)).code == 0
+    assert libwatch(*(arg.format(link=link) for arg in registered_by)).code == 0
     assert libwatch("scan", "photos").code == 0
     link.unlink()
     link.symlink_to(tmp_path / "disk2" / "photos")
