@@ -104,8 +104,8 @@ def overlaps(libraries: Sequence[Library]) -> list[str]:
     return found
 
 
-_NESTED_HINT: Final = ("; to keep them separate libraries, exclude the inner folder from the outer library "
-                       "and add it with --allow-nested")
+_NESTED_HINT: Final = ("; `libwatch scan FOLDER` scans a folder of a library as part of it; to keep them separate "
+                       "libraries, exclude the inner folder from the outer library and add it with --allow-nested")
 
 
 def _check_nesting(library: Library, others: Sequence[Library], *, allow_nested: bool) -> None:
