@@ -225,7 +225,7 @@ class _Walker:
         """Whether the walk leaves out the folder ``name`` at ``path`` (relative): hidden, or excluded."""
         if not self.opts.hidden and name[:1] == b".":
             return True
-        return self.exclude is not None and bool(self.exclude.match(path) or self.exclude.match(path + SEP))
+        return self.exclude is not None and self.exclude.folder(path, name)
 
     def children(self, folder: _Folder) -> list[_Child]:
         """The children of a folder in sort order, files already stat'ed; raises OSError."""
