@@ -153,22 +153,28 @@ class Exclusions:
     and without a trailing ``/`` (``raw/*``, ``*/thumbs``). An excluded folder is pruned whole.
     """
 
-    __slots__ = ("names", "name_globs", "paths")
+    __slots__ = ("names", "prefixes", "suffixes", "name_globs", "paths")
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
         by_name = [p for p in patterns if SEP not in p]
         self.names = frozenset(os.fsencode(p) for p in by_name if not _is_glob(p))
-        globbed = [p for p in by_name if _is_glob(p)]
+        # `._*` and `*.!sync` are a prefix and a suffix test: a tenth of a regex match's time.
+        prefixes = [p for p in by_name if p.endswith("*") and not _is_glob(p[:-1])]
+        suffixes = [p for p in by_name if p.startswith("*") and not _is_glob(p[1:]) and p not in prefixes]
+        self.prefixes = tuple(os.fsencode(p[:-1]) for p in prefixes)
+        self.suffixes = tuple(os.fsencode(p[1:]) for p in suffixes)
+        globbed = [p for p in by_name if _is_glob(p) and p not in prefixes and p not in suffixes]
         self.name_globs = re.compile(b"|".join(b"(?:%s)" % fnmatch.translate(p).encode() for p in globbed)) \
             if globbed else None
         self.paths = _globs(tuple(p for p in patterns if SEP in p))
 
     def __bool__(self) -> bool:
-        return bool(self.names) or self.name_globs is not None or self.paths is not None
+        return bool(self.names or self.prefixes or self.suffixes) or self.name_globs is not None or self.paths is not None
 
     def name(self, name: bytes) -> bool:
         """Whether a file or folder called ``name`` is excluded wherever it is."""
-        return name in self.names or (self.name_globs is not None and self.name_globs.match(name) is not None)
+        return (name in self.names or name.startswith(self.prefixes) or name.endswith(self.suffixes)
+                or (self.name_globs is not None and self.name_globs.match(name) is not None))
 
     def file(self, path: str, name: bytes) -> bool:
         return self.name(name) or (self.paths is not None and self.paths.match(path) is not None)

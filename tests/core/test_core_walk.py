@@ -1,6 +1,7 @@
 """The disk walk on real temp trees: order, filters, odd files, unreadable places."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -13,6 +14,8 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from libwatch.core.paths import key_of
 from libwatch.core.walk import (
@@ -259,3 +262,13 @@ def test_an_exclude_glob_without_a_slash_is_a_name_at_any_depth_with_one_a_path(
     rules = Exclusions(options.exclude)
     assert [rules.covers(p) for p in ("@eaDir", "y/@eaDir/t.jpg", "raw", "z/raw", "y", "y/._b.jpg")] == [
         True, True, True, False, False, True]
+
+
+_NAME_CHARS = st.sampled_from(list("ab.*?_~!@#-"))
+
+
+@given(patterns=st.lists(st.text(_NAME_CHARS, min_size=1, max_size=5), max_size=4),
+       name=st.text(st.sampled_from(list("ab._~!@#-")), min_size=1, max_size=8))
+def test_a_name_is_excluded_exactly_when_fnmatch_matches_it_to_a_glob(patterns: list[str], name: str) -> None:
+    expected = any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    assert Exclusions(tuple(patterns)).name(name.encode()) == expected
