@@ -6,8 +6,9 @@ an indexed field, and lookups of a batch of keys read that batch's index range (
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from pymongo import DESCENDING, UpdateOne
@@ -148,9 +149,31 @@ def _ranged(db: Db, collection: str, where: Mapping[str, Any], key: str, values:
         bound = {"$gt": docs[-1][key], "$lte": high}
 
 
-def present_hashes(db: Db, hashes: Collection[str], *, page: int = PAGE) -> set[str]:
-    """Which of `hashes` (a sorted batch) some present file record has, in any library."""
-    return {doc["hash"] for doc in _ranged(db, "files", {"status": "present"}, "hash", hashes, {"_id": 0}, page)}
+def kept_records(cutoffs: Mapping[str, datetime]) -> dict[str, Any]:
+    """The file records a cleanup keeps: all but those of `cutoffs`' libraries missing since before the cutoff."""
+    if not cutoffs:
+        return {}
+    return {"$or": [{"status": "present"}, {"library": {"$nin": list(cutoffs)}},
+                    *({"library": name, "missing_since": {"$gte": cutoff}} for name, cutoff in cutoffs.items())]}
+
+
+def referenced_hashes(db: Db, hashes: Collection[str], *, where: Mapping[str, Any] | None = None,
+                      page: int = PAGE) -> set[str]:
+    """Which of `hashes` (a sorted batch) some file record of this catalog has, in any library.
+
+    Records of deleted files kept for their retention count too (`where` = `kept_records`):
+    a file back from a restore within the retention must find its cache image still there.
+    """
+    return {doc["hash"] for doc in _ranged(db, "files", dict(where or {}), "hash", hashes, {"_id": 0}, page)}
+
+
+def catalog_id(db: Db) -> str:
+    """This catalog's identity (made at first use): the owner named in a cache folder's marker."""
+    meta = _coll(db, "meta")
+    meta.update_one({"_id": "catalog"}, {"$setOnInsert": {"catalog_id": uuid.uuid4().hex,
+                                                         "created_at": datetime.now(UTC)}}, upsert=True)
+    found = meta.find_one({"_id": "catalog"}) or {}
+    return str(found["catalog_id"])
 
 
 def files_at(db: Db, library: str, paths: Collection[str]) -> dict[str, dict[str, Any]]:

@@ -5,10 +5,9 @@ from typing import Annotated, Final
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from libwatch.cli import context, output
-from libwatch.cli.options import JsonOption
+from libwatch.cli.options import JsonOption, complete_library
 from libwatch.services import cleanup as service
 
 SHOWN_PATHS: Final = 20
@@ -26,24 +25,23 @@ _PARTS = (
 def _show(console: Console, result: service.CleanupResult) -> None:
     scope = f"library {result.library}" if result.library else "all libraries"
     verb = "would remove or change (dry run, nothing done)" if result.dry_run else "done"
-    table = Table("part", "count", title=f"cleanup of {scope}: {verb}", title_justify="left")
-    for key, label in _PARTS:
-        table.add_row(label, str(result.counts[key]))
-    table.add_row("space freed" if not result.dry_run else "space to free", output.size(result.counts["orphan_bytes"]))
-    console.print(table)
+    rows = [(label, f"{result.counts[key]:,}") for key, label in _PARTS]
+    rows.append(("space freed" if not result.dry_run else "space to free", output.size(result.counts["orphan_bytes"])))
+    output.table(console, ("part", "count"), rows, title=f"cleanup of {scope}: {verb}")
     document = result.to_document()
     for key, label in (("orphans", "orphan"), ("missing_files", "missing record"), ("stale_runs", "stale run")):
         items = document[key]
         for item in items[:SHOWN_PATHS]:
-            console.print(f"  {label}: {item.get('path') or item.get('run_id')}"
-                          + (f" ({item['reason']})" if "reason" in item else ""))
+            console.print(f"  {label}: {output.escape(str(item.get('path') or item.get('run_id')))}"
+                          + (f" ({output.escape(item['reason'])})" if "reason" in item else ""), markup=False)
         if len(items) > SHOWN_PATHS:
-            console.print(f"  … and {len(items) - SHOWN_PATHS} more {label}s (--json lists them all)")
+            console.print(f"  and {len(items) - SHOWN_PATHS:,} more (--json lists them all)")
 
 
 def cleanup(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Only this library (default: all).", show_default=False)] = None,
+    name: Annotated[str | None, typer.Argument(help="Only this library (default: all).", show_default=False,
+                                               autocompletion=complete_library)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would go; change nothing.")] = False,
     older_than: Annotated[str | None, typer.Option(
         "--older-than", metavar="AGE",
@@ -56,8 +54,10 @@ def cleanup(
 ) -> None:
     """Remove orphan cache files and records missing past retention; age out events and runs; recover stale runs.
 
-    Cache files are kept when the catalog cannot be read (exit 69) or a library's root is
-    missing (exit 74): cleanup never mistakes records it cannot see for none.
+    A cache file is an orphan when no record of this catalog has its hash (records of deleted
+    files kept for their retention count). Cache files are kept when the catalog cannot be read
+    (exit 69) or a library's root is missing (exit 74); a cache folder whose marker names
+    another catalog is refused (exit 2): cleanup never mistakes records it cannot see for none.
 
     Example: libwatch cleanup photos --dry-run --older-than 7d
     """
@@ -66,8 +66,4 @@ def cleanup(
     with context.catalog(ctx) as db:
         result = service.cleanup(db, context.state(ctx).settings, name, dry_run=dry_run, older_than=age,
                                  queued_timeout=timeout, trigger=trigger)
-    output.emit(context.wants_json(ctx, json_output), result.to_document(), lambda console: _show(console, result))
-    for problem in result.problems:
-        output.errors.print(f"libwatch: warning: {problem}")
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    raise typer.Exit(output.show(result, lambda console: _show(console, result), as_json=json_output))

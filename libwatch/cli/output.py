@@ -107,13 +107,12 @@ def show(result: Renderable, human: Callable[[Console], None], *, as_json: bool 
     """Print a result (its JSON document, or `human`'s text) and return its exit code.
 
     With `-q` the text is left out; the problems a result carries are printed on stderr
-    either way (one escaped line each), since `-q` keeps the errors.
+    in every mode (one escaped line each), since `-q` keeps the errors.
     """
     document = result.to_document()
     if as_json or MODE.json:
         _write_json(document)
-        return result.exit_code
-    if not MODE.quiet:
+    elif not MODE.quiet:
         human(__getattr__("console"))
     for problem in document.get("problems", ()):
         print(f"libwatch: problem: {escape(str(problem.get('item', '')))}: {escape(str(problem.get('reason', '')))}",

@@ -2,17 +2,24 @@
 
 The plan is pure data read from the catalog and the cache folder; `--dry-run` renders it
 and stops, a real run applies it. Cache files are only ever removed after a successful
-catalog query said no present record has their hash: a catalog that cannot be read ends
-the command (exit 69) before anything is deleted, and a library whose root is missing
-stops orphan removal altogether, because its records may be all that still names a hash.
+catalog query said no record of this catalog has their hash (a deleted file's record kept
+for its retention still owns its cache image): a catalog that cannot be read ends the
+command (exit 69) before anything is deleted, and a library whose root is missing stops
+orphan removal altogether, because its records may be all that still names a hash.
+
+A cache folder belongs to one catalog: the marker file `.libwatch-catalog` in it names the
+catalog (its id and where it lives). The first cleanup writes it; a cleanup of another
+catalog refuses to run there (exit 2), since every file of the other catalog would look
+like an orphan to it.
 """
 from __future__ import annotations
 
 import os
+import json
 import re
 import socket
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby, islice
 from operator import attrgetter, itemgetter
@@ -26,9 +33,10 @@ from libwatch.catalog import libraries as library_repo
 from libwatch.catalog import reports as repo
 from libwatch.catalog import runs
 from libwatch.catalog.schema import EVENTS_TTL_S
-from libwatch.config import Settings
-from libwatch.errors import EXIT_OK, EXIT_ROOT_UNAVAILABLE, UsageError
+from libwatch.config import Settings, mask_url
+from libwatch.errors import EXIT_OK, EXIT_ROOT_UNAVAILABLE, ForeignCache, UsageError
 from libwatch.library import Library
+from libwatch.result import Problem, Result
 
 RUNS_RETENTION: Final = timedelta(days=90)
 EVENTS_RETENTION: Final = timedelta(seconds=EVENTS_TTL_S)
@@ -36,6 +44,7 @@ QUEUED_TIMEOUT: Final = timedelta(hours=1)
 # Changes that need no rendering: their events are done as soon as they are recorded.
 NO_REBUILD: Final = frozenset({"touched", "renamed", "deleted", "collection_added", "collection_removed"})
 _AGE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+MARKER: Final = ".libwatch-catalog"
 _AGE_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 Db = Database[dict[str, Any]]
@@ -51,7 +60,7 @@ def parse_age(text: str) -> timedelta:
 
 @dataclass(frozen=True, slots=True)
 class Orphan:
-    """A cache file whose content hash no present file record has."""
+    """A cache file whose content hash no record of this catalog has (once this cleanup is done)."""
 
     kind: str
     hash: str
@@ -114,9 +123,9 @@ class Plan:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class CleanupResult:
-    """What a cleanup did (or, dry, would do); `exit_code` is 74 when orphan removal was skipped."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CleanupResult(Result):
+    """What a cleanup did (or, dry, would do); exit 74 when orphan removal was skipped (a root is missing)."""
 
     library: str | None
     run_id: str | None
@@ -125,11 +134,13 @@ class CleanupResult:
     finished_at: datetime
     counts: dict[str, int]
     plan: Plan
-    exit_code: int = EXIT_OK
-    problems: tuple[str, ...] = field(default=())
 
-    def to_document(self) -> dict[str, Any]:
-        """The `cleanup --json` document."""
+    @property
+    def exit_code(self) -> int:
+        return EXIT_ROOT_UNAVAILABLE if self.problems else EXIT_OK
+
+    def data(self) -> dict[str, Any]:
+        """The `cleanup --json` document's own fields."""
         plan = self.plan
         return {
             "library": self.library, "run_id": self.run_id, "dry_run": self.dry_run,
@@ -152,17 +163,17 @@ def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _orphans(db: Db, cache_dir: Path) -> tuple[Orphan, ...]:
+def _orphans(db: Db, cache_dir: Path, kept: dict[str, Any]) -> tuple[Orphan, ...]:
     """Walk the cache once; ask the catalog about the hashes a batch at a time.
 
     The walk yields each kind's files in hash order, so batching within a kind keeps each
-    batch's hash range narrow (see `repo.present_hashes`).
+    batch's hash range narrow (see `repo.referenced_hashes`).
     """
     found: list[Orphan] = []
     batches = (batch for _, entries in groupby(cachefiles.iter_cache_files(cache_dir), key=itemgetter(0))
                for batch in _batched(entries, repo.BATCH))
     for batch in batches:
-        referenced = repo.present_hashes(db, {content_hash for _, content_hash, _ in batch})
+        referenced = repo.referenced_hashes(db, {content_hash for _, content_hash, _ in batch}, where=kept)
         for kind, content_hash, path in batch:
             if content_hash not in referenced:
                 try:
@@ -279,7 +290,7 @@ def plan(db: Db, settings: Settings, library: str | None = None, *, older_than: 
     temp_before = (now - queued_timeout).timestamp()
     return Plan(
         library=library, now=now,
-        orphans=() if blocked else _orphans(db, settings.cache_dir),
+        orphans=() if blocked else _orphans(db, settings.cache_dir, _kept(libraries)),
         temp_files=tuple(p for p in cachefiles.iter_temp_files(settings.cache_dir) if _mtime(p) < temp_before),
         libraries=libraries,
         events_done=tuple(event for lib in scope for event in _events_done(db, lib.name)),
@@ -297,11 +308,15 @@ def _mtime(path: Path) -> float:
 
 # ---------------------------------------------------------------- applying
 
-def _remove_orphans(db: Db, orphans: Sequence[Orphan]) -> tuple[int, int]:
+def _kept(libraries: Iterable[LibraryPlan]) -> dict[str, Any]:
+    return repo.kept_records({lib.library: lib.cutoff for lib in libraries})
+
+
+def _remove_orphans(db: Db, orphans: Sequence[Orphan], kept: dict[str, Any]) -> tuple[int, int]:
     """Delete orphans, re-asking the catalog per batch first: a scan may have just recorded the hash."""
     removed = freed = 0
     for batch in _batched(sorted(orphans, key=attrgetter("hash")), repo.BATCH):
-        referenced = repo.present_hashes(db, {orphan.hash for orphan in batch})
+        referenced = repo.referenced_hashes(db, {orphan.hash for orphan in batch}, where=kept)
         for orphan in batch:
             if orphan.hash not in referenced:
                 try:
@@ -339,9 +354,55 @@ def apply(db: Db, plan: Plan) -> dict[str, int]:
     counts["locks_released"] += sum(repo.release_lock(db, lock, owner) for lock, owner in plan.expired_locks)
     counts["old_runs"] = repo.delete_old_runs(db, plan.library, plan.runs_before)
     counts["old_events"] = repo.delete_old_events(db, plan.library, plan.events_before)
-    counts["orphan_files"], counts["orphan_bytes"] = _remove_orphans(db, plan.orphans)
+    counts["orphan_files"], counts["orphan_bytes"] = _remove_orphans(db, plan.orphans, _kept(plan.libraries))
     counts["temp_files"] = _remove_files(plan.temp_files)
     return counts
+
+
+def _read_marker(cache_dir: Path) -> dict[str, Any] | None:
+    """The cache folder's owner marker, None when there is none; ForeignCache when it cannot be read."""
+    try:
+        fd = os.open(cache_dir / MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ForeignCache(f"cache folder {cache_dir}: cannot read its owner marker {MARKER}: {error.strerror}; "
+                           "nothing was removed") from None
+    with os.fdopen(fd, "rb") as marker:
+        try:
+            found = json.loads(marker.read(4096))
+        except ValueError:
+            found = None
+    if not isinstance(found, dict) or not isinstance(found.get("catalog_id"), str):
+        raise ForeignCache(f"cache folder {cache_dir}: its owner marker {MARKER} is not libwatch's; nothing was removed")
+    return found
+
+
+def _catalog_name(settings: Settings) -> str:
+    where = f"embedded store {settings.store_dir}" if settings.mongo_uri is None else mask_url(settings.mongo_uri)
+    return f"{where}, database {settings.database}"
+
+
+def claim_cache(db: Db, settings: Settings, *, write: bool) -> None:
+    """Check that the cache folder belongs to this catalog; with `write`, mark an unclaimed one as ours.
+
+    Raises ForeignCache (exit 2) when its marker names another catalog.
+    """
+    ours = repo.catalog_id(db)
+    found = _read_marker(settings.cache_dir)
+    if found is not None and found["catalog_id"] != ours:
+        raise ForeignCache(f"cache folder {settings.cache_dir} belongs to another catalog ({found.get('catalog')}, "
+                           f"id {found['catalog_id']}); cleanup removed nothing: give this catalog its own --cache-dir")
+    if found is None and write and settings.cache_dir.is_dir():
+        document = {"catalog_id": ours, "catalog": _catalog_name(settings),
+                    "claimed_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        try:
+            fd = os.open(settings.cache_dir / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            return claim_cache(db, settings, write=False)  # another cleanup claimed it just now
+        with os.fdopen(fd, "w") as marker:
+            json.dump(document, marker)
+    return None
 
 
 def cleanup(db: Db, settings: Settings, library: str | None = None, *, dry_run: bool = False,
@@ -350,23 +411,24 @@ def cleanup(db: Db, settings: Settings, library: str | None = None, *, dry_run: 
     """One cleanup: recorded as a `cleanup` run (a dry run records nothing and changes nothing)."""
     if trigger not in runs.TRIGGERS:
         raise UsageError(f"unknown trigger {trigger!r} (one of {', '.join(runs.TRIGGERS)})")
+    claim_cache(db, settings, write=not dry_run)
     started = datetime.now(UTC)
     if dry_run:
         planned = plan(db, settings, library, older_than=older_than, queued_timeout=queued_timeout, now=started)
-        return CleanupResult(library, None, dry_run, started, datetime.now(UTC), planned.counts(), planned,
-                             *_outcome(planned))
+        return CleanupResult(library=library, run_id=None, dry_run=dry_run, started_at=started,
+                             finished_at=datetime.now(UTC), counts=planned.counts(), plan=planned,
+                             problems=_problems(planned))
     with runs.recorded(db, "cleanup", library, trigger) as run:
         planned = plan(db, settings, library, older_than=older_than, queued_timeout=queued_timeout,
                        now=started, this_run=run.run_id)
         run.counts = apply(db, planned)
-        exit_code, problems = _outcome(planned)
+        problems = _problems(planned)
         if problems:
-            run.end(runs.FAILED, "; ".join(problems))
-    return CleanupResult(library, run.run_id, dry_run, started, datetime.now(UTC), dict(run.counts), planned,
-                         exit_code, problems)
+            run.end(runs.FAILED, "; ".join(f"{p.item}: {p.reason}" for p in problems))
+    return CleanupResult(library=library, run_id=run.run_id, dry_run=dry_run, started_at=started,
+                         finished_at=datetime.now(UTC), counts=dict(run.counts), plan=planned, problems=problems)
 
 
-def _outcome(planned: Plan) -> tuple[int, tuple[str, ...]]:
-    """Exit 74 and the reasons when orphan removal was skipped (a library root was unavailable)."""
-    problems = tuple(f"orphan cache files kept: {item['reason']}" for item in planned.skipped)
-    return (EXIT_ROOT_UNAVAILABLE if problems else EXIT_OK), problems
+def _problems(planned: Plan) -> tuple[Problem, ...]:
+    """Why orphan removal was skipped (a library root was unavailable)."""
+    return tuple(Problem("orphan cache files kept", "root-unavailable", item["reason"]) for item in planned.skipped)

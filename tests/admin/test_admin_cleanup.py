@@ -40,13 +40,47 @@ def test_orphans_removed_and_referenced_kept(libwatch, db: Any, cache_dir: Path,
     done = libwatch("cleanup", "--json")
     assert done.code == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["counts"]["orphan_files"] == 4
-    assert result["counts"]["orphan_bytes"] == sum(len(b"rendered " + str(s).encode() * 10) for s in (3, 3, 4, 4))
-    assert sorted(o["path"] for o in result["orphans"]) == sorted(str(p) for p in files["orphans"])
-    assert all(p.exists() for p in files["kept"])  # seed 2 is kept although one of its records is missing
-    assert not any(p.exists() for p in files["orphans"])
+    only_seed_4 = files["orphans"][2:]
+    assert result["counts"]["orphan_files"] == 2
+    assert result["counts"]["orphan_bytes"] == sum(len(b"rendered " + str(s).encode() * 10) for s in (4, 4))
+    assert sorted(o["path"] for o in result["orphans"]) == sorted(str(p) for p in only_seed_4)
+    # seed 2 is kept although one of its records is missing; seed 3's record is kept for its
+    # retention (30 days), so its cache files stay too: a restored file finds them
+    assert all(p.exists() for p in files["kept"] + files["orphans"][:2])
+    assert not any(p.exists() for p in only_seed_4)
     run = runs.get(db, result["run_id"])
-    assert run["job"] == "cleanup" and run["status"] == "succeeded" and run["counts"]["orphan_files"] == 4
+    assert run["job"] == "cleanup" and run["status"] == "succeeded" and run["counts"]["orphan_files"] == 2
+
+
+def test_a_record_past_its_retention_takes_its_cache_files_along(libwatch, db: Any, cache_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    files = _cache_set(db, cache_dir, tmp_path)
+    result = json.loads(libwatch("cleanup", "--older-than", "1d", "--json").stdout)
+    assert result["counts"]["missing_files"] == 2 and result["counts"]["orphan_files"] == 4
+    assert all(p.exists() for p in files["kept"]) and not any(p.exists() for p in files["orphans"])
+
+
+def test_a_cache_folder_of_another_catalog_is_refused(libwatch, db: Any, cache_dir: Path, tmp_path: Path,
+                                                      mongo_client: Any) -> None:
+    files = _cache_set(db, cache_dir, tmp_path)
+    first = libwatch("cleanup", "--dry-run")
+    assert first.code == 0 and not (cache_dir / cleanup.MARKER).exists()  # a dry run claims nothing
+    assert libwatch("cleanup").code == 0
+    marker = json.loads((cache_dir / cleanup.MARKER).read_text())
+    assert set(marker) == {"catalog_id", "catalog", "claimed_at"}
+    assert marker["catalog_id"] == db.meta.find_one({"_id": "catalog"})["catalog_id"]
+    other = f"{db.name}_other"
+    try:
+        for args in (["cleanup"], ["cleanup", "--dry-run"], ["cleanup", "--json"]):
+            refused = libwatch(*args, env={"LIBWATCH_DATABASE": other})
+            assert refused.code == 2, refused
+            assert refused.stderr.count("\n") == 1 and "belongs to another catalog" in refused.stderr
+        assert all(p.exists() for p in files["kept"] + files["orphans"][:2])
+        assert json.loads(refused.stdout)["error"]["kind"] == "ForeignCache"
+        (cache_dir / cleanup.MARKER).write_text("not json")
+        assert libwatch("cleanup").code == 2
+    finally:
+        mongo_client.drop_database(other)
 
 
 def test_dry_run_reports_the_same_and_changes_nothing(libwatch, db: Any, cache_dir: Path, tmp_path: Path) -> None:
@@ -273,4 +307,5 @@ def test_hash_lookup_pages_through_a_wide_range(db: Any) -> None:
                          + [file_doc("photos", "dup-a.jpg", 10), file_doc("photos", "dup-b.jpg", 10),
                             file_doc("photos", "gone.jpg", 30, status="missing")])
     asked = {content_hash(seed) for seed in (0, 9, 10, 11, 24, 30, 99)}
-    assert repo.present_hashes(db, asked, page=10) == {content_hash(seed) for seed in (0, 9, 10, 11, 24)}
+    # a missing record kept for its retention still owns its hash (30); 99 has no record
+    assert repo.referenced_hashes(db, asked, page=10) == {content_hash(seed) for seed in (0, 9, 10, 11, 24, 30)}
