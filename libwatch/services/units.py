@@ -252,7 +252,10 @@ def install(shell: Settings, names: list[str], *, user: bool, enable: bool, work
     prepared = replace(prepared, written=(*account.written, *prepared.written),
                        problems=(*account.problems, *prepared.problems))
     # Without a running systemd the store service did not start: the shell's catalog is all there is.
-    with _catalog(shell if prepared.notice and draft.ctx.store else draft.settings) as db:
+    # The settings as the units read them, now that the store (when used) is up: what they point at
+    # (the store's URI file) exists only from its first start.
+    units = config.load(environ={"LIBWATCH_CONFIG": str(draft.config_file)})
+    with _catalog(shell if prepared.notice and draft.ctx.store else units) as db:
         libraries = [units_of(db, lib) for lib in _selected(db, names)]
         roots = [lib.path for lib in repo.all_libraries(db)]
     result = systemd.install(draft.ctx, libraries, enable=enable, worker=worker, roots=roots, web=web,
