@@ -13,6 +13,7 @@ from rich.console import Console
 
 from libwatch.cli import context, output, stopsignal
 from libwatch.cli.options import JsonOption
+from libwatch.cli.progress import Progress
 from libwatch.errors import UsageError
 from libwatch.messages import CACHE, THUMBNAIL
 from libwatch.services import rebuild as service
@@ -75,8 +76,17 @@ def rebuild(
     options = service.RebuildOptions(selection=_selection(pending, missing, all_), kinds=_kinds(cache, thumbnails),
                                      collection=collection, path=path, priority=priority, run_here=run,
                                      queued_timeout_s=queued_timeout, trigger=trigger)
-    with context.catalog(ctx) as db:
-        report = service.rebuild(db, context.state(ctx).settings, name, options, processes=processes)
+    shown = Progress("rendering", unit="rendering")
+    try:
+        with context.catalog(ctx) as db:
+            report = service.rebuild(db, context.state(ctx).settings, name, options, processes=processes,
+                                     progress=shown.advance)
+    except KeyboardInterrupt:
+        shown.close()
+        output.errors.print(f"libwatch: {output.count(shown.done, 'rendering')} done before Ctrl-C; the rest stays "
+                            "pending (`libwatch rebuild --run` goes on with it)", markup=False)
+        raise
+    shown.close()
     output.emit(context.wants_json(ctx, json_output), report.document, lambda console: _summary(console, report.document))
     raise typer.Exit(report.exit_code)
 

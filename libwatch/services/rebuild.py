@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -166,12 +166,13 @@ def _jobs(settings: Settings, library: Library, selected: Iterable[tuple[list[Fi
 
 def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kinds: Sequence[str],
                  options: RebuildOptions, pool: renderpool.RenderPool, counts: Counter[str],
-                 failures: list[dict[str, Any]]) -> None:
+                 failures: list[dict[str, Any]], progress: Callable[[int], None]) -> None:
     jobs = _jobs(settings, library, _wanted(db, settings, library, scope, kinds, options, counts),
                  force=options.selection == "all")
     results: list[Settled] = []
     for outcome in pool.render_many(jobs):
         counts["selected"] += 1
+        progress(1)
         record, kind = outcome.key  # type: ignore[misc]
         counts["retry" if outcome.transient else outcome.status] += 1
         if outcome.status != renderpool.DONE and len(failures) < MAX_FAILURES_SHOWN:
@@ -187,8 +188,12 @@ def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kin
 
 
 def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOptions, *,
-            topology: Topology | None = None, processes: int | None = None) -> RebuildReport:
-    """Rebuild the selection of one library (all libraries when None), recorded as a ``rebuild`` run."""
+            topology: Topology | None = None, processes: int | None = None,
+            progress: Callable[[int], None] = lambda _done: None) -> RebuildReport:
+    """Rebuild the selection of one library (all libraries when None), recorded as a ``rebuild`` run.
+
+    ``progress`` is called with 1 for each rendering finished here (``--run``).
+    """
     libraries = [catalog_libraries.get(db, library)] if library else catalog_libraries.all_libraries(db)
     if (options.collection is not None or options.path is not None) and library is None:
         raise UsageError("--collection and --path need a library name")
@@ -207,7 +212,7 @@ def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOpt
                 if not kinds:
                     continue
                 if pool is not None:
-                    _render_here(db, settings, lib, scope, kinds, options, pool, counts, failures)
+                    _render_here(db, settings, lib, scope, kinds, options, pool, counts, failures, progress)
                 else:
                     _publish(db, settings, lib, scope, kinds, options, topology, counts)
         finally:

@@ -1,0 +1,62 @@
+"""Progress on stderr, drawn only on a terminal: phase, done/total, rate and time left.
+
+A service takes a callback (`Callable[[int], None]`, default a no-op) and calls it with the
+items it finished; the command makes a `Progress` and passes `progress.advance`. Piped or
+under systemd nothing is drawn, so logs and `--json` stay clean.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Final, TextIO
+
+from libwatch.cli.output import count, duration, is_terminal
+
+REDRAW_S: Final = 0.2  # at most five redraws a second: a 30,000-image rebuild costs no visible time
+
+
+class Progress:
+    """One status line: `rendering: 1,200/30,000 images  35.2/s  13m37s left`."""
+
+    def __init__(self, phase: str, total: int | None = None, *, unit: str = "image", stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.drawing = is_terminal(self.stream)
+        self.phase, self.total, self.unit, self.clock = phase, total, unit, clock
+        self.done = 0
+        self.started = self.drawn_at = clock()
+
+    def advance(self, items: int = 1) -> None:
+        """Count finished items; redraw at most every `REDRAW_S`."""
+        self.done += items
+        if self.drawing and self.clock() - self.drawn_at >= REDRAW_S:
+            self.draw()
+
+    def start_phase(self, phase: str, total: int | None = None) -> None:
+        """A new phase (e.g. "writing the catalog"): its own total, the count starts again."""
+        self.phase, self.total, self.done, self.started = phase, total, 0, self.clock()
+        if self.drawing:
+            self.draw()
+
+    def line(self) -> str:
+        """The status line as drawn (no control characters)."""
+        elapsed = max(self.clock() - self.started, 1e-9)
+        rate = self.done / elapsed
+        done = f"{self.done:,}/{count(self.total, self.unit)}" if self.total is not None \
+            else count(self.done, self.unit)
+        text = f"{self.phase}: {done}  {rate:,.1f}/s"
+        if self.total and rate > 0 and self.done < self.total:
+            text += f"  {duration((self.total - self.done) / rate)} left"
+        return text
+
+    def draw(self) -> None:
+        self.drawn_at = self.clock()
+        self.stream.write("\r" + self.line() + "\x1b[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Clear the line (the result is printed after it)."""
+        if self.drawing:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
