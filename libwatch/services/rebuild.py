@@ -170,19 +170,24 @@ def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kin
     jobs = _jobs(settings, library, _wanted(db, settings, library, scope, kinds, options, counts),
                  force=options.selection == "all")
     results: list[Settled] = []
-    for outcome in pool.render_many(jobs):
-        counts["selected"] += 1
-        progress(1)
-        record, kind = outcome.key  # type: ignore[misc]
-        counts["retry" if outcome.transient else outcome.status] += 1
-        if outcome.status != renderpool.DONE and len(failures) < MAX_FAILURES_SHOWN:
-            failures.append({"path": record.path, "kind": kind, "status": outcome.status, "error": outcome.error})
-        settled = settle((record, kind), outcome)
-        if settled is not None:
-            results.append(settled)
-        if len(results) >= rebuilds.PAGE:
-            rebuilds.record_results(db, results, now=datetime.now(UTC))
-            results = []
+    try:
+        for outcome in pool.render_many(jobs):
+            counts["selected"] += 1
+            progress(1)
+            record, kind = outcome.key  # type: ignore[misc]
+            counts["retry" if outcome.transient else outcome.status] += 1
+            if outcome.status != renderpool.DONE and len(failures) < MAX_FAILURES_SHOWN:
+                failures.append({"path": record.path, "kind": kind, "status": outcome.status, "error": outcome.error})
+            settled = settle((record, kind), outcome)
+            if settled is not None:
+                results.append(settled)
+            if len(results) >= rebuilds.PAGE:
+                rebuilds.record_results(db, results, now=datetime.now(UTC))
+                results = []
+    except KeyboardInterrupt:
+        # Ctrl-C: what was rendered is recorded done, so the catalog agrees with the counts shown.
+        rebuilds.record_results(db, results, now=datetime.now(UTC))
+        raise
     if results:
         rebuilds.record_results(db, results, now=datetime.now(UTC))
 
