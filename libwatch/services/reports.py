@@ -119,8 +119,11 @@ def event_document(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def schedules(names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each library's next and last timer run and watcher state, from systemd; "not scheduled" without it."""
+    # The system's units where they are installed (an unprivileged service, such as libwatch-web,
+    # reads them too), else the user's units of an unprivileged shell.
+    user = os.geteuid() != 0 and not systemd.installed_libraries(False)
     try:
-        found = systemd.timers_status(names, user=os.geteuid() != 0)
+        found = systemd.timers_status(names, user=user)
     except SystemdError:
         found = {}
     return {name: {"state": run.state, "next_run": run.next_run, "last_run": run.last_run, "watch": run.watch}
