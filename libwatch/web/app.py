@@ -124,7 +124,7 @@ def create_app(settings: Settings, access: auth.Access, *, check_host: bool = Tr
 
     app = FastAPI(title="libwatch", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=f"{API}/openapi.json",
-                  description="The documents of `libwatch status`, `history` and `events` with `--json`, "
+                  description="The documents of `libwatch status`, `history`, `events` and `failed` with `--json`, "
                               "and the controls of the management page.")
     app.mount("/static", StaticFiles(packages=[("libwatch.web", "static")]), name="static")
     templates = _templates()
@@ -170,6 +170,11 @@ def routes(app: FastAPI, catalog: Catalog, templates: Jinja2Templates) -> None: 
         moment = None if not since else reports.parse_when(since)
         with session() as db:
             return json_response(reports.events(db, name, types=type or (), since=moment, path=path, limit=limit).to_document())
+
+    @app.get(f"{API}/libraries/{{name}}/failed", summary="Failed renders and unreadable files: `libwatch failed NAME --json`")
+    def api_failed(name: str, limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> Response:
+        with session() as db:
+            return json_response(reports.failed(db, name, limit=limit).to_document())
 
     @app.get(f"{API}/broker", summary="Queue depths and workers seen recently")
     def api_broker() -> Response:
@@ -229,9 +234,10 @@ def routes(app: FastAPI, catalog: Catalog, templates: Jinja2Templates) -> None: 
             runs = history_page(db, name, (), (), PAGE_SIZE, page)["runs"]
             events = reports.events(db, name, types=type or (), since=moment, limit=PAGE_SIZE).to_document()["events"]
             scans = reports.history(db, name, jobs=["scan"], limit=CHART_RUNS).to_document()["runs"]
+            failed = reports.failed(db, name, limit=PAGE_SIZE).to_document()
         return templates.TemplateResponse(request, "library.html", {
             "lib": lib, "runs": runs, "page": page, "events": events, "types": type or [], "since": since or "",
-            "rebuilds": controls.rebuild_choices(), "all_types": reports.CHANGE_TYPES,
+            "failed": failed, "rebuilds": controls.rebuild_choices(), "all_types": reports.CHANGE_TYPES,
             "generated_at": status["generated_at"], "notice": NOTICES.get(notice or ""), "page_size": PAGE_SIZE,
             "charts": [charts.changes_per_day(scans), charts.durations(lib["recent"])]})
 

@@ -108,3 +108,25 @@ def test_broker_document_shows_the_real_queues_and_workers(web: Any, photos: Pat
     after = server.get("/api/v1/broker").json()
     assert after["queues"]["cache"]["consumers"] == 0
     assert after["workers"][0]["status"] == "succeeded" and after["workers"][0]["pid"] == worker.pid
+
+
+def test_failed_equals_the_cli_document_and_shows_on_the_page(web: Any, photos: Path, libwatch: Any) -> None:
+    (photos / "2025" / "broken.jpg").write_bytes(b"this is no JPEG at all" * 10)
+    assert libwatch("scan", "photos").code in (0, 3)
+    server = web()
+    api = server.get("/api/v1/libraries/photos/failed")
+    assert api.status == 200
+    cli = _cli_any(libwatch, "failed", "photos")
+    assert api.json() == cli
+    assert any(failure["path"] == "2025/broken.jpg" for failure in cli["failures"])
+    assert server.get("/api/v1/libraries/photos/failed?limit=1").json() == _cli_any(libwatch, "failed", "photos",
+                                                                                    "--limit", "1")
+    page = server.get("/libraries/photos").text
+    reason = next(f["reason"] for f in cli["failures"] if f["path"] == "2025/broken.jpg")
+    assert "2025/broken.jpg" in page.split('id="failed"')[1] and reason.split("<")[0][:30] in page
+
+
+def _cli_any(libwatch: Any, *args: str) -> Any:
+    done = libwatch(*args, "--json")
+    assert done.code in (0, 3), done.stderr
+    return json.loads(done.stdout)
