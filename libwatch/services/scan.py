@@ -91,6 +91,9 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
             exit_code, publish_error = 0, None
             if publish is not None and options.publish:
                 rebuild, exit_code, publish_error = _publish(db, library, rebuild, publish)
+            if plan.counts["errors"]:  # per-file problems: the run is partial, says how many (exit 0 stays)
+                run.problem(f"{plan.counts['errors']:,} file{'s' if plan.counts['errors'] != 1 else ''} could not be "
+                            "read or identified (libwatch failed lists them)")
             if publish_error:  # the changes are recorded: the run keeps its counts and says what failed
                 run.problem(f"publishing failed: {publish_error}")
             return from_plan(plan, run_id=run.run_id, dry_run=False, rebuild=rebuild, exit_code=exit_code)

@@ -77,3 +77,21 @@ def test_names_with_escape_sequences_are_escaped_in_views_and_json(libwatch: Cal
     dumped = libwatch("events", "--json").stdout
     assert "\u202e" not in dumped and "\\u202e" in dumped
     assert json.loads(dumped)["events"][0]["path"] == evil
+
+
+def test_a_scan_with_unreadable_files_is_recorded_partial_with_its_counts(
+        libwatch: Callable[..., Any], tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    Image.new("RGB", (8, 8)).save(root / "good.jpg")
+    (root / "bad.jpg").write_bytes(b"not an image")
+    assert libwatch("library", "add", "photos", str(root)).code == 0
+    done = libwatch("scan", "photos", "--json")
+    assert done.code == 0, done.stderr  # per-file problems keep exit 0 (README: exit codes)
+    [run] = json.loads(libwatch("history", "--json").stdout)["runs"]
+    assert run["status"] == "partial" and run["counts"]["added"] == 2 and run["counts"]["errors"] == 1, run
+    assert run["error"] == "1 file could not be read or identified (libwatch failed lists them)"
+    failures = json.loads(libwatch("failed", "--json").stdout)["failures"]
+    assert {f["path"] for f in failures} == {"bad.jpg"} and "probe" in {f["kind"] for f in failures}
