@@ -75,9 +75,9 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
         except Locked as error:  # another scan of this library runs: a skipped run, naming the holder
             why = f"skipped: another scan runs ({error})"
             run.end(runs.SKIPPED, why)
-            log.warning("library %s: %s", library.name, why)
             if not options.skip_if_locked:
-                raise
+                raise  # the error line says it: no warning line besides
+            log.warning("library %s: %s", library.name, why)
             return ScanResult(library=library.name, root=library.path, run_id=run.run_id, dry_run=False, counts={},
                               skipped_run=why)
         spool = statindex.Spool(index_file(settings, library))
