@@ -95,3 +95,43 @@ def test_a_scan_with_unreadable_files_is_recorded_partial_with_its_counts(
     assert run["error"] == "1 file could not be read or identified (libwatch failed lists them)"
     failures = json.loads(libwatch("failed", "--json").stdout)["failures"]
     assert {f["path"] for f in failures} == {"bad.jpg"} and "probe" in {f["kind"] for f in failures}
+
+
+def test_on_a_terminal_tables_fit_the_width_and_wrap_paths_instead_of_cutting(
+        cli_env: dict[str, str], db: Any, tmp_path: Path) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    add_library(db, "photos", tmp_path / "photos")
+    db.events.insert_one(event_doc("photos", DEEP, 1))
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 70, 0, 0))  # 70 columns
+    env = {k: v for k, v in cli_env.items() if k != "COLUMNS"}
+    done = subprocess.run([sys.executable, "-m", "libwatch", "events"], env={**env, "TERM": "xterm"},
+                          stdin=follower, stdout=follower, stderr=follower, timeout=60)
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode())  # colours and cursor codes
+    lines = text.replace("\r", "").splitlines()
+    assert done.returncode == 0, text
+    assert max(len(line) for line in lines) <= 70, text
+    assert "…" not in text
+    first = next(i for i, line in enumerate(lines) if "2024/broker/" in line)
+    start = lines[first].index("2024/broker/")
+    width = len(lines[first][start:].split(" ")[0])
+    wrapped = "".join(line[start:start + width].strip() for line in lines[first:])
+    assert wrapped == DEEP, text  # the whole path, wrapped in its cell
