@@ -124,9 +124,9 @@ def global_options(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache images and thumbnails [env: LIBWATCH_CACHE_DIR; default: $XDG_CACHE_HOME/libwatch]", show_default=False)] = None,
     home: Annotated[Path | None, typer.Option(help="State folder [env: LIBWATCH_HOME; default: $XDG_DATA_HOME/libwatch]", show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More detail (-vv for debug logs).")] = 0,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False, help="More detail (-vv for debug logs).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """Global options; each has an environment variable and a config-file key."""
