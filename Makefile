@@ -8,7 +8,7 @@ LIBWATCH := $(VENV)/bin/libwatch
 RUN_ENV := -u LIBWATCH_MONGO_URI -u LIBWATCH_AMQP_URL LIBWATCH_HOME=$(CURDIR)/.run/home \
 	LIBWATCH_CACHE_DIR=$(CURDIR)/.run/cache LIBWATCH_CONFIG=/dev/null
 
-.PHONY: run test typecheck venv bench-deps clean
+.PHONY: run test lint typecheck venv bench-deps clean
 
 $(VENV)/.stamp-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: $(VENV)/.stamp-run
 
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# pyflakes, pycodestyle, isort, bugbear, pyupgrade and mccabe over the whole tree (settings in pyproject.toml).
+lint: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check .
 
 # The pure core is held to mypy --strict (settings in pyproject.toml).
 typecheck: $(VENV)/.stamp-test

@@ -51,7 +51,7 @@ from PIL import Image
 
 from libwatch.catalog.rebuilds import KINDS
 from libwatch.imaging import DEFAULT_SPECS
-from libwatch.renderpool import DONE, RenderPool, RenderJob
+from libwatch.renderpool import DONE, RenderJob, RenderPool
 from libwatch.services.rebuild import DERIVED_FROM
 
 SIZE: Final = (4000, 3000)

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -757,7 +757,7 @@ def _timestamp(usec: object) -> datetime | None:
     """Microseconds since the epoch (0 or null: never) as an aware datetime."""
     if not isinstance(usec, int) or usec <= 0:
         return None
-    return datetime.fromtimestamp(usec / 1_000_000, tz=timezone.utc)
+    return datetime.fromtimestamp(usec / 1_000_000, tz=UTC)
 
 
 def inotify_limits() -> dict[str, int]:

@@ -24,6 +24,8 @@ from libwatch.catalog.schema import ensure_schema
 from libwatch.catalog.store import embedded_server
 from libwatch.config import Settings
 
+from support import unavailable
+
 BROKER_URL = os.environ.get("LIBWATCH_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pillow-images"
 
@@ -69,10 +71,8 @@ def _broker_reachable(url: str) -> bool:
 def amqp_url() -> str:
     """The real RabbitMQ; skipped with a reason when it is down, unless LIBWATCH_REQUIRE_BROKER=1."""
     if not _broker_reachable(BROKER_URL):
-        message = "RabbitMQ is not reachable at 127.0.0.1:5672 (start it: rabbitmq-server -detached)"
-        if os.environ.get("LIBWATCH_REQUIRE_BROKER") == "1":
-            pytest.fail(message + " and LIBWATCH_REQUIRE_BROKER=1")
-        pytest.skip(message)
+        unavailable("RabbitMQ is not reachable at 127.0.0.1:5672 (start it: rabbitmq-server -detached)",
+                    "LIBWATCH_REQUIRE_BROKER")
     return BROKER_URL
 
 
@@ -81,10 +81,8 @@ def corpus() -> Path:
     """Pillow's test images in ../shared/corpus: skipped with a reason when absent, unless
     LIBWATCH_REQUIRE_CORPUS=1 (CI). The tests' own images come from imaging/images.py."""
     if not CORPUS.is_dir():
-        message = f"Pillow's image corpus is not at {CORPUS} (an extra pass beside the generated images)"
-        if os.environ.get("LIBWATCH_REQUIRE_CORPUS") == "1":
-            pytest.fail(message + " and LIBWATCH_REQUIRE_CORPUS=1")
-        pytest.skip(message)
+        unavailable(f"Pillow's image corpus is not at {CORPUS} (an extra pass beside the generated images)",
+                    "LIBWATCH_REQUIRE_CORPUS")
     return CORPUS
 
 
@@ -136,8 +134,9 @@ def libwatch(cli_env: dict[str, str]):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def topology(amqp_url: str) -> Iterator[Any]:
     """A RabbitMQ topology of the test's own on the shared broker, deleted afterwards with its messages."""
-    from broker import delete_topology
     from libwatch.bus import Topology
+
+    from broker import delete_topology
 
     topo = Topology.prefixed(f"test-{uuid.uuid4().hex[:8]}.")
     yield topo

@@ -6,11 +6,22 @@ kind (hostile ones included) come from the image factory, `imaging/images.py`: `
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import pytest
 
 from imaging.images import HOSTILE, sample  # noqa: F401  (the image factory, for every test folder)
+
+
+def unavailable(reason: str, variable: str) -> NoReturn:
+    """Skip the test with `reason`, or fail it when the environment sets `variable`=1 (as `.ci/run`
+    does for everything CI must not skip: the broker, systemd, the browser, namespaces, the corpus)."""
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{reason} and {variable}=1")
+    pytest.skip(f"{reason} ({variable}=1 makes this a failure)")
 
 
 def write_image(path: Path, size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 40, 40),

@@ -19,7 +19,18 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from libwatch.catalog.schema import DURABLE
-from libwatch.core.diff import ADDED, CORRUPTED, DELETED, MODIFIED, RENAMED, TOUCHED, Change, Confirmed, Record, needs_rebuild
+from libwatch.core.diff import (
+    ADDED,
+    CORRUPTED,
+    DELETED,
+    MODIFIED,
+    RENAMED,
+    TOUCHED,
+    Change,
+    Confirmed,
+    Record,
+    needs_rebuild,
+)
 from libwatch.core.paths import b64_of, collection_of, is_exact
 from libwatch.messages import KINDS
 

@@ -15,9 +15,8 @@ from libwatch.cli import context, output, stopsignal
 from libwatch.cli.options import JsonOption
 from libwatch.cli.progress import Progress
 from libwatch.errors import UsageError
-from libwatch.messages import CACHE, THUMBNAIL
+from libwatch.messages import CACHE, MAX_BODY_BYTES, THUMBNAIL
 from libwatch.services import rebuild as service
-from libwatch.messages import MAX_BODY_BYTES
 from libwatch.services.worker import MAX_PREFETCH, Worker, WorkerOptions, WorkerResult
 
 

@@ -14,8 +14,8 @@ like an orphan to it.
 """
 from __future__ import annotations
 
-import os
 import json
+import os
 import re
 import socket
 from collections.abc import Iterable, Iterator, Sequence

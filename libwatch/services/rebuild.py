@@ -21,7 +21,6 @@ from pymongo.database import Database
 
 from libwatch import cachefiles, messages, renderpool
 from libwatch.bus import Topology
-from libwatch.messages import CACHE, THUMBNAIL
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.catalog import rebuilds, runs
 from libwatch.catalog.rebuilds import FileState, Scope, Settled
@@ -30,6 +29,7 @@ from libwatch.core.paths import raw_of
 from libwatch.errors import UsageError
 from libwatch.imaging import DEFAULT_SPECS, RenderSpec
 from libwatch.library import Library
+from libwatch.messages import CACHE, THUMBNAIL
 from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.services import outbox
 

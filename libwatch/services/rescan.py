@@ -18,8 +18,8 @@ from pymongo.database import Database
 
 from libwatch.catalog import files as catalog_files
 from libwatch.config import Settings
-from libwatch.core.paths import collection_of
 from libwatch.core.parallel_walk import walk
+from libwatch.core.paths import collection_of
 from libwatch.core.walk import DiskEntry
 from libwatch.library import Library
 from libwatch.services.scan import Publish, scan

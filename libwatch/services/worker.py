@@ -56,9 +56,9 @@ from libwatch.config import Settings, mask_url
 from libwatch.errors import BrokerLost, BusError, CatalogUnavailable, InvalidMessage, UsageError
 from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.result import Result
-from libwatch.text import for_log
 from libwatch.services import outbox
 from libwatch.services.rebuild import render_job, render_specs, settle
+from libwatch.text import for_log
 
 log = logging.getLogger("libwatch.worker")
 

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import tree
 
 from libwatch.catalog import libraries as repo
 from libwatch.library import DEFAULT_EXCLUDES, Library
 from libwatch.services import doctor
 from libwatch.services import libraries as service
+
+from support import tree
 
 
 def _shown(libwatch: Any, name: str = "photos") -> dict[str, Any]:

@@ -15,8 +15,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from libwatch.bus import BrokerUnavailable, OutgoingMessage, Publisher, PublishResult, Topology, check
 
+from support import unavailable
+
 DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
-REQUIRE_ENV: Final = "LIBWATCH_REQUIRE_BROKER"
 
 Spec = tuple[str, str, int]  # kind, message_id, priority
 Got = tuple[pika.spec.Basic.GetOk, pika.BasicProperties, bytes]
@@ -29,9 +30,7 @@ def amqp_url() -> str:
     try:
         check(url, 3)
     except BrokerUnavailable as exc:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but the broker is unreachable: {exc}")
-        pytest.skip(f"RabbitMQ unreachable, broker tests skipped ({REQUIRE_ENV}=1 makes this fail): {exc}")
+        unavailable(f"RabbitMQ is unreachable: {exc}", "LIBWATCH_REQUIRE_BROKER")
     return url
 
 

@@ -9,8 +9,6 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from broker import purge
-
 from libwatch.bus import (
     Consumer,
     OutgoingMessage,
@@ -25,6 +23,8 @@ from libwatch.bus import (
 from libwatch.config import mask_url
 from libwatch.errors import UsageError
 from libwatch.services.outbox import default_topology
+
+from broker import purge
 
 pytestmark = pytest.mark.broker
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+
 from support import sample
 
 Tree = Callable[[Mapping[str | bytes, bytes | None]], bytes]

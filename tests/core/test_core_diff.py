@@ -4,14 +4,13 @@ from __future__ import annotations
 import pytest
 
 from libwatch.core.diff import (
-    Classified,
     ADDED,
     CORRUPTED,
     DELETED,
     MODIFIED,
     RENAMED,
     TOUCHED,
-    Change,
+    Classified,
     Gone,
     Kept,
     NeedsHash,

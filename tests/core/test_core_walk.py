@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import unicodedata
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,6 @@ from libwatch.core.walk import (
     walk,
 )
 from libwatch.errors import RootNotListable
-
-from collections.abc import Callable, Mapping
 
 Tree = Callable[[Mapping[str | bytes, bytes | None]], bytes]
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from support import unavailable
+
 # A /30 per host out of a block that nothing on this machine uses; only these namespaces hold it.
 SUBNET = "10.231.{host}.{end}"
 
@@ -70,9 +72,7 @@ def namespaces_available() -> None:
     reason = _missing_requirement()
     if reason is None:
         return
-    if os.environ.get("LIBWATCH_REQUIRE_NETNS") == "1":
-        pytest.fail(reason + " and LIBWATCH_REQUIRE_NETNS=1")
-    pytest.skip(reason)
+    unavailable(reason, "LIBWATCH_REQUIRE_NETNS")
 
 
 def _ip(*args: str) -> None:

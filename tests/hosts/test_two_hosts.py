@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
 from .conftest import Host, Relay, libwatch_argv, simulated_host
 from support import tree
 

@@ -16,12 +16,13 @@ import pika
 import pytest
 import xxhash
 from bson import ObjectId
-from support import sample, write_image
 
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.config import Settings
 from libwatch.core.paths import b64_of, collection_of, is_exact, key_of
 from libwatch.library import Library
+
+from support import sample, write_image
 
 
 @pytest.fixture

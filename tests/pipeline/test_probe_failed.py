@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from support import write_image
 
 from libwatch.bus import Topology
 from libwatch.catalog import libraries as catalog_libraries
@@ -23,6 +22,7 @@ from libwatch.services import scan as scan_service
 from libwatch.services.scan import ScanOptions
 
 from .conftest import Photos, drain
+from support import write_image
 
 
 def _scan(photos: Photos, settings: Settings) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import pty
 import subprocess
 import sys
 import time
-from typing import Any
 
 from .conftest import Photos
 

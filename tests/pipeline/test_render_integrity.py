@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from support import write_image
 
 from libwatch import cachefiles
 from libwatch.bus import Topology
@@ -23,6 +22,7 @@ from libwatch.services.rebuild import RebuildOptions, rebuild
 from libwatch.services.worker import Worker, WorkerOptions
 
 from .conftest import Photos, content_hash, drain
+from support import write_image
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 

@@ -6,7 +6,6 @@ receives is unbounded, what it logs is escaped, and SIGTERM at any moment exits 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -7,7 +7,6 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from support import write_image
 
 from libwatch import bus
 from libwatch.bus import Topology
@@ -18,6 +17,7 @@ from libwatch.services.outbox import PublishFailed
 from libwatch.services.scan import ScanOptions
 
 from .conftest import BAD_AMQP_URL, NAME, broker_env, one_clear_line
+from support import write_image
 
 KINDS = ("cache", "thumbnail")
 

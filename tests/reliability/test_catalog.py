@@ -16,11 +16,11 @@ from typing import Any, Final
 import pymongo
 import pytest
 from pymongo.errors import PyMongoError
-from support import sample
 
 from libwatch.catalog.schema import DURABLE
 
 from .conftest import NAME, age, one_clear_line, present_in_catalog, present_on_disk
+from support import sample
 
 FILES: Final = 2000
 FOLDERS: Final = 20

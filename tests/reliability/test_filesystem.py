@@ -16,7 +16,6 @@ from typing import Any, Final
 import bson
 from hypothesis import given
 from hypothesis import strategies as st
-from support import sample, tree
 
 from libwatch.catalog import files as files_module
 from libwatch.catalog import libraries as catalog_libraries
@@ -24,6 +23,7 @@ from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
 
 from .conftest import NAME, age, file_hash, files_by_path, one_clear_line, unmount
+from support import sample, tree
 
 JPEG: Final = sample("photo.jpg")
 DEEP: Final = b"d" * 200

@@ -19,7 +19,6 @@ from typing import Any, Final
 
 import pytest
 import xxhash
-from support import tree
 
 from libwatch import beneath, imaging, renderpool
 from libwatch.catalog import libraries as catalog_libraries
@@ -29,6 +28,7 @@ from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
 
 from .conftest import NAME, files_by_path, present_in_catalog, present_on_disk
+from support import tree
 
 ERRNOS: Final = (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EIO, errno.ESTALE, errno.ELOOP)
 FOLDER: Final = "replaced-by-folder"  # the file becomes a folder of the same name just before the call

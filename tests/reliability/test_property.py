@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
-from support import write_image
 
 from libwatch import cachefiles
 from libwatch.bus import Topology
@@ -39,6 +38,7 @@ from libwatch.services.scan import ScanOptions
 from libwatch.services.worker import Worker, WorkerOptions
 
 from .conftest import BAD_AMQP_URL, broker_env, present_in_catalog, present_on_disk
+from support import write_image
 
 NAMES: Final = ("a.jpg", "b.png", "d/c.jpg", "d/e/f.jpg", "g/h.png")
 KINDS: Final = ("cache", "thumbnail")

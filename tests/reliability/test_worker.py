@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from support import HOSTILE, sample, write_image
-
 from libwatch.bus import Topology
 
 from .conftest import NAME, broker_env
+from support import HOSTILE, sample, write_image
 
 # Every hostile sample of the image factory (every way a decoder can fail: bombs, truncations,
 # corrupt streams, empty and fake files) and a few that surprise (EXIF rotation, 16-bit TIFF, a
@@ -34,7 +33,11 @@ def test_the_nastiest_files_end_done_or_failed_with_a_reason_and_the_worker_surv
     env = broker_env(amqp_url, topology)
     scan = libwatch("--json", "scan", NAME, env=env)
     assert scan.code == 0, scan.stderr
-    assert json.loads(scan.stdout)["rebuild"]["published"] == 2 * len(NASTY)
+    # A file whose header no probe can identify is recorded failed by the scan itself (no render asked).
+    hopeless = {path for path, doc in _records(db).items() if doc["rebuild"]["thumbnail"] == "failed"}
+    assert {"empty.jpg", "text.jpg"} <= hopeless <= set(HOSTILE)
+    published = json.loads(scan.stdout)["rebuild"]["published"]
+    assert published == 2 * (len(NASTY) - len(hopeless))
     started = time.monotonic()
     worker = libwatch("--json", "worker", "--idle-exit", "2", "--processes", "2", env=env, timeout=RUN_LIMIT_S + 60)
     assert worker.code == 0, worker.stderr
@@ -49,7 +52,7 @@ def test_the_nastiest_files_end_done_or_failed_with_a_reason_and_the_worker_surv
     failed = {path for path, doc in records.items() if doc["rebuild"]["thumbnail"] == "failed"}
     assert failed == set(HOSTILE)
     counts = json.loads(worker.stdout)["counts"]
-    assert counts["done"] + counts["failed"] == 2 * len(records) and "requeued" not in counts
+    assert counts["done"] + counts["failed"] == published and "requeued" not in counts
 
 
 def _fill(folder: Path) -> Path:

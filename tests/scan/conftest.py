@@ -23,9 +23,8 @@ from libwatch.library import Library
 from libwatch.services import libraries as library_service
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
+
 from support import sample, tree, write_image  # noqa: F401  (used by the scan tests through this module)
-
-
 
 NAME: Final = "photos"
 HOUR_NS: Final = 3600 * 10**9

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from support import unavailable
 from systemd_box import HARNESS, Container, missing_requirement
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -17,9 +19,7 @@ def container(tmp_path: Path) -> Iterator[Container]:
     """A freshly booted systemd (harness.sh), powered off and removed afterwards."""
     reason = missing_requirement()
     if reason:
-        if os.environ.get("LIBWATCH_REQUIRE_SYSTEMD") == "1":
-            pytest.fail(f"LIBWATCH_REQUIRE_SYSTEMD=1 but {reason}")
-        pytest.skip(f"cannot boot systemd: {reason}")
+        unavailable(f"cannot boot systemd: {reason}", "LIBWATCH_REQUIRE_SYSTEMD")
     log = tmp_path / "harness.log"
     with open(log, "w") as stderr:
         # The checkout (and its .venv) is bound in read-only at the same path: the container's /tmp

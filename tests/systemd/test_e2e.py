@@ -111,8 +111,9 @@ def broker(container: Container, amqp_url: str) -> Iterator[tuple[str, str]]:
     """The host's RabbitMQ on the container's loopback (its network namespace is empty): a socat
     bridge through a Unix socket in the share. Yields (URL inside, topology prefix); the test's
     queues are deleted afterwards."""
-    from broker import delete_topology
     from libwatch.bus import Topology
+
+    from broker import delete_topology
 
     parts = urlsplit(amqp_url)
     sock = container.share / "amqp.sock"

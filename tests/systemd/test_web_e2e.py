@@ -8,8 +8,9 @@ from typing import Any, Final
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from systemd_box import Container
 from test_e2e import ROOT, image, install_libwatch, shell, wait_for
+
+from systemd_box import Container
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import tree
+
+from support import tree, unavailable
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -26,11 +27,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
 def browser(tmp_path: Path) -> Iterator[Any]:
     """A headless Chromium with a fresh profile; skipped (or failed under LIBWATCH_REQUIRE_BROWSER=1) without one."""
     if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        reason = (f"Chromium is not installed ({CHROMIUM}, {CHROMEDRIVER}): "
-                  "apt-get install chromium chromium-driver")
-        if os.environ.get("LIBWATCH_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + " and LIBWATCH_REQUIRE_BROWSER=1")
-        pytest.skip(reason)
+        unavailable(f"Chromium is not installed ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver",
+                    "LIBWATCH_REQUIRE_BROWSER")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from support import write_image
-
 from .conftest import until
+from support import write_image
 
 
 def _cli(libwatch: Any, *args: str) -> Any:

@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from support import write_image
-
 from .conftest import until
+from support import write_image
 
 
 def _library(server: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
 from support import write_image
 
 
