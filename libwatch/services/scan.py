@@ -96,7 +96,8 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
                             "read or identified (libwatch failed lists them)")
             if publish_error:  # the changes are recorded: the run keeps its counts and says what failed
                 run.problem(f"publishing failed: {publish_error}")
-            return from_plan(plan, run_id=run.run_id, dry_run=False, rebuild=rebuild, exit_code=exit_code)
+            return from_plan(plan, run_id=run.run_id, dry_run=False, rebuild=rebuild, exit_code=exit_code,
+                             publish_error=publish_error)
         finally:
             spool.discard()
             lease.release()

@@ -10,18 +10,20 @@ from typing import Any
 from libwatch.core.diff import Change
 from libwatch.core.paths import b64_of, collection_of, is_exact
 from libwatch.core.walk import Skip
+from libwatch.result import Problem, Result
 from libwatch.services.scan_detect import ERROR_REASONS, Plan
 
-SUCCESS, PARTIAL, ERROR = "success", "partial", "error"
 
-
-@dataclass(frozen=True, slots=True)
-class ScanResult:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanResult(Result):
     """One scan, diff or skipped run: what it found and did, ready to render.
 
     ``changes``, ``skipped`` and ``errors`` are the document's entries (dicts of JSON
-    values); ``exit_code`` is the command's (1 for a diff that found changes, the
-    broker's code when publishing failed). ``rounds`` is set by a scan that ran again
+    values); ``problems`` holds the same unreadable files in the shared shape (kind
+    ``io-error`` or ``probe``), and a failed publish (kind ``publish``): the status is then
+    ``partial``. ``exit_code`` is the command's (1 for a diff that found changes, the
+    broker's code when publishing failed; per-file problems alone keep 0, so that a timer
+    unit does not turn red for one unreadable photo). ``rounds`` is set by a scan that ran again
     until quiet, ``skipped_run`` by a run that did nothing on purpose (paused, disabled),
     ``subtree`` by a scan of one folder of the library (its path relative to the root).
     ``registered`` (the scan registered its folder as a new library) and ``warnings``
@@ -48,19 +50,12 @@ class ScanResult:
     warnings: tuple[str, ...] = ()
 
     @property
-    def status(self) -> str:
-        """success, partial (per-file errors, or rebuilds left unpublished) or error."""
-        if self.exit_code not in (0, 1):
-            return ERROR
-        return PARTIAL if self.errors else SUCCESS
-
-    @property
     def document(self) -> dict[str, Any]:
         """The JSON document (as :meth:`to_document`)."""
         return self.to_document()
 
-    def to_document(self) -> dict[str, Any]:
-        """The scan document: the design's keys, plus ``subtree``, ``rounds`` or ``skipped_run`` when set."""
+    def data(self) -> dict[str, Any]:
+        """The scan document's own fields: the design's keys, plus ``subtree``, ``rounds`` or ``skipped_run`` when set."""
         doc: dict[str, Any] = {"library": self.library, "root": self.root, "run_id": self.run_id,
                                "dry_run": self.dry_run}
         if self.subtree:
@@ -77,18 +72,22 @@ class ScanResult:
 
 
 def from_plan(plan: Plan, *, run_id: str | None, dry_run: bool, rebuild: Mapping[str, int],
-              exit_code: int = 0) -> ScanResult:
-    """The result of a scan or diff that detected ``plan``."""
+              exit_code: int = 0, publish_error: str | None = None) -> ScanResult:
+    """The result of a scan or diff that detected ``plan`` (``publish_error``: why publishing failed)."""
     changes = [_change_document(change) for change in plan.changes]
     changes += [{"type": "collection_added", "path": p, "collection": p} for p in plan.collections_added]
     changes += [{"type": "collection_removed", "path": p, "collection": p} for p in plan.collections_removed]
-    errors = [{"path": s.path, "error": f"{s.reason}: {s.detail}" if s.detail else s.reason}
-              for s in plan.skipped if s.reason in ERROR_REASONS]
-    errors += [{"path": path, "error": probe.error} for path, probe in sorted(plan.probes.items()) if probe.error]
+    unreadable = [(s.path, s.reason, f"{s.reason}: {s.detail}" if s.detail else s.reason)
+                  for s in plan.skipped if s.reason in ERROR_REASONS]
+    unreadable += [(path, "probe", probe.error) for path, probe in sorted(plan.probes.items()) if probe.error]
+    problems = [Problem(path, kind, reason) for path, kind, reason in unreadable]
+    if publish_error is not None:
+        problems.append(Problem(plan.library.name, "publish", publish_error))
     return ScanResult(
         library=plan.library.name, root=plan.library.path, run_id=run_id, dry_run=dry_run, counts=plan.counts,
         changes=tuple(changes), skipped=tuple(_skip_document(s) for s in plan.skipped if s.reason not in ERROR_REASONS),
-        errors=tuple(errors), rebuild=rebuild, started_at=plan.started_at, finished_at=datetime.now(UTC),
+        errors=tuple({"path": path, "error": reason} for path, _, reason in unreadable), problems=tuple(problems),
+        rebuild=rebuild, started_at=plan.started_at, finished_at=datetime.now(UTC),
         exit_code=exit_code, subtree=plan.subtree)
 
 

@@ -90,6 +90,9 @@ def test_a_scan_with_unreadable_files_is_recorded_partial_with_its_counts(
     assert libwatch("library", "add", "photos", str(root)).code == 0
     done = libwatch("scan", "photos", "--json")
     assert done.code == 0, done.stderr  # per-file problems keep exit 0 (README: exit codes)
+    doc = json.loads(done.stdout)
+    assert doc["status"] == "partial" and doc["errors"] == [{"path": "bad.jpg", "error": doc["problems"][0]["reason"]}]
+    assert [(p["item"], p["kind"]) for p in doc["problems"]] == [("bad.jpg", "probe")]
     [run] = json.loads(libwatch("history", "--json").stdout)["runs"]
     assert run["status"] == "partial" and run["counts"]["added"] == 2 and run["counts"]["errors"] == 1, run
     assert run["error"] == "1 file could not be read or identified (libwatch failed lists them)"

@@ -36,7 +36,10 @@ def test_broker_outage_keeps_every_request_pending_until_it_is_back(
     first = libwatch("--json", "scan", NAME, env=down)
     assert first.code == 69, first.stderr
     one_clear_line(first.stderr, "127.0.0.1:1", "stay pending")
-    assert json.loads(first.stdout)["counts"]["added"] == 3  # recorded, even though nothing was published
+    published = json.loads(first.stdout)
+    assert published["counts"]["added"] == 3  # recorded, even though nothing was published
+    assert published["status"] == "partial" and [p["kind"] for p in published["problems"]] == ["publish"]
+    assert published["problems"][0]["item"] == NAME and "127.0.0.1:1" in published["problems"][0]["reason"]
     assert set(_states(db).values()) == {("pending", "pending")}
     run = db.runs.find_one({"job": "scan"})  # honest history: the changes are recorded, the publish failed
     assert run["status"] == "partial" and run["counts"]["added"] == 3, run
@@ -44,6 +47,7 @@ def test_broker_outage_keeps_every_request_pending_until_it_is_back(
 
     back = libwatch("--json", "scan", NAME, env=good)  # nothing changed on disk: the outbox alone publishes
     assert back.code == 0, back.stderr
+    assert json.loads(back.stdout)["status"] == "success"
     assert json.loads(back.stdout)["rebuild"] == {"requested": 0, "published": 6, "pending": 0}
     assert set(_states(db).values()) == {("queued", "queued")}
 

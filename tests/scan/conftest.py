@@ -31,7 +31,7 @@ HOUR_NS: Final = 3600 * 10**9
 # Old enough that no record is racy (the scan hashes racy records again, which would blur what a test sees).
 OLD_NS: Final = time.time_ns() - 24 * HOUR_NS
 TOP_KEYS: Final = {"library", "root", "run_id", "dry_run", "started_at", "finished_at", "counts", "changes",
-                   "skipped", "errors", "rebuild"}
+                   "skipped", "errors", "rebuild", "status", "problems"}
 COUNT_KEYS: Final = {"scanned", "unchanged", "added", "modified", "touched", "renamed", "deleted", "corrupted",
                      "skipped", "errors", "collections_added", "collections_removed", "hashed_bytes"}
 CHANGE_KEYS: Final = {"type", "path", "collection", "size", "mtime_ns", "hash"}
