@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from libwatch import systemd
-from libwatch.systemd import CalendarError, LibraryUnits, UnitContext, UnitError
+from libwatch.errors import CalendarError, UnitError
+from libwatch.systemd import LibraryUnits, UnitContext
 
 pytestmark = pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
 
