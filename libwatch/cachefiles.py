@@ -228,6 +228,31 @@ def write_atomic(cache_dir: Path, kind: str, content_hash: str, ext: str, data: 
     return cache_path(cache_dir, kind, content_hash, ext)
 
 
+def set_aside(path: Path) -> Path | None:
+    """Rename a rendering to a temp name in its folder, so no reader finds it any more; None if it is gone.
+
+    The first step of removing a rendering that nothing seemed to need: the caller asks
+    the catalog again, then deletes the file set aside or puts it back (``put_back``).
+    A writer that looks for the rendering meanwhile finds none and renders it anew.
+    """
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    os.utime(aside)  # a fresh temp file: another cleanup's sweep of abandoned ones leaves it alone
+    return aside
+
+
+def put_back(aside: Path, path: Path) -> None:
+    """Undo ``set_aside``; a rendering written at ``path`` meanwhile (the same content) is kept instead."""
+    try:
+        os.link(aside, path)  # link, not rename: never replaces a file that is there now
+    except FileExistsError:
+        pass
+    os.unlink(aside)
+
+
 def iter_cache_files(cache_dir: Path) -> Iterator[tuple[str, str, Path]]:
     """Every stored rendering as ``(kind, content_hash, path)``; temp files, strangers and others' files left out."""
     for kind_dir in _subdirs(cache_dir):

@@ -312,18 +312,24 @@ def _kept(libraries: Iterable[LibraryPlan]) -> dict[str, Any]:
     return repo.kept_records({lib.library: lib.cutoff for lib in libraries})
 
 
-def _remove_orphans(db: Db, orphans: Sequence[Orphan], kept: dict[str, Any]) -> tuple[int, int]:
-    """Delete orphans, re-asking the catalog per batch first: a scan may have just recorded the hash."""
+def remove_unreferenced(db: Db, orphans: Sequence[Orphan], kept: dict[str, Any]) -> tuple[int, int]:
+    """Delete the orphans no record (matching `kept`) names; returns (files removed, bytes freed).
+
+    A batch is first set aside (renamed to temp names, so a worker or `rebuild --run`
+    looking for a rendering finds none and renders it anew), then the catalog is asked
+    again, and only then are the files deleted: a scan may have just recorded a hash that a
+    writer then found rendered. Files whose hash is named now are put back.
+    """
     removed = freed = 0
     for batch in _batched(sorted(orphans, key=attrgetter("hash")), repo.BATCH):
-        referenced = repo.referenced_hashes(db, {orphan.hash for orphan in batch}, where=kept)
-        for orphan in batch:
-            if orphan.hash not in referenced:
-                try:
-                    orphan.path.unlink()
-                except FileNotFoundError:
-                    continue
-                removed, freed = removed + 1, freed + orphan.size
+        aside = [(orphan, moved) for orphan in batch if (moved := cachefiles.set_aside(orphan.path)) is not None]
+        referenced = repo.referenced_hashes(db, {orphan.hash for orphan, _ in aside}, where=kept)
+        for orphan, moved in aside:
+            if orphan.hash in referenced:
+                cachefiles.put_back(moved, orphan.path)
+                continue
+            moved.unlink(missing_ok=True)
+            removed, freed = removed + 1, freed + orphan.size
     return removed, freed
 
 
@@ -354,7 +360,7 @@ def apply(db: Db, plan: Plan) -> dict[str, int]:
     counts["locks_released"] += sum(repo.release_lock(db, lock, owner) for lock, owner in plan.expired_locks)
     counts["old_runs"] = repo.delete_old_runs(db, plan.library, plan.runs_before)
     counts["old_events"] = repo.delete_old_events(db, plan.library, plan.events_before)
-    counts["orphan_files"], counts["orphan_bytes"] = _remove_orphans(db, plan.orphans, _kept(plan.libraries))
+    counts["orphan_files"], counts["orphan_bytes"] = remove_unreferenced(db, plan.orphans, _kept(plan.libraries))
     counts["temp_files"] = _remove_files(plan.temp_files)
     return counts
 
