@@ -380,7 +380,8 @@ def _read_marker(cache_dir: Path) -> dict[str, Any] | None:
         except ValueError:
             found = None
     if not isinstance(found, dict) or not isinstance(found.get("catalog_id"), str):
-        raise ForeignCache(f"cache folder {cache_dir}: its owner marker {MARKER} is not libwatch's; nothing was removed")
+        raise ForeignCache(f"cache folder {cache_dir}: its owner marker {MARKER} is not libwatch's; "
+                           "nothing was removed")
     return found
 
 

@@ -49,7 +49,8 @@ class Pause:
     def env(self, *points: str) -> dict[str, str]:
         """The environment that makes a command pause at ``points`` (the first arrival at each)."""
         path = os.pathsep.join([str(HOOK), *filter(None, [os.environ.get("PYTHONPATH")])])
-        return {"PYTHONPATH": path, "LIBWATCH_TEST_PAUSE": ",".join(points), "LIBWATCH_TEST_PAUSE_DIR": str(self.folder)}
+        return {"PYTHONPATH": path, "LIBWATCH_TEST_PAUSE": ",".join(points),
+                "LIBWATCH_TEST_PAUSE_DIR": str(self.folder)}
 
     def reached(self, point: str, process: subprocess.Popen[str] | None = None) -> int:
         """Wait until a process pauses at ``point``; returns its pid. Fails if ``process`` ends first."""

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import write_image
 
 from libwatch.config import Settings
 
-from .conftest import (NAME, RENAMED, TEMP_WRITTEN, Pause, age, cache_files, finish, run, settled, start,
-                       temp_files)
+from .conftest import NAME, RENAMED, TEMP_WRITTEN, Pause, age, cache_files, finish, run, settled, start, temp_files
+from support import write_image
 
 WRITERS = {"worker": ("worker", "--idle-exit", "1", "--processes", "1"),
            "rebuild --run": ("rebuild", NAME, "--run", "--processes", "1")}

@@ -4,8 +4,9 @@ The race tests put this folder first on ``PYTHONPATH``; Python imports ``sitecus
 at start-up, and this one does nothing unless ``LIBWATCH_TEST_PAUSE`` is set, so
 libwatch's own code carries no hook. ``LIBWATCH_TEST_PAUSE`` is a comma-separated list of
 points, each ``module:attribute[.attribute]`` with an optional ``:after`` (pause once
-the call has returned, not before it) and an optional ``@N`` (at a process's N-th call), e.g. ``libwatch.cachefiles:os.replace`` (a cache
-file written to its temp name, not yet renamed) or ``libwatch.services.scan:record``.
+the call has returned, not before it) and an optional ``@N`` (at a process's N-th call),
+e.g. ``libwatch.cachefiles:os.replace`` (a cache file written to its temp name, not yet
+renamed) or ``libwatch.services.scan:record``.
 
 The first call of a point in any process (``O_EXCL`` on its marker decides) writes its
 pid to ``$LIBWATCH_TEST_PAUSE_DIR/<point>.reached`` and waits until ``<point>.release``
