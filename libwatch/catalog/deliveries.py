@@ -18,7 +18,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
-from libwatch.catalog.rebuilds import _catalog_errors as catalog_errors  # the one translation of PyMongo errors
+from libwatch.catalog.failures import catalog_errors
 from libwatch.catalog.schema import DURABLE
 
 Db = Database[dict[str, Any]]

@@ -24,22 +24,19 @@ re-publishes it after the queued timeout.
 """
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final
 
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import UpdateOne
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
+from libwatch.catalog.failures import catalog_errors
 from libwatch.catalog.files import collection_documents, path_ranges
 from libwatch.catalog.schema import DURABLE
-from libwatch.catalog.store import error_reason
-from libwatch.errors import CatalogUnavailable
 from libwatch.messages import KINDS
 
 PENDING: Final = "pending"
@@ -55,21 +52,6 @@ _FIELDS: Final = {"_id": 1, "library": 1, "path": 1, "path_b64": 1, "collection"
                   "rebuild": 1}
 
 Db = Database[dict[str, Any]]
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _catalog_errors(function: Callable[P, R]) -> Callable[P, R]:
-    """Turn a PyMongo failure into CatalogUnavailable (exit 69; the worker retries later)."""
-
-    @functools.wraps(function)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return function(*args, **kwargs)
-        except PyMongoError as error:
-            raise CatalogUnavailable(f"catalog error: {error_reason(error)}") from error
-
-    return wrapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +102,7 @@ class FileState:
 
 
 @dataclass(frozen=True, slots=True)
-class Settled:
+class RenderResult:
     """A finished rendering to record: ``error`` empty for done."""
 
     id: str
@@ -162,13 +144,13 @@ def _in_state(kinds: Sequence[str], state: str) -> dict[str, Any]:
 
 
 
-@_catalog_errors
+@catalog_errors
 def _folders(db: Db, library: str) -> dict[str, int]:
     return {doc["path"]: int(doc.get("file_count") or 0)
             for doc in db.collections.find({"library": library}, {"path": 1, "file_count": 1})}
 
 
-@_catalog_errors
+@catalog_errors
 def _range(db: Db, query: Mapping[str, Any], low: str, high: str | None) -> list[dict[str, Any]]:
     bounds = {"$gte": low} if high is None else {"$gte": low, "$lt": high}
     return list(_files(db).find({"$and": [dict(query), {"path": bounds}]}, _FIELDS).sort("path", 1))
@@ -199,13 +181,13 @@ def record_pages(db: Db, scope: Scope, *, page: int = PAGE) -> Iterator[list[Fil
     yield from _pages(db, scope, scope.query(), page)
 
 
-@_catalog_errors
+@catalog_errors
 def count_pending(db: Db, scope: Scope, kinds: Sequence[str]) -> int:
     """How many present records in scope still have one of ``kinds`` pending."""
     return int(_files(db).count_documents({**scope.query(), "$and": [_in_state(kinds, PENDING)]}))
 
 
-@_catalog_errors
+@catalog_errors
 def requeue_stale(db: Db, scope: Scope, kinds: Sequence[str], *, queued_before: datetime) -> int:
     """Set back to pending what was queued before ``queued_before`` (a lost or purged message)."""
     changed = 0
@@ -217,7 +199,7 @@ def requeue_stale(db: Db, scope: Scope, kinds: Sequence[str], *, queued_before: 
     return changed
 
 
-@_catalog_errors
+@catalog_errors
 def mark_pending(db: Db, records: Sequence[FileState], kinds: Sequence[str], *, priority: int, force: bool,
                  now: datetime) -> int:
     """Ask for ``kinds`` of ``records`` to be rebuilt (the outbox then publishes them)."""
@@ -236,7 +218,7 @@ def mark_pending(db: Db, records: Sequence[FileState], kinds: Sequence[str], *, 
     return changed
 
 
-@_catalog_errors
+@catalog_errors
 def mark_queued(db: Db, kind: str, published: Sequence[tuple[str, str]], *, now: datetime) -> int:
     """Flip confirmed ``(id, hash)`` requests from pending to queued, only where the hash is still current."""
     changed = 0
@@ -249,7 +231,7 @@ def mark_queued(db: Db, kind: str, published: Sequence[tuple[str, str]], *, now:
     return changed
 
 
-@_catalog_errors
+@catalog_errors
 def unqueue(db: Db, requests: Sequence[tuple[str, str, str]], *, now: datetime) -> int:
     """Set queued ``(id, kind, hash)`` requests back to pending: their message was used up unserved.
 
@@ -264,7 +246,7 @@ def unqueue(db: Db, requests: Sequence[tuple[str, str, str]], *, now: datetime) 
     return _files(db).bulk_write(updates, ordered=False).modified_count if updates else 0
 
 
-@_catalog_errors
+@catalog_errors
 def records_by_id(db: Db, ids: Iterable[str]) -> dict[str, FileState]:
     """The records with these ids (unknown or malformed ids are simply absent)."""
     found: dict[str, FileState] = {}
@@ -275,8 +257,8 @@ def records_by_id(db: Db, ids: Iterable[str]) -> dict[str, FileState]:
     return found
 
 
-@_catalog_errors
-def record_results(db: Db, results: Sequence[Settled], *, now: datetime) -> int:
+@catalog_errors
+def record_results(db: Db, results: Sequence[RenderResult], *, now: datetime) -> int:
     """Set each rendering's kind done (or failed with its error) where the record's hash is still the one rendered.
 
     A record's cache image and thumbnail done in the same batch are set by one write:
@@ -310,7 +292,7 @@ def record_results(db: Db, results: Sequence[Settled], *, now: datetime) -> int:
     return changed
 
 
-@_catalog_errors
+@catalog_errors
 def collection_ids(db: Db, library: str) -> dict[str, str]:
     """``collections._id`` (as text) of every folder of a library, by path.
 
@@ -320,13 +302,13 @@ def collection_ids(db: Db, library: str) -> dict[str, str]:
     return {path: str(doc["_id"]) for path, doc in collection_documents(db, library).items()}
 
 
-@_catalog_errors
+@catalog_errors
 def library_roots(db: Db) -> dict[str, str]:
     """Every library's root folder by name (the worker checks message paths against them)."""
     return {doc["_id"]: doc["path"] for doc in db.libraries.find({}, {"_id": 1, "path": 1})}
 
 
-@_catalog_errors
+@catalog_errors
 def following_symlinks(db: Db) -> frozenset[str]:
     """The names of the libraries that follow symbolic links (the worker follows them within the root only)."""
     return frozenset(doc["_id"] for doc in db.libraries.find({"follow_symlinks": True}, {"_id": 1}))

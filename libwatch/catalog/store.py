@@ -24,6 +24,7 @@ import pymongo
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError, PyMongoError
 
+from libwatch.catalog.failures import error_reason, translated
 from libwatch.config import Settings, mask_url
 from libwatch.errors import CatalogUnavailable, ConfigError, Locked
 
@@ -119,11 +120,6 @@ def _client(uri: str) -> pymongo.MongoClient[dict[str, Any]]:
         raise ConfigError(f"bad MongoDB URI {mask_url(uri)}: {error}") from None
 
 
-def error_reason(error: PyMongoError) -> str:
-    """A PyMongo error in one short line: without the topology description and timeouts it appends."""
-    return str(error).split("\n")[0].split(", Timeout:")[0].split(" (configured timeouts:")[0]
-
-
 def _ping(client: pymongo.MongoClient[dict[str, Any]], shown: str) -> None:
     try:
         client.admin.command("ping")
@@ -140,15 +136,6 @@ def exclusive_store(settings: Settings) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _translated(description: str) -> Iterator[None]:
-    """The one place a MongoDB failure during a command becomes `CatalogUnavailable` (exit 69)."""
-    try:
-        yield
-    except PyMongoError as error:
-        raise CatalogUnavailable(f"catalog error ({description}): {error_reason(error)}") from error
-
-
-@contextlib.contextmanager
 def connect(settings: Settings) -> Iterator[Connection]:
     """Open the catalog the settings name; close (and stop the embedded store) on exit.
 
@@ -160,7 +147,7 @@ def connect(settings: Settings) -> Iterator[Connection]:
         _ping(client, shown)
         description = f"MongoDB {shown}"
         try:
-            with _translated(description):
+            with translated(description):
                 yield Connection(client[settings.database], client, description, embedded=False)
         finally:
             client.close()
@@ -170,7 +157,7 @@ def connect(settings: Settings) -> Iterator[Connection]:
         _ping(client, server.uri)
         description = f"embedded store {settings.store_dir}"
         try:
-            with _translated(description):
+            with translated(description):
                 yield Connection(client[settings.database], client, description, embedded=True)
         finally:
             client.close()

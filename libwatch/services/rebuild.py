@@ -23,7 +23,7 @@ from libwatch import cachefiles, messages, renderpool
 from libwatch.bus import Topology
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.catalog import rebuilds, runs
-from libwatch.catalog.rebuilds import FileState, Scope, Settled
+from libwatch.catalog.rebuilds import FileState, RenderResult, Scope
 from libwatch.config import Settings
 from libwatch.core.paths import raw_of
 from libwatch.errors import UsageError
@@ -90,14 +90,14 @@ def render_job(key: object, root: str, follow_symlinks: bool, record: FileState,
                      derive_from=DERIVED_FROM.get(kind), root=os.fsencode(root), follow_symlinks=follow_symlinks)
 
 
-def settle(key: tuple[FileState, str], outcome: RenderOutcome) -> Settled | None:
+def render_result(key: tuple[FileState, str], outcome: RenderOutcome) -> RenderResult | None:
     """What to record of a finished rendering; None when nothing may be recorded (vanished, changed, transient)."""
     record, kind = key
     assert record.hash is not None
     if outcome.status == renderpool.DONE:
-        return Settled(record.id, kind, record.hash)
+        return RenderResult(record.id, kind, record.hash)
     if outcome.status == renderpool.FAILED and not outcome.transient:
-        return Settled(record.id, kind, record.hash, outcome.error or "failed")
+        return RenderResult(record.id, kind, record.hash, outcome.error or "failed")
     return None
 
 
@@ -169,7 +169,7 @@ def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kin
                  failures: list[dict[str, Any]], progress: Callable[[int], None]) -> None:
     jobs = _jobs(settings, library, _wanted(db, settings, library, scope, kinds, options, counts),
                  force=options.selection == "all")
-    results: list[Settled] = []
+    results: list[RenderResult] = []
     try:
         for outcome in pool.render_many(jobs):
             counts["selected"] += 1
@@ -178,9 +178,9 @@ def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kin
             counts["retry" if outcome.transient else outcome.status] += 1
             if outcome.status != renderpool.DONE and len(failures) < MAX_FAILURES_SHOWN:
                 failures.append({"path": record.path, "kind": kind, "status": outcome.status, "error": outcome.error})
-            settled = settle((record, kind), outcome)
-            if settled is not None:
-                results.append(settled)
+            result = render_result((record, kind), outcome)
+            if result is not None:
+                results.append(result)
             if len(results) >= rebuilds.PAGE:
                 rebuilds.record_results(db, results, now=datetime.now(UTC))
                 results = []

@@ -57,7 +57,7 @@ from libwatch.errors import BrokerLost, BusError, CatalogUnavailable, InvalidMes
 from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.result import Result
 from libwatch.services import outbox
-from libwatch.services.rebuild import render_job, render_specs, settle
+from libwatch.services.rebuild import render_job, render_result, render_specs
 from libwatch.text import for_log
 
 log = logging.getLogger("libwatch.worker")
@@ -399,7 +399,7 @@ class Worker:
             assert isinstance(outcome.key, int)
             outcomes[outcome.key] = outcome
         now = datetime.now(UTC)
-        results = [r for i, o in outcomes.items() if (r := settle((tasks[i].record, tasks[i].request.kind), o))]
+        results = [r for i, o in outcomes.items() if (r := render_result((tasks[i].record, tasks[i].request.kind), o))]
         if results:
             rebuilds.record_results(self.db, results, now=now)
         unserved = [(tasks[i].record.id, tasks[i].request.kind, tasks[i].request.content_hash)

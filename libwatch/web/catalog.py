@@ -13,12 +13,11 @@ from dataclasses import replace
 from typing import Any, Final
 
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
 from libwatch.catalog import store
+from libwatch.catalog.failures import translated
 from libwatch.catalog.schema import ensure_schema
 from libwatch.config import Settings
-from libwatch.errors import CatalogUnavailable
 
 # A page waits at most this long for a scan holding the embedded store.
 EMBEDDED_WAIT_S: Final = 10.0
@@ -51,7 +50,7 @@ class Catalog:
     @contextlib.contextmanager
     def session(self) -> Iterator[Db]:
         """The catalog for one request; a MongoDB error becomes CatalogUnavailable (503)."""
-        try:
+        with translated():
             if self._settings.mongo_uri:
                 connection = self._shared_connection()
                 yield connection.db
@@ -60,8 +59,6 @@ class Catalog:
             with store.connect(replace(self._settings, store_wait_s=wait)) as connection:
                 ensure_schema(connection.db)
                 yield connection.db
-        except PyMongoError as error:
-            raise CatalogUnavailable(f"catalog error: {store.error_reason(error)}") from error
 
     def close(self) -> None:
         with self._lock:
