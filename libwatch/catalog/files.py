@@ -155,7 +155,8 @@ def _rebuild(kinds: Sequence[str], digest: str | None, now: datetime, priority: 
     return fields
 
 
-def _probe_fields(probe: Probe | None) -> dict[str, Any]:
+def probe_fields(probe: Probe | None) -> dict[str, Any]:
+    """A record's header fields (``width``, ``height``, ``format``, ``probe_error``) from its probe."""
     probe = probe or Probe()
     return {"width": probe.width, "height": probe.height, "format": probe.format, "probe_error": probe.error}
 
@@ -174,12 +175,12 @@ def file_operations(library: str, changes: Iterable[Change], *, revive: set[str]
             yield UpdateOne(key, {"$set": {**_state(change), "updated_at": now}})
         elif needs_rebuild(change) and (change.type != ADDED or change.path in revive):
             probe = probes.get(change.path)
-            yield UpdateOne(key, {"$set": {**_state(change), **_probe_fields(probe),
+            yield UpdateOne(key, {"$set": {**_state(change), **probe_fields(probe),
                                            **_rebuild(rebuild_kinds, change.hash, now, priority, probe),
                                            "updated_at": now},
                                   "$setOnInsert": {"first_seen": now}}, upsert=True)
         elif change.type == ADDED:
-            doc = {"library": library, **_state(change), **_probe_fields(probes.get(change.path)),
+            doc = {"library": library, **_state(change), **probe_fields(probes.get(change.path)),
                    "rebuild": {}, "first_seen": now, "updated_at": now}
             for dotted, value in _rebuild(rebuild_kinds, change.hash, now, priority, probes.get(change.path)).items():
                 doc["rebuild"][dotted.split(".", 1)[1]] = value

@@ -35,7 +35,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from libwatch.catalog.failures import catalog_errors
-from libwatch.catalog.files import collection_documents, path_ranges
+from libwatch.catalog.files import Probe, collection_documents, path_ranges, probe_fields
 from libwatch.catalog.schema import DURABLE
 from libwatch.messages import KINDS
 
@@ -49,7 +49,7 @@ PAGE: Final = 1000
 IN_CHUNK: Final = 50
 MAX_ERROR: Final = 500
 _FIELDS: Final = {"_id": 1, "library": 1, "path": 1, "path_b64": 1, "collection": 1, "hash": 1, "status": 1,
-                  "rebuild": 1}
+                  "rebuild": 1, "probe_error": 1}
 
 Db = Database[dict[str, Any]]
 
@@ -95,6 +95,7 @@ class FileState:
     rebuild_hash: str | None = None
     priority: int | None = None
     force: bool = False
+    probe_error: str | None = None  # why its header could not be read
 
     def wants(self, kind: str, state: str) -> bool:
         """Whether the record's ``kind`` rendering is in ``state`` for its current content."""
@@ -121,7 +122,7 @@ def _state(doc: Mapping[str, Any]) -> FileState:
         id=str(doc["_id"]), library=doc["library"], path=doc["path"], path_b64=doc.get("path_b64"),
         collection=doc.get("collection", ""), hash=doc.get("hash"), present=doc.get("status") == "present",
         states={kind: rebuild.get(kind) for kind in KINDS}, rebuild_hash=rebuild.get("hash"),
-        priority=rebuild.get("priority"), force=bool(rebuild.get("force")))
+        priority=rebuild.get("priority"), force=bool(rebuild.get("force")), probe_error=doc.get("probe_error"))
 
 
 def _object_ids(ids: Iterable[str]) -> list[ObjectId]:
@@ -174,6 +175,13 @@ def _pages(db: Db, scope: Scope, query: Mapping[str, Any], page: int) -> Iterato
 def pending_pages(db: Db, scope: Scope, kinds: Sequence[str], *, page: int = PAGE) -> Iterator[list[FileState]]:
     """Pages of present records in scope with at least one of ``kinds`` pending."""
     yield from _pages(db, scope, {**scope.query(), "$and": [_in_state(kinds, PENDING)]}, page)
+
+
+def failed_pages(db: Db, scope: Scope, kinds: Sequence[str], *, page: int = PAGE) -> Iterator[list[FileState]]:
+    """Pages of present records in scope whose header could not be read or with one of ``kinds`` failed
+    (what `libwatch failed` lists)."""
+    failed = [{"probe_error": {"$ne": None}}, *_in_state(kinds, FAILED)["$or"]]
+    yield from _pages(db, scope, {**scope.query(), "$and": [{"$or": failed}]}, page)
 
 
 def record_pages(db: Db, scope: Scope, *, page: int = PAGE) -> Iterator[list[FileState]]:
@@ -290,6 +298,15 @@ def record_results(db: Db, results: Sequence[RenderResult], *, now: datetime) ->
     if failed:
         changed += _files(db).bulk_write(failed, ordered=False).modified_count
     return changed
+
+
+@catalog_errors
+def record_probes(db: Db, probed: Sequence[tuple[FileState, Probe]], *, now: datetime) -> int:
+    """Record each record's header read again (size and format, or the reason it still fails), where
+    its content is still the one probed; ``updated_at`` becomes ``now`` (the failed listing's "when")."""
+    updates = [UpdateOne({"_id": ObjectId(record.id), "hash": record.hash},
+                         {"$set": {**probe_fields(probe), "updated_at": now}}) for record, probe in probed]
+    return _files(db).bulk_write(updates, ordered=False).modified_count if updates else 0
 
 
 @catalog_errors

@@ -29,10 +29,11 @@ def _kinds(cache: bool | None, thumbnails: bool | None) -> tuple[str, ...] | Non
     return kinds
 
 
-def _selection(pending: bool, missing: bool, all_: bool) -> str:
-    chosen = [name for name, flag in (("pending", pending), ("missing", missing), ("all", all_)) if flag]
+def _selection(pending: bool, missing: bool, failed: bool, all_: bool) -> str:
+    chosen = [name for name, flag in (("pending", pending), ("missing", missing), ("failed", failed), ("all", all_))
+              if flag]
     if len(chosen) > 1:
-        raise UsageError("choose one of --pending, --missing and --all")
+        raise UsageError("choose one of --pending, --missing, --failed and --all")
     return chosen[0] if chosen else "pending"
 
 
@@ -46,6 +47,9 @@ def _summary(console: Console, doc: dict[str, Any]) -> None:
     else:
         console.print(f"rebuild {doc['selection']} of {where}: {counts['published']} requests published, "
                       f"{counts['pending']} pending", markup=False)
+    if "headers_read" in counts:
+        console.print(f"headers read again: {counts['headers_read']:,} readable, "
+                      f"{counts['headers_unreadable']:,} still unreadable", markup=False)
     for failure in doc["failures"]:
         console.print(f"  {failure['status']:<7} {failure['kind']:<9} {failure['path']}: {failure['error']}",
                       markup=False)
@@ -58,6 +62,8 @@ def rebuild(
     path: Annotated[str | None, typer.Option(help="Only this file, or the files under this folder (relative or absolute).")] = None,
     pending: Annotated[bool, typer.Option("--pending", help="Pending requests, and queued ones older than --queued-timeout (default).")] = False,
     missing: Annotated[bool, typer.Option("--missing", help="Files whose cache image or thumbnail is not in the cache folder.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help=(
+        "What `libwatch failed` lists: unreadable headers read again, failed renders retried."))] = False,
     all_: Annotated[bool, typer.Option("--all", help="Everything, rendered again (e.g. after changing a size); low priority.")] = False,
     cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help="Cache images (default: the library's setting).", show_default=False)] = None,
     thumbnails: Annotated[bool | None, typer.Option("--thumbnails/--no-thumbnails", help="Thumbnails (default: the library's setting).", show_default=False)] = None,
@@ -72,9 +78,9 @@ def rebuild(
 
     Example: libwatch rebuild photos --missing --thumbnails --no-cache
     """
-    options = service.RebuildOptions(selection=_selection(pending, missing, all_), kinds=_kinds(cache, thumbnails),
-                                     collection=collection, path=path, priority=priority, run_here=run,
-                                     queued_timeout_s=queued_timeout, trigger=trigger)
+    options = service.RebuildOptions(selection=_selection(pending, missing, failed, all_),
+                                     kinds=_kinds(cache, thumbnails), collection=collection, path=path,
+                                     priority=priority, run_here=run, queued_timeout_s=queued_timeout, trigger=trigger)
     shown = Progress("rendering", unit="rendering")
     try:
         with context.catalog(ctx) as db:

@@ -5,8 +5,10 @@ them (so a broker outage loses nothing); ``run_here`` (``--run``, and always
 without a broker) renders them in a process pool and records ``done``/``failed``
 directly. Selections: ``pending`` (what is pending, plus what has been queued for
 longer than the queued timeout: a message lost or purged), ``missing`` (the
-rendering is not in the cache folder) and ``all`` (everything, forced, at a low
-priority so that it never starves the changes a scan finds).
+rendering is not in the cache folder), ``failed`` (what `libwatch failed` lists: each
+unreadable header is read again first, and the failed renders of every file whose header
+now reads, or never decided it, are asked for again) and ``all`` (everything, forced, at a
+low priority so that it never starves the changes a scan finds).
 """
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ from libwatch.library import Library
 from libwatch.messages import CACHE, THUMBNAIL
 from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.services import outbox
+from libwatch.services.probing import probe_header
 
-SELECTIONS: Final = ("pending", "missing", "all")
+SELECTIONS: Final = ("pending", "missing", "failed", "all")
 # A thumbnail is rendered from the image's cache image when the cache holds it: the
 # cache kind comes first in rebuilds.KINDS, so a batch renders it first.
 DERIVED_FROM: Final = {THUMBNAIL: CACHE}
@@ -124,12 +127,37 @@ def _wanted(db: Db, settings: Settings, library: Library, scope: Scope, kinds: S
             for kind in kinds:
                 yield [r for r in page if r.wants(kind, rebuilds.PENDING)], kind
         return
+    if options.selection == "failed":
+        for page in rebuilds.failed_pages(db, scope, kinds):
+            hopeless = _probe_again(db, library, page, counts)
+            for kind in kinds:
+                yield [r for r in page if r.wants(kind, rebuilds.FAILED) and r.id not in hopeless], kind
+        return
     for page in rebuilds.record_pages(db, scope):
         for kind in kinds:
             chosen = [r for r in page if r.hash is not None]
             if options.selection == "missing":
                 chosen = [r for r in chosen if cachefiles.existing(settings.cache_dir, kind, r.hash or "") is None]
             yield chosen, kind
+
+
+def _probe_again(db: Db, library: Library, page: Sequence[FileState], counts: Counter[str]) -> set[str]:
+    """Read again the headers that could not be read; returns the ids of those no render can succeed for.
+
+    Their renders stay failed, with the new reason and time; a header that reads now is
+    recorded and its failed renders are retried.
+    """
+    probed = [(record, probe_header(library.path, raw_of(record.path, record.path_b64)))
+              for record in page if record.probe_error and record.hash is not None]
+    now = datetime.now(UTC)
+    rebuilds.record_probes(db, probed, now=now)
+    counts["headers_read"] += sum(1 for _, probe in probed if probe.error is None)
+    counts["headers_unreadable"] += sum(1 for _, probe in probed if probe.error is not None)
+    hopeless = [(record, probe) for record, probe in probed if probe.hopeless]
+    rebuilds.record_results(db, [RenderResult(record.id, kind, record.hash or "", probe.error or "")
+                                 for record, probe in hopeless for kind in messages.KINDS
+                                 if record.wants(kind, rebuilds.FAILED)], now=now)
+    return {record.id for record, _ in hopeless}
 
 
 def _publish(db: Db, settings: Settings, library: Library, scope: Scope, kinds: Sequence[str],
@@ -225,11 +253,14 @@ def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOpt
                 pool.close()
     document = {"run_id": run.run_id, "mode": "run" if run_here else "publish", "selection": options.selection,
                 "libraries": [lib.name for lib in libraries], "started_at": started,
-                "finished_at": datetime.now(UTC), "counts": _counts(counts, run_here), "failures": failures}
+                "finished_at": datetime.now(UTC), "counts": _counts(counts, run_here, options.selection),
+                "failures": failures}
     return RebuildReport(document)
 
 
-def _counts(counts: Counter[str], run_here: bool) -> dict[str, int]:
-    keys = ("selected", "done", "failed", "skipped", "changed", "retry") if run_here else ("selected", "published", "pending")
-    return {key: counts[key] for key in (*keys, "requeued_stale")}
+def _counts(counts: Counter[str], run_here: bool, selection: str) -> dict[str, int]:
+    keys = ("selected", "done", "failed", "skipped", "changed", "retry") if run_here \
+        else ("selected", "published", "pending")
+    probes = ("headers_read", "headers_unreadable") if selection == "failed" else ()
+    return {key: counts[key] for key in (*keys, *probes, "requeued_stale")}
 

@@ -55,7 +55,7 @@ class ScanResult(Result):
         return self.to_document()
 
     def data(self) -> dict[str, Any]:
-        """The scan document's own fields: the design's keys, plus ``subtree``, ``rounds`` or ``skipped_run`` when set."""
+        """The document's own fields: the design's keys, plus ``subtree``, ``rounds`` or ``skipped_run`` when set."""
         doc: dict[str, Any] = {"library": self.library, "root": self.root, "run_id": self.run_id,
                                "dry_run": self.dry_run}
         if self.subtree:

@@ -1,6 +1,7 @@
 """The page's controls over real HTTP: each one does what the matching CLI command does."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,31 @@ def test_the_page_offers_the_rebuilds_libwatch_rebuild_has(web: Any, photos: Pat
     page = web().get("/libraries/photos").text
     assert 'data-action="rebuild/missing"' in page
     assert ('data-action="rebuild/failed"' in page) is ("failed" in SELECTIONS)
+
+
+def test_rebuild_failed_retries_what_libwatch_failed_lists(web: Any, photos: Path, libwatch: Any, db: Any) -> None:
+    (photos / "2025/notes.jpg").write_text("a text file named like a photo\n")
+    assert libwatch("scan", "photos").code == 0
+    db.files.update_one({"library": "photos", "path": "e.jpg"},
+                        {"$set": {"rebuild.cache": "failed", "rebuild.cache_error": "No space left on device"}})
+    server = web()
+    before = server.get("/api/v1/libraries/photos/failed").json()
+    assert {(f["path"], f["kind"]) for f in before["failures"]} == {
+        ("2025/notes.jpg", "probe"), ("2025/notes.jpg", "cache"), ("2025/notes.jpg", "thumbnail"), ("e.jpg", "cache")}
+    page = server.get("/libraries/photos").text
+    assert 'action="/libraries/photos/rebuild/failed" data-confirm="Render the failed images of photos again?"' in page
+
+    started = server.post("/libraries/photos/rebuild/failed", {"to": "library"})
+    assert started.status == 303 and started.headers["location"] == "/libraries/photos?notice=rebuild-failed"
+
+    def finished() -> Any:
+        runs = server.get("/api/v1/libraries/photos/history?job=rebuild").json()["runs"]
+        return runs and runs[0]["status"] == "succeeded" and runs[0]
+
+    run = until(finished, timeout=120)
+    assert run["trigger"] == "manual" and run["counts"]["done"] == 1 and run["counts"]["headers_unreadable"] == 1
+    after = server.get("/api/v1/libraries/photos/failed").json()
+    assert {(f["path"], f["kind"]) for f in after["failures"]} == {
+        ("2025/notes.jpg", "probe"), ("2025/notes.jpg", "cache"), ("2025/notes.jpg", "thumbnail")}
+    assert after == json.loads(libwatch("failed", "photos", "--json").stdout)
+    assert server.post("/api/v1/libraries/photos/rebuild/pending").status == 422  # only failed and missing here
