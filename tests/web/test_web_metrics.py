@@ -83,3 +83,28 @@ def test_queue_depths_in_metrics(web: Any, photos: Path, libwatch: Any, amqp_url
     assert samples[("libwatch_queue_messages", (("queue", "thumbnail"),))] == 5
     assert samples[("libwatch_queue_messages", (("queue", "dead"),))] == 0
     assert samples[("libwatch_rebuilds", (("library", "photos"), ("state", "queued")))] == 10
+
+
+def test_metrics_with_the_broker_down_answer_and_flag_it(web: Any, photos: Path, libwatch: Any,
+                                                         tmp_path: Path) -> None:
+    down = {"LIBWATCH_AMQP_URL": "amqp://guest:s3cret-pass@127.0.0.1:1/%2F"}  # nothing listens on port 1
+    status = json.loads(libwatch("status", "photos", "--json").stdout)
+    server = web(env=down)
+    reply = server.get("/metrics")
+    assert reply.status == 200, reply.text
+    samples = _samples(reply.text)
+    assert samples[("libwatch_broker_up", ())] == 0.0  # flagged: the broker did not answer
+    assert not [key for key in samples if key[0] in ("libwatch_queue_messages", "libwatch_queue_consumers")]
+    assert all(samples[key] == value for key, value in _expected(status).items())  # the catalog's metrics stay
+    assert "s3cret-pass" not in reply.text
+
+    folder = tmp_path / "textfile"
+    folder.mkdir()
+    done = libwatch("metrics", "--textfile", str(folder), env=down)
+    assert done.code == 0, done.stderr
+    assert "Traceback" not in done.stderr and "s3cret-pass" not in done.stderr
+    assert _samples((folder / "libwatch.prom").read_text()) == samples
+    printed = libwatch("metrics", env=down)
+    assert printed.code == 0 and _samples(printed.stdout) == samples
+    log = "".join(server.log)
+    assert "Traceback" not in log and "s3cret-pass" not in log
