@@ -1,4 +1,4 @@
-"""Queries for the admin's view and for housekeeping: status, history, events, cleanup.
+"""Queries for the admin's view: status, history, events, failed files (housekeeping.py has cleanup's).
 
 Nothing here walks a whole library through one cursor: long reads go in pages keyed on
 an indexed field, and lookups of a batch of keys read that batch's index range (see `_ranged`).
@@ -6,46 +6,34 @@ an indexed field, and lookups of a batch of keys read that batch's index range (
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from pymongo import DESCENDING, UpdateOne
+from pymongo import DESCENDING
 from pymongo.database import Database
 
-from libwatch.catalog.schema import DURABLE
+from libwatch.catalog.runs import FINISHED
+from libwatch.catalog.schema import durable
 from libwatch.messages import KINDS as REBUILD_KINDS
 
-BATCH: Final = 1000
-PAGE: Final = 5000
 REBUILD_STATES: Final = ("pending", "queued", "failed")
-FINISHED: Final = ("succeeded", "partial", "failed", "interrupted", "skipped")
 
 Db = Database[dict[str, Any]]
-
-
-def _coll(db: Db, name: str):  # type: ignore[no-untyped-def]
-    return db.get_collection(name, write_concern=DURABLE)
-
-
-def _scope(library: str | None) -> dict[str, Any]:
-    return {} if library is None else {"library": library}
 
 
 # ---------------------------------------------------------------- status
 
 def library_totals(db: Db, library: str) -> dict[str, int]:
     """Present and missing files, live collections and their bytes (summed per collection, not per file)."""
-    files = _coll(db, "files")
-    bytes_total = next(iter(_coll(db, "collections").aggregate([
+    files = durable(db, "files")
+    bytes_total = next(iter(durable(db, "collections").aggregate([
         {"$match": {"library": library, "missing_since": None}},
         {"$group": {"_id": None, "bytes": {"$sum": "$total_bytes"}}},
     ])), {}).get("bytes", 0)
     return {
         "files": files.count_documents({"library": library, "status": "present"}),
         "missing": files.count_documents({"library": library, "status": "missing"}),
-        "collections": _coll(db, "collections").count_documents({"library": library, "missing_since": None}),
+        "collections": durable(db, "collections").count_documents({"library": library, "missing_since": None}),
         "bytes": int(bytes_total or 0),
     }
 
@@ -54,7 +42,7 @@ def rebuild_totals(db: Db, library: str) -> dict[str, int]:
     """How many cache/thumbnail requests are pending, queued or failed (one pass over the open ones)."""
     totals = dict.fromkeys(REBUILD_STATES, 0)
     open_ = [{f"rebuild.{kind}": {"$in": list(REBUILD_STATES)}} for kind in REBUILD_KINDS]
-    groups = _coll(db, "files").aggregate([
+    groups = durable(db, "files").aggregate([
         {"$match": {"library": library, "status": "present", "$or": open_}},
         {"$group": {"_id": {kind: f"$rebuild.{kind}" for kind in REBUILD_KINDS}, "n": {"$sum": 1}}},
     ])
@@ -68,7 +56,7 @@ def rebuild_totals(db: Db, library: str) -> dict[str, int]:
 def job_runs(db: Db, job: str, libraries: Sequence[str | None]) -> dict[str, Any]:
     """A job's run count, failure count (failed or interrupted) and last run, over some libraries."""
     where = {"job": job, "library": {"$in": list(libraries)}}
-    runs = _coll(db, "runs")
+    runs = durable(db, "runs")
     return {
         "runs": runs.count_documents(where),
         "failures": runs.count_documents({**where, "status": {"$in": ["failed", "interrupted"]}}),
@@ -78,35 +66,35 @@ def job_runs(db: Db, job: str, libraries: Sequence[str | None]) -> dict[str, Any
 
 def recent_runs(db: Db, library: str, job: str, limit: int) -> list[dict[str, Any]]:
     """The library's last `limit` finished runs of `job`, newest first."""
-    return list(_coll(db, "runs").find({"library": library, "job": job, "status": {"$in": list(FINISHED)}})
+    return list(durable(db, "runs").find({"library": library, "job": job, "status": {"$in": list(FINISHED)}})
                 .sort("started_at", DESCENDING).limit(limit))
 
 
 def _failed(library: str | None) -> dict[str, Any]:
-    return {**_scope(library), "status": "present",
+    return {**({} if library is None else {"library": library}), "status": "present",
             "$or": [{"probe_error": {"$ne": None}}, *({f"rebuild.{kind}": "failed"} for kind in REBUILD_KINDS)]}
 
 
 def failed_files(db: Db, library: str | None, limit: int) -> list[dict[str, Any]]:
     """Present files whose header could not be read or whose cache image or thumbnail failed, newest first."""
-    return list(_coll(db, "files").find(_failed(library)).sort("updated_at", DESCENDING).limit(limit))
+    return list(durable(db, "files").find(_failed(library)).sort("updated_at", DESCENDING).limit(limit))
 
 
 def count_failed_files(db: Db, library: str | None) -> int:
     """How many present files have a failed header probe or render."""
-    return int(_coll(db, "files").count_documents(_failed(library)))
+    return int(durable(db, "files").count_documents(_failed(library)))
 
 
 # ---------------------------------------------------------------- history, events
 
 def find_runs(db: Db, where: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
     """Runs matching `where`, newest first."""
-    return list(_coll(db, "runs").find(dict(where)).sort("started_at", DESCENDING).limit(limit))
+    return list(durable(db, "runs").find(dict(where)).sort("started_at", DESCENDING).limit(limit))
 
 
 def find_events(db: Db, where: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
     """Change events matching `where`, newest first."""
-    return list(_coll(db, "events").find(dict(where)).sort("detected_at", DESCENDING).limit(limit))
+    return list(durable(db, "events").find(dict(where)).sort("detected_at", DESCENDING).limit(limit))
 
 
 def path_pattern(glob: str) -> re.Pattern[str]:
@@ -123,175 +111,3 @@ def path_pattern(glob: str) -> re.Pattern[str]:
         else:
             parts.append(re.escape(piece))
     return re.compile("^" + "".join(parts) + "$")
-
-
-# ---------------------------------------------------------------- cleanup: batched lookups
-
-def _ranged(db: Db, collection: str, where: Mapping[str, Any], key: str, values: Collection[str],
-            fields: Mapping[str, int], page: int = PAGE) -> Iterator[dict[str, Any]]:
-    """Documents whose `key` is one of `values`, read as the index range [min, max] in pages.
-
-    Not `$in`: SecantusDB answers `$in` (on `_id` too) with a collection scan, 1.2 s per batch
-    of 1,000 at 20,000 records, while a range on an indexed key takes 0.05 s. Callers pass
-    sorted batches, so consecutive ranges do not overlap and a whole pass reads each record
-    at most once. Paging on `key > last` yields one document per key value.
-    """
-    wanted = set(values)
-    if not wanted:
-        return
-    low, high = min(wanted), max(wanted)
-    bound: dict[str, Any] = {"$gte": low, "$lte": high}
-    while True:
-        docs = list(_coll(db, collection).find({**where, key: bound}, {**fields, key: 1}).sort(key, 1).limit(page))
-        yield from (doc for doc in docs if doc[key] in wanted)
-        if len(docs) < page:
-            return
-        bound = {"$gt": docs[-1][key], "$lte": high}
-
-
-def kept_records(cutoffs: Mapping[str, datetime]) -> dict[str, Any]:
-    """The file records a cleanup keeps: all but those of `cutoffs`' libraries missing since before the cutoff."""
-    if not cutoffs:
-        return {}
-    return {"$or": [{"status": "present"}, {"library": {"$nin": list(cutoffs)}},
-                    *({"library": name, "missing_since": {"$gte": cutoff}} for name, cutoff in cutoffs.items())]}
-
-
-def referenced_hashes(db: Db, hashes: Collection[str], *, where: Mapping[str, Any] | None = None,
-                      page: int = PAGE) -> set[str]:
-    """Which of `hashes` (a sorted batch) some file record of this catalog has, in any library.
-
-    Records of deleted files kept for their retention count too (`where` = `kept_records`):
-    a file back from a restore within the retention must find its cache image still there.
-    """
-    return {doc["hash"] for doc in _ranged(db, "files", dict(where or {}), "hash", hashes, {"_id": 0}, page)}
-
-
-def catalog_id(db: Db) -> str:
-    """This catalog's identity (made at first use): the owner named in a cache folder's marker."""
-    meta = _coll(db, "meta")
-    meta.update_one({"_id": "catalog"}, {"$setOnInsert": {"catalog_id": uuid.uuid4().hex,
-                                                         "created_at": datetime.now(UTC)}}, upsert=True)
-    found = meta.find_one({"_id": "catalog"}) or {}
-    return str(found["catalog_id"])
-
-
-def files_at(db: Db, library: str, paths: Collection[str]) -> dict[str, dict[str, Any]]:
-    """The file records at `paths` (a sorted batch) with their status, hash and rebuild state, by path."""
-    fields = {"status": 1, "hash": 1, "rebuild": 1}
-    return {doc["path"]: doc for doc in _ranged(db, "files", {"library": library}, "path", paths, fields)}
-
-
-# ---------------------------------------------------------------- cleanup: missing records
-
-def _missing(library: str, collection: str, cutoff: datetime) -> dict[str, Any]:
-    where: dict[str, Any] = {"library": library, "missing_since": {"$lt": cutoff}}
-    if collection == "files":
-        where["status"] = "missing"
-    return where
-
-
-def missing_before(db: Db, collection: str, library: str, cutoff: datetime) -> Iterator[dict[str, Any]]:
-    """`files` or `collections` records of `library` missing since before `cutoff` (`path`), by path."""
-    where = _missing(library, collection, cutoff)
-    last: str | None = None
-    while True:
-        query = where if last is None else {**where, "path": {"$gt": last}}
-        docs = list(_coll(db, collection).find(query, {"_id": 0, "path": 1}).sort("path", 1).limit(PAGE))
-        yield from docs
-        if len(docs) < PAGE:
-            return
-        last = docs[-1]["path"]
-
-
-def delete_missing(db: Db, collection: str, library: str, cutoff: datetime) -> int:
-    """Delete what `missing_before` listed (a record revived meanwhile is present again, and stays)."""
-    return _coll(db, collection).delete_many(_missing(library, collection, cutoff)).deleted_count
-
-
-# ---------------------------------------------------------------- cleanup: events
-
-def unprocessed_events(db: Db, library: str) -> Iterator[dict[str, Any]]:
-    """The library's unprocessed change events (`_id`, `path`, `type`, `hash`), page by page."""
-    where = {"library": library, "processed": False}
-    last: Any = None
-    while True:
-        query = where if last is None else {**where, "_id": {"$gt": last}}
-        docs = list(_coll(db, "events").find(query, {"path": 1, "type": 1, "hash": 1}).sort("_id", 1).limit(PAGE))
-        yield from docs
-        if len(docs) < PAGE:
-            return
-        last = docs[-1]["_id"]
-
-
-def mark_processed(db: Db, ids: Sequence[Any], now: datetime) -> int:
-    """Mark events processed (the TTL index on `processed_at` then ages them out).
-
-    Unordered bulk updates by `_id`, not `update_many` with `$in` (a collection scan per batch here).
-    """
-    marked = 0
-    update = {"$set": {"processed": True, "processed_at": now}}
-    for start in range(0, len(ids), BATCH):
-        batch = [UpdateOne({"_id": event_id, "processed": False}, update) for event_id in ids[start:start + BATCH]]
-        marked += _coll(db, "events").bulk_write(batch, ordered=False).modified_count
-    return marked
-
-
-def _old_events(library: str | None, cutoff: datetime) -> dict[str, Any]:
-    return {**_scope(library), "processed": True, "processed_at": {"$lt": cutoff}}
-
-
-def count_old_events(db: Db, library: str | None, cutoff: datetime) -> int:
-    """Processed events older than `cutoff` (the TTL index may remove them first)."""
-    return _coll(db, "events").count_documents(_old_events(library, cutoff))
-
-
-def delete_old_events(db: Db, library: str | None, cutoff: datetime) -> int:
-    return _coll(db, "events").delete_many(_old_events(library, cutoff)).deleted_count
-
-
-# ---------------------------------------------------------------- cleanup: runs and locks
-
-def _old_runs(library: str | None, cutoff: datetime) -> dict[str, Any]:
-    return {**_scope(library), "status": {"$in": list(FINISHED)}, "finished_at": {"$lt": cutoff}}
-
-
-def count_old_runs(db: Db, library: str | None, cutoff: datetime) -> int:
-    """Finished runs that ended before `cutoff`."""
-    return _coll(db, "runs").count_documents(_old_runs(library, cutoff))
-
-
-def delete_old_runs(db: Db, library: str | None, cutoff: datetime) -> int:
-    return _coll(db, "runs").delete_many(_old_runs(library, cutoff)).deleted_count
-
-
-def running_runs(db: Db, library: str | None) -> list[dict[str, Any]]:
-    return list(_coll(db, "runs").find({**_scope(library), "status": "running"}))
-
-
-def all_locks(db: Db) -> list[dict[str, Any]]:
-    return list(_coll(db, "locks").find())
-
-
-def release_lock(db: Db, lock_id: str, owner: Any) -> int:
-    """Delete a lease if `owner` still holds it (a lease taken over meanwhile stays)."""
-    return _coll(db, "locks").delete_one({"_id": lock_id, "owner": owner}).deleted_count
-
-
-# ---------------------------------------------------------------- cleanup: stuck rebuild requests
-
-def _stuck(library: str, kind: str, cutoff: datetime) -> dict[str, Any]:
-    # A request queued without a timestamp is as stuck as an old one: nothing says it was delivered.
-    return {"library": library, f"rebuild.{kind}": "queued",
-            "$or": [{f"rebuild.{kind}_at": {"$lt": cutoff}}, {f"rebuild.{kind}_at": None}]}
-
-
-def count_stuck(db: Db, library: str, kind: str, cutoff: datetime) -> int:
-    """Rebuild requests of `kind` queued before `cutoff` and never finished."""
-    return _coll(db, "files").count_documents(_stuck(library, kind, cutoff))
-
-
-def requeue_stuck(db: Db, library: str, kind: str, cutoff: datetime) -> int:
-    """Put stuck queued requests back to `pending`, so the next publish retries them."""
-    return _coll(db, "files").update_many(_stuck(library, kind, cutoff),
-                                          {"$set": {f"rebuild.{kind}": "pending"}}).modified_count

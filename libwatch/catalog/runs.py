@@ -18,6 +18,7 @@ JOBS: Final = ("scan", "rebuild", "cleanup", "worker")
 TRIGGERS: Final = ("manual", "timer", "path", "cron")
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED, SKIPPED = "running", "succeeded", "failed", "interrupted", "skipped"
 PARTIAL: Final = "partial"  # done, with per-item problems named in `error`
+FINISHED: Final = (SUCCEEDED, PARTIAL, FAILED, INTERRUPTED, SKIPPED)  # every way a run ends
 BY_THE_USER: Final = "interrupted by the user"
 
 

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, WriteConcern
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
@@ -15,6 +16,13 @@ SCHEMA_VERSION: Final = 1
 # lost acknowledged writes under the default write concern and none with j=True.
 DURABLE: Final = WriteConcern(w="majority", j=True)
 EVENTS_TTL_S: Final = 90 * 24 * 3600  # processed change events are kept this long
+
+
+
+def durable(db: Database[dict[str, Any]], name: str) -> Collection[dict[str, Any]]:
+    """Collection `name` of `db`, written with the `DURABLE` write concern."""
+    return db.get_collection(name, write_concern=DURABLE)
+
 
 # Only the indexes the design names: on SecantusDB every secondary index adds about a
 # millisecond to each write of a file record (measured), and the rebuild-state reads

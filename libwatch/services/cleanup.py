@@ -29,13 +29,14 @@ from typing import Any, Final
 from pymongo.database import Database
 
 from libwatch import cachefiles
+from libwatch.catalog import housekeeping as repo
 from libwatch.catalog import libraries as library_repo
-from libwatch.catalog import reports as repo
 from libwatch.catalog import runs
 from libwatch.catalog.schema import EVENTS_TTL_S
 from libwatch.config import Settings, mask_url
 from libwatch.errors import EXIT_OK, EXIT_ROOT_UNAVAILABLE, ForeignCache, UsageError
 from libwatch.library import Library
+from libwatch.messages import KINDS
 from libwatch.result import Problem, Result
 
 RUNS_RETENTION: Final = timedelta(days=90)
@@ -196,7 +197,7 @@ def _library_plan(db: Db, lib: Library, *, now: datetime, retention: timedelta,
         library=lib.name, cutoff=cutoff,
         files=tuple(doc["path"] for doc in repo.missing_before(db, "files", lib.name, cutoff)),
         collections=tuple(doc["path"] for doc in repo.missing_before(db, "collections", lib.name, cutoff)),
-        stuck={kind: repo.count_stuck(db, lib.name, kind, stuck_before) for kind in repo.REBUILD_KINDS},
+        stuck={kind: repo.count_stuck(db, lib.name, kind, stuck_before) for kind in KINDS},
         stuck_before=stuck_before)
 
 
@@ -207,7 +208,7 @@ def _event_done(event: dict[str, Any], record: dict[str, Any] | None) -> bool:
     if record.get("hash") != event.get("hash"):
         return True  # a newer change of the same file carries the rebuild now
     rebuild = record.get("rebuild") or {}
-    return all(rebuild.get(kind) in (None, "done") for kind in repo.REBUILD_KINDS)
+    return all(rebuild.get(kind) in (None, "done") for kind in KINDS)
 
 
 def _events_done(db: Db, library: str) -> list[Any]:
@@ -351,7 +352,7 @@ def apply(db: Db, plan: Plan) -> dict[str, int]:
         counts["missing_files"] += repo.delete_missing(db, "files", lib.library, lib.cutoff)
         counts["missing_collections"] += repo.delete_missing(db, "collections", lib.library, lib.cutoff)
         counts["requeued"] += sum(repo.requeue_stuck(db, lib.library, kind, lib.stuck_before)
-                                  for kind in repo.REBUILD_KINDS)
+                                  for kind in KINDS)
     counts["events_processed"] = repo.mark_processed(db, plan.events_done, plan.now)
     for stale in plan.stale_runs:
         counts["stale_runs"] += runs.mark_interrupted(db, stale.run_id, f"cleanup: {stale.reason}")

@@ -301,7 +301,7 @@ def test_bad_age_is_a_usage_error(libwatch) -> None:
 
 
 def test_hash_lookup_pages_through_a_wide_range(db: Any) -> None:
-    from libwatch.catalog import reports as repo
+    from libwatch.catalog import housekeeping as repo
 
     db.files.insert_many([file_doc("photos", f"f{i}.jpg", i) for i in range(25)]
                          + [file_doc("photos", "dup-a.jpg", 10), file_doc("photos", "dup-b.jpg", 10),

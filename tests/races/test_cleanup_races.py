@@ -59,7 +59,7 @@ def test_cleanup_while_a_rendering_is_written_deletes_nothing_needed_and_leaves_
 
 # Cleanup asks the catalog about the cache's hashes once per kind while planning (2 calls here),
 # then once more, for the orphans of both kinds together, just before removing them.
-ORPHANS_CHECKED = "libwatch.catalog.reports:referenced_hashes:after@3"
+ORPHANS_CHECKED = "libwatch.catalog.housekeeping:referenced_hashes:after@3"
 
 
 def test_a_file_restored_while_cleanup_removes_its_orphaned_rendering_ends_rendered(
