@@ -100,7 +100,10 @@ def test_duplicate_library_refused(libwatch, tmp_path: Path) -> None:
 def test_embedded_store_persists_and_serialises_processes(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIBWATCH_")}
     env.update(LIBWATCH_CONFIG=os.devnull, LIBWATCH_HOME=str(tmp_path / "home"), LIBWATCH_STORE_WAIT="1")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "libwatch", *a], env=env, capture_output=True, text=True)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "libwatch", *args], env=env, capture_output=True, text=True)
+
     assert run("library", "add", "one", str(tmp_path)).returncode == 0
     # A second process holding the store: hold the lock file from here and check the refusal.
     import fcntl

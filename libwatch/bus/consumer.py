@@ -21,7 +21,7 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
 from libwatch.bus.connection import blocking, close_quietly, reason, unavailable
-from libwatch.bus.topology import Topology, declare
+from libwatch.bus.topology import DEFAULT_TOPOLOGY, Topology, declare
 from libwatch.errors import BusError
 from libwatch.messages import KINDS
 
@@ -61,7 +61,7 @@ class Consumer:
     the negotiated heartbeat (60 s by default).
     """
 
-    def __init__(self, url: str, topology: Topology = Topology(), *, prefetch: int = 100,
+    def __init__(self, url: str, topology: Topology = DEFAULT_TOPOLOGY, *, prefetch: int = 100,
                  kinds: Iterable[str] = KINDS, connect_timeout_s: float = 5,
                  max_body_bytes: int | None = None) -> None:
         self._kinds = tuple(kinds)
@@ -147,7 +147,7 @@ class Consumer:
                 wait = min(wait, idle_timeout_s - (time.monotonic() - last))
                 if wait <= 0:
                     break
-            self._io(lambda connection: connection.process_data_events(time_limit=wait))
+            self._io(lambda connection, limit=wait: connection.process_data_events(time_limit=limit))
         self._flush_acks()
 
     def ack(self, d: Delivery) -> None:

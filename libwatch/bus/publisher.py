@@ -10,7 +10,7 @@ from typing import Final
 
 from libwatch.bus.confirms import ConfirmLink, OutgoingMessage
 from libwatch.bus.connection import blocking, close_quietly, log
-from libwatch.bus.topology import Topology, declare_for_publishing
+from libwatch.bus.topology import DEFAULT_TOPOLOGY, Topology, declare_for_publishing
 from libwatch.config import mask_url
 from libwatch.errors import BrokerUnavailable, BusError
 
@@ -48,7 +48,7 @@ class Publisher:
     broker's confirms (persistent messages are confirmed once written).
     """
 
-    def __init__(self, url: str, topology: Topology = Topology(), *, connect_timeout_s: float = 5,
+    def __init__(self, url: str, topology: Topology = DEFAULT_TOPOLOGY, *, connect_timeout_s: float = 5,
                  max_in_flight: int = 5000) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")

@@ -77,6 +77,10 @@ class Topology:
         return {**self.queues, "dead": self.dead_letter_queue}
 
 
+# The default for every call that takes a topology (a frozen value, shared safely).
+DEFAULT_TOPOLOGY: Final = Topology()
+
+
 def _mismatch(exc: pika.exceptions.ChannelClosedByBroker) -> TopologyMismatch:
     found = _MISMATCH.search(exc.reply_text)
     if found is None:
@@ -89,7 +93,7 @@ def _mismatch(exc: pika.exceptions.ChannelClosedByBroker) -> TopologyMismatch:
     )
 
 
-def declare(channel: BlockingChannel, topology: Topology = Topology()) -> None:
+def declare(channel: BlockingChannel, topology: Topology = DEFAULT_TOPOLOGY) -> None:
     """Declare the exchanges, queues and bindings; idempotent.
 
     Raises TopologyMismatch when one exists with other arguments (the broker's
@@ -110,7 +114,7 @@ def declare(channel: BlockingChannel, topology: Topology = Topology()) -> None:
         raise error(f"RabbitMQ refused to declare the libwatch topology: {exc.reply_text}") from exc
 
 
-def declare_for_publishing(connection: pika.BlockingConnection, topology: Topology = Topology()) -> None:
+def declare_for_publishing(connection: pika.BlockingConnection, topology: Topology = DEFAULT_TOPOLOGY) -> None:
     """Declare the topology, or, for a user that may only publish, check that its exchange exists.
 
     Declaring a dead-lettered queue needs the right to read it, which a publish-only
@@ -135,7 +139,7 @@ class QueueStats:
     consumers: int = 0
 
 
-def queue_stats(url: str, topology: Topology = Topology(), *, timeout_s: float = 5.0) -> dict[str, QueueStats]:
+def queue_stats(url: str, topology: Topology = DEFAULT_TOPOLOGY, *, timeout_s: float = 5.0) -> dict[str, QueueStats]:
     """Each rebuild queue's and the dead-letter queue's (``dead``) ready messages and consumers."""
     stats: dict[str, QueueStats] = {}
     connection = blocking(url, timeout_s, "status")
@@ -157,7 +161,7 @@ def queue_stats(url: str, topology: Topology = Topology(), *, timeout_s: float =
     return stats
 
 
-def queue_depths(url: str, topology: Topology = Topology(), *, timeout_s: float = 5.0) -> dict[str, int]:
+def queue_depths(url: str, topology: Topology = DEFAULT_TOPOLOGY, *, timeout_s: float = 5.0) -> dict[str, int]:
     """Messages ready in each rebuild queue and in the dead-letter queue (``dead``); 0 for a missing queue."""
     return {name: queue.messages for name, queue in queue_stats(url, topology, timeout_s=timeout_s).items()}
 

@@ -149,7 +149,7 @@ def table(out: Console, headers: Sequence[str], rows: Iterable[Sequence[str]], *
     if title:
         out.file.write(title + "\n")
     for row in [list(headers), *cells]:
-        out.file.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+        out.file.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
 def _rich_table(out: Console, headers: Sequence[str], cells: list[list[str]], title: str | None) -> None:

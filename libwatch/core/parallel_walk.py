@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import BinaryIO, Final, NamedTuple, NoReturn
 
 from libwatch.core.walk import (
+    DEFAULT_OPTIONS,
     FolderCheck,
     Item,
     Skip,
@@ -34,7 +35,7 @@ from libwatch.core.walk import (
 from libwatch.errors import WalkWorkerLost
 
 
-def walk(root: str | bytes, options: WalkOptions = WalkOptions(), *,
+def walk(root: str | bytes, options: WalkOptions = DEFAULT_OPTIONS, *,
          unchanged: FolderCheck | None = None, under: str = "", workers: int = 1) -> Walk:
     """The items of :func:`libwatch.core.walk.walk`, in the same order; raises what it raises.
 

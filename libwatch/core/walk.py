@@ -75,6 +75,10 @@ class WalkOptions:
     cross_mounts: bool = False
 
 
+# The default for every walk that takes options (a frozen value, shared safely).
+DEFAULT_OPTIONS: Final = WalkOptions()
+
+
 class DiskEntry(NamedTuple):
     """One regular image file as stat'ed on disk.
 
@@ -398,7 +402,7 @@ class Walk(Protocol):
     def close(self) -> None: ...
 
 
-def walk(root: str | bytes, options: WalkOptions = WalkOptions(), *,
+def walk(root: str | bytes, options: WalkOptions = DEFAULT_OPTIONS, *,
          unchanged: FolderCheck | None = None, under: str = "") -> Walk:
     """Yield every image under ``root`` and every skipped path, in ascending ``sort_key`` order.
 

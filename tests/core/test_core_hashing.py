@@ -133,7 +133,7 @@ def test_pool_keeps_input_order_and_agrees_with_in_process(tree: Tree) -> None:
     assert [r for _, r in pooled] == local
     skips = [r for r in local if isinstance(r, Skip)]
     assert [(s.path, s.reason) for s in skips] == [("d3/gone.jpg", VANISHED)]
-    for entry, result in zip(todo, local):
+    for entry, result in zip(todo, local, strict=True):
         if isinstance(result, Fingerprint):
             assert result.entry.path == entry.path
             assert result.hash == expected(Path(os.fsdecode(root + b"/" + entry.raw)).read_bytes())

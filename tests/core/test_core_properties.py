@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import xxhash
@@ -120,40 +121,73 @@ ops = st.one_of(
 )
 
 
+def _free(m: Model, path: str) -> bool:
+    """No file has ``path`` and no file lies under it (so it is not a folder either)."""
+    return path not in m.disk and not any(p.startswith(path + "/") for p in m.disk)
+
+
+def _add(m: Model, folder: str, name: str, content: bytes) -> None:
+    path = f"{folder}/{name}".lstrip("/")
+    if _free(m, path):
+        m.disk[path] = File(content, m.stamp(), m.stamp(), m.new_inode())
+
+
+def _wait(m: Model, ns: int) -> None:
+    m.clock += ns
+
+
+def _scan(m: Model) -> None:
+    m.scan()
+
+
+def _rmdir(m: Model, folder: str) -> None:
+    for p in [p for p in m.disk if p.startswith(folder + "/")]:
+        del m.disk[p]
+
+
+def _edit(m: Model, pick: str, content: bytes) -> None:
+    f = m.disk[pick]
+    f.content, f.mtime, f.ctime = content, m.stamp(), m.stamp()
+
+
+def _edit_keep_mtime(m: Model, pick: str, content: bytes) -> None:
+    """Write, then `touch -r` back: only ctime (and racy) can tell."""
+    f = m.disk[pick]
+    f.content, f.ctime = content, m.stamp()
+
+
+def _touch(m: Model, pick: str) -> None:
+    m.disk[pick].mtime = m.disk[pick].ctime = m.stamp()
+
+
+def _move(m: Model, pick: str, folder: str, name: str) -> None:
+    target = f"{folder}/{name}".lstrip("/")
+    if _free(m, target):
+        f = m.disk.pop(pick)
+        f.ctime = m.stamp()
+        m.disk[target] = f
+
+
+def _delete(m: Model, pick: str) -> None:
+    del m.disk[pick]
+
+
+# Operations on the model, called with the op's arguments.
+ON_THE_MODEL: dict[str, Callable[..., None]] = {"add": _add, "wait": _wait, "scan": _scan, "rmdir": _rmdir}
+# Operations on one file, picked by the op's first argument (an index, modulo the number of files).
+ON_A_FILE: dict[str, Callable[..., None]] = {
+    "edit": _edit, "edit-keep-mtime": _edit_keep_mtime, "touch": _touch, "move": _move, "delete": _delete}
+
+
 def mutate(m: Model, op: tuple) -> None:  # type: ignore[type-arg]
-    kind = op[0]
+    kind, *args = op
     m.clock += 10**7  # every operation takes a little time
-    paths = sorted(m.disk)
-    pick = paths[op[1] % len(paths)] if paths and isinstance(op[1] if len(op) > 1 else None, int) else None
-    if kind == "add":
-        path = f"{op[1]}/{op[2]}".lstrip("/")
-        if path not in m.disk and not any(p.startswith(path + "/") for p in m.disk):
-            m.disk[path] = File(op[3], m.stamp(), m.stamp(), m.new_inode())
-    elif kind == "wait":
-        m.clock += op[1]
-    elif kind == "scan":
-        m.scan()
-    elif pick is None:
+    if kind in ON_THE_MODEL:
+        ON_THE_MODEL[kind](m, *args)
         return
-    elif kind == "edit":
-        f = m.disk[pick]
-        f.content, f.mtime, f.ctime = op[2], m.stamp(), m.stamp()
-    elif kind == "edit-keep-mtime":  # write, then `touch -r` back: only ctime (and racy) can tell
-        f = m.disk[pick]
-        f.content, f.ctime = op[2], m.stamp()
-    elif kind == "touch":
-        m.disk[pick].mtime = m.disk[pick].ctime = m.stamp()
-    elif kind == "move":
-        target = f"{op[2]}/{op[3]}".lstrip("/")
-        if target not in m.disk and not any(p.startswith(target + "/") for p in m.disk):
-            f = m.disk.pop(pick)
-            f.ctime = m.stamp()
-            m.disk[target] = f
-    elif kind == "delete":
-        del m.disk[pick]
-    elif kind == "rmdir":
-        for p in [p for p in m.disk if p.startswith(op[1] + "/")]:
-            del m.disk[p]
+    paths = sorted(m.disk)
+    if paths:  # on an empty disk there is no file to pick
+        ON_A_FILE[kind](m, paths[args[0] % len(paths)], *args[1:])
 
 
 def content_hash(data: bytes) -> str:
@@ -177,7 +211,12 @@ def test_scan_converges_and_reports_the_mutations(initial: list, gap: int, mutat
             mutate(m, op)
     changes = m.scan()
 
-    # The catalog now equals the disk, exactly.
+    assert_converged(m)
+    assert_changes_match_mutations(changes, before, m.disk)
+
+
+def assert_converged(m: Model) -> None:
+    """The catalog equals the disk, exactly, and stays so: a second diff and a later scan report nothing."""
     assert {p: (r.size, r.hash, r.mtime_ns) for p, r in m.catalog.items()} == {
         p: (len(f.content), content_hash(f.content), f.mtime) for p, f in m.disk.items()}
     # A second diff reports nothing, however soon it runs (racy records are re-hashed and confirmed).
@@ -186,35 +225,48 @@ def test_scan_converges_and_reports_the_mutations(initial: list, gap: int, mutat
     assert m.scan() == []
     assert not any(r.racy for r in m.catalog.values())
 
-    # Each reported change corresponds to what the mutations did.
+
+Before = dict[str, tuple[str | None, int, int, int, int]]  # path -> (hash, size, mtime, ctime, inode)
+
+
+def assert_changes_match_mutations(changes: list[Change], before: Before, disk: dict[str, File]) -> None:
+    """Each reported change corresponds to what the mutations did, and each mutation is reported."""
     by_path = {c.path: c for c in changes}
     assert len(by_path) == len(changes)
-    sources = {c.old_path for c in changes if c.type == RENAMED}
     for c in changes:
-        assert c.type != CORRUPTED
-        if c.type == ADDED:
-            assert c.path not in before and c.path in m.disk
-        elif c.type == RENAMED:
-            assert c.old_path in before and c.old_path not in m.disk and c.path not in before
-            assert before[c.old_path][0] == c.hash  # type: ignore[index]
-        elif c.type == DELETED:
-            assert c.path in before and c.path not in m.disk
-        elif c.type == MODIFIED:
-            assert before[c.path][0] != c.hash
-        else:
-            assert c.type == TOUCHED and before[c.path][0] == c.hash
-    for path, f in m.disk.items():
-        if path not in before:
-            assert by_path[path].type in (ADDED, RENAMED)
-        elif before[path][0] != content_hash(f.content):
-            assert by_path[path].type == MODIFIED
-        elif before[path][1:] != (len(f.content), f.mtime, f.ctime, f.inode):
-            assert by_path[path].type == TOUCHED
-        else:
-            assert path not in by_path
+        assert_change_is_true(c, before, disk)
+    for path, f in disk.items():
+        assert_file_is_reported(path, f, before, by_path)
+    sources = {c.old_path for c in changes if c.type == RENAMED}
     for path in before:
-        if path not in m.disk:
+        if path not in disk:
             assert path in sources or by_path[path].type == DELETED
+
+
+def assert_change_is_true(c: Change, before: Before, disk: dict[str, File]) -> None:
+    assert c.type != CORRUPTED
+    if c.type == ADDED:
+        assert c.path not in before and c.path in disk
+    elif c.type == RENAMED:
+        assert c.old_path in before and c.old_path not in disk and c.path not in before
+        assert before[c.old_path][0] == c.hash  # type: ignore[index]
+    elif c.type == DELETED:
+        assert c.path in before and c.path not in disk
+    elif c.type == MODIFIED:
+        assert before[c.path][0] != c.hash
+    else:
+        assert c.type == TOUCHED and before[c.path][0] == c.hash
+
+
+def assert_file_is_reported(path: str, f: File, before: Before, by_path: dict[str, Change]) -> None:
+    if path not in before:
+        assert by_path[path].type in (ADDED, RENAMED)
+    elif before[path][0] != content_hash(f.content):
+        assert by_path[path].type == MODIFIED
+    elif before[path][1:] != (len(f.content), f.mtime, f.ctime, f.inode):
+        assert by_path[path].type == TOUCHED
+    else:
+        assert path not in by_path
 
 
 # Pieces chosen to collide in naive orders: "-" and "." sort below "/", NFC and NFD spellings, a backslash.

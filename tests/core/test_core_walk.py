@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from libwatch.core.paths import key_of
 from libwatch.core.walk import (
+    DEFAULT_OPTIONS,
     MOUNT_POINT,
     NAME_TOO_LONG,
     NOT_REGULAR,
@@ -38,7 +39,7 @@ from libwatch.errors import RootNotListable
 Tree = Callable[[Mapping[str | bytes, bytes | None]], bytes]
 
 
-def paths(root: bytes, options: WalkOptions = WalkOptions()) -> list[str]:
+def paths(root: bytes, options: WalkOptions = DEFAULT_OPTIONS) -> list[str]:
     return [item.path for item in walk(root, options) if type(item) is DiskEntry]
 
 
