@@ -89,7 +89,8 @@ def main() -> int:
     run(args.entries)
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    print(f"{'entries':>10} {'seconds':>8} {'entries/s':>10} {'peak RSS MB':>12} {'RSS growth MB':>14} {'traced peak MB':>15}")
+    print(f"{'entries':>10} {'seconds':>8} {'entries/s':>10} {'peak RSS MB':>12} "
+          f"{'RSS growth MB':>14} {'traced peak MB':>15}")
     print(f"{args.entries:>10} {elapsed:>8.2f} {args.entries / elapsed:>10.0f} {rss_peak / 1024:>12.1f} "
           f"{(rss_peak - rss_before) / 1024:>14.1f} {traced_peak / 2**20:>15.1f}")
     print("unchanged", unchanged, " ".join(f"{k} {v}" for k, v in counts.items()))

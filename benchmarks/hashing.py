@@ -88,7 +88,8 @@ def main() -> int:
         shutil.rmtree(top)
     print(f"{'case':<6} {'files':<18} {'baseline s':>10} {'libwatch s':>10} {'GB/s':>6} {'ratio':>6} {'target':>6}")
     for case, files, nbytes, base, ours, target in rows:
-        print(f"{case:<6} {files:<18} {base:>10.3f} {ours:>10.3f} {nbytes / ours / 1e9:>6.2f} {base / ours:>6.2f} {target:>6.1f}")
+        print(f"{case:<6} {files:<18} {base:>10.3f} {ours:>10.3f} "
+              f"{nbytes / ours / 1e9:>6.2f} {base / ours:>6.2f} {target:>6.1f}")
     return 0
 
 

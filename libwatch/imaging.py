@@ -175,7 +175,9 @@ def _open_raw(data: bytes) -> Image.Image:
 
 
 def render(data: bytes, spec: RenderSpec, *, camera_raw: bool = False) -> bytes:
-    """The encoded ``spec`` rendering of the image file content ``data``: upright, RGB, longest edge at most ``max_edge``.
+    """The encoded ``spec`` rendering of the image file content ``data``.
+
+    Upright, RGB, longest edge at most ``max_edge``.
 
     The caller reads the file once and checks its hash, so what is decoded is exactly
     what was hashed. JPEGs are decoded at a reduced scale (``draft``) and EXIF
@@ -337,5 +339,6 @@ def _reason(exc: Exception) -> str:
     elif "truncated" in detail.lower() or isinstance(exc, EOFError):
         reason = f"truncated file ({detail or type(exc).__name__})"
     else:
-        reason = f"cannot decode ({type(exc).__name__}: {detail})" if detail else f"cannot decode ({type(exc).__name__})"
+        reason = (f"cannot decode ({type(exc).__name__}: {detail})" if detail
+                  else f"cannot decode ({type(exc).__name__})")
     return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"

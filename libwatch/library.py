@@ -50,7 +50,10 @@ def check_retention_days(days: float) -> float:
 
 
 def check_max_delete(fraction: float) -> float:
-    """``fraction`` if it is a share of a library's files (0 to 1; 0 lets no scan delete without --allow-mass-delete)."""
+    """``fraction`` if it is a share of a library's files, 0 to 1; raises UsageError otherwise.
+
+    0 lets no scan delete without --allow-mass-delete.
+    """
     if not (math.isfinite(fraction) and 0 <= fraction <= 1):
         raise UsageError(f"--max-delete must be a fraction from 0 to 1 (0.05 is 5 %), not {fraction:g}")
     return fraction
@@ -136,9 +139,11 @@ class Library:
 
     def to_document(self) -> dict[str, Any]:
         return {
-            "_id": self.name, "path": self.path, "link": self.link, "include": list(self.include), "exclude": list(self.exclude),
+            "_id": self.name, "path": self.path, "link": self.link,
+            "include": list(self.include), "exclude": list(self.exclude),
             "default_excludes": self.default_excludes, "dropped_excludes": list(self.dropped_excludes),
-            "compare": list(self.compare), "hidden": self.hidden, "follow_symlinks": self.follow_symlinks, "cross_mounts": self.cross_mounts,
+            "compare": list(self.compare), "hidden": self.hidden, "follow_symlinks": self.follow_symlinks,
+            "cross_mounts": self.cross_mounts,
             "schedule": {"on_calendar": self.on_calendar, "enabled": self.enabled, "paused": self.paused},
             "watch": {"enabled": self.watch},
             "rebuild": {"cache": self.rebuild_cache, "thumbnails": self.rebuild_thumbnails},

@@ -190,7 +190,8 @@ def _check_path(path: str, library_id: str, root_of: Callable[[str], str | None]
     # Lexical only (no symlink resolution): the root itself may legitimately be a symlink.
     root = os.path.normpath(root)
     if os.path.commonpath([root, os.path.normpath(path)]) != root:
-        raise InvalidMessage(f"imagePath {shown(path)} is outside the root {shown(root)} of library {shown(library_id)}")
+        raise InvalidMessage(f"imagePath {shown(path)} is outside the root {shown(root)} "
+                             f"of library {shown(library_id)}")
 
 
 def _check_timestamp(value: str) -> None:

@@ -14,9 +14,10 @@ symbolic links planted there (``libwatch.beneath``), and renders only bytes whos
 XXH3-128 is the job's content hash: a file replaced since the scan (another
 picture, a link to a private file, a folder) ends ``changed`` and writes nothing,
 so a rendering is never stored under another content's hash. It then renders and
-writes its output itself (``cachefiles.write_atomic``), so the pixels never cross a pipe. Outputs are content-addressed: a job whose
-(kind, hash) is already in the cache is done without rendering, which is what
-makes a renamed or duplicated image free.
+writes its output itself (``cachefiles.write_atomic``), so the pixels never cross
+a pipe. Outputs are content-addressed: a job whose (kind, hash) is already in the
+cache is done without rendering, which is what makes a renamed or duplicated image
+free.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ class RenderJob:
 
 @dataclass(frozen=True, slots=True)
 class RenderOutcome:
-    """How a job ended: ``done`` (``path`` is the cache file), ``failed``, ``skipped`` or ``changed`` (``error`` says why).
+    """How a job ended: ``done`` (``path`` is the cache file), ``failed``, ``skipped`` or ``changed``.
+
+    ``error`` says why a job did not end ``done``.
 
     ``skipped``: no file at the path (vanished since the scan). ``changed``: the file
     there no longer holds the job's content (rewritten, now a link or a folder): nothing

@@ -83,7 +83,8 @@ def present_records(db: Db, library: str, collections: Mapping[str, dict[str, An
     # Every path below "a/b" sorts in ["a/b/", "a/b0"): "0" is the character after "/".
     bounds = (under + "/", under + "0") if under else ("", None)
     for low, high in path_ranges(counts, *bounds, page=page):
-        query: dict[str, Any] = {"library": library, "path": {"$gte": low} if high is None else {"$gte": low, "$lt": high}}
+        query: dict[str, Any] = {"library": library,
+                                 "path": {"$gte": low} if high is None else {"$gte": low, "$lt": high}}
         for doc in _files(db).find(query, _RECORD_FIELDS | {"status": 1}).sort("path", 1):
             if doc.get("status") == "present":
                 # BSON int64 values come back as bson.Int64, which the local stat index (marshal) refuses.
@@ -104,7 +105,10 @@ def stat_fields(size: int, mtime_ns: int, ctime_ns: int, inode: int) -> dict[str
 
 
 def exact_values(exact: Any) -> dict[str, int]:
-    """The exact stat values of a record's ``exact`` field; anything else found there is ignored (catalog data is untrusted)."""
+    """The exact stat values of a record's ``exact`` field.
+
+    Anything else found there is ignored (catalog data is untrusted).
+    """
     if not isinstance(exact, Mapping):
         return {}
     values: dict[str, int] = {}
@@ -288,7 +292,8 @@ def collection_operations(library: str, tallies: Mapping[str, tuple[int, int]], 
 
 
 def record_changes(db: Db, library: str, changes: Sequence[Change], *, probes: Mapping[str, Probe],
-                   rebuild_kinds: Sequence[str], now: datetime, priority: int, before_batch: Callable[[], None]) -> None:
+                   rebuild_kinds: Sequence[str], now: datetime, priority: int,
+                   before_batch: Callable[[], None]) -> None:
     """Record file changes: a file added where a missing record lies revives it, a rename onto one replaces it."""
     missing = missing_paths(db, library) if changes else set()
     clear_missing_targets(db, library, [c.path for c in changes if c.type == RENAMED and c.path in missing])

@@ -118,16 +118,25 @@ def _version(value: bool) -> None:
 @app.callback()
 def global_options(
     ctx: typer.Context,
-    mongo_uri: Annotated[str | None, typer.Option(help="MongoDB URI [env: LIBWATCH_MONGO_URI; default: the embedded store under --home]", show_default=False)] = None,
-    database: Annotated[str | None, typer.Option(help="Database name [env: LIBWATCH_DATABASE; default: libwatch]", show_default=False)] = None,
-    amqp_url: Annotated[str | None, typer.Option(help="RabbitMQ URL [env: LIBWATCH_AMQP_URL; default: none, rebuilds stay pending]", show_default=False)] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache images and thumbnails [env: LIBWATCH_CACHE_DIR; default: $XDG_CACHE_HOME/libwatch]", show_default=False)] = None,
-    home: Annotated[Path | None, typer.Option(help="State folder [env: LIBWATCH_HOME; default: $XDG_DATA_HOME/libwatch]", show_default=False)] = None,
+    mongo_uri: Annotated[str | None, typer.Option(
+        help="MongoDB URI [env: LIBWATCH_MONGO_URI; default: the embedded store under --home]",
+        show_default=False)] = None,
+    database: Annotated[str | None, typer.Option(
+        help="Database name [env: LIBWATCH_DATABASE; default: libwatch]", show_default=False)] = None,
+    amqp_url: Annotated[str | None, typer.Option(
+        help="RabbitMQ URL [env: LIBWATCH_AMQP_URL; default: none, rebuilds stay pending]", show_default=False)] = None,
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="Cache images and thumbnails [env: LIBWATCH_CACHE_DIR; default: $XDG_CACHE_HOME/libwatch]",
+        show_default=False)] = None,
+    home: Annotated[Path | None, typer.Option(
+        help="State folder [env: LIBWATCH_HOME; default: $XDG_DATA_HOME/libwatch]", show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False, help="More detail (-vv for debug logs).")] = 0,
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True, show_default=False, help="More detail (-vv for debug logs).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """Global options; each has an environment variable and a config-file key."""
     late = ctx.meta.get("libwatch.late_flags", [])

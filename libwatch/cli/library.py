@@ -18,11 +18,21 @@ app = typer.Typer(help="Manage libraries: named root folders and their scan, wat
                        "Example: libwatch library add photos /srv/photos --exclude '*/.thumbs/*'",
                   no_args_is_help=True)
 
-IncludeOption = Annotated[list[str] | None, typer.Option("--include", help="Glob of files to track (repeatable); default: image extensions.")]
-ExcludeOption = Annotated[list[str] | None, typer.Option("--exclude", help="Glob of files or folders to skip, besides the default exclusions (repeatable; a glob without / matches a name at any depth).")]
-ScheduleOption = Annotated[str | None, typer.Option("--schedule", help="systemd OnCalendar= expression for full scans (default *:0/30).")]
-CompareOption = Annotated[str | None, typer.Option("--compare", help="Stat fields compared besides size and mtime: ctime,inode (default), ctime, inode or none (for mounts whose inode numbers change).", show_default=False)]
-NestedOption = Annotated[bool, typer.Option("--allow-nested", help="Accept a root inside or above another library's when the outer library excludes the inner root.")]
+IncludeOption = Annotated[list[str] | None, typer.Option(
+    "--include", help="Glob of files to track (repeatable); default: image extensions.")]
+ExcludeOption = Annotated[list[str] | None, typer.Option(
+    "--exclude",
+    help="Glob of files or folders to skip, besides the default exclusions "
+         "(repeatable; a glob without / matches a name at any depth).")]
+ScheduleOption = Annotated[str | None, typer.Option(
+    "--schedule", help="systemd OnCalendar= expression for full scans (default *:0/30).")]
+CompareOption = Annotated[str | None, typer.Option(
+    "--compare",
+    help="Stat fields compared besides size and mtime: ctime,inode (default), "
+         "ctime, inode or none (for mounts whose inode numbers change).", show_default=False)]
+NestedOption = Annotated[bool, typer.Option(
+    "--allow-nested",
+    help="Accept a root inside or above another library's when the outer library excludes the inner root.")]
 
 
 def _words(value: Any) -> str:
@@ -53,10 +63,13 @@ def add(
     include: IncludeOption = None,
     exclude: ExcludeOption = None,
     schedule: ScheduleOption = None,
-    watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Start a scan when a watched folder changes.")] = True,
+    watch: Annotated[bool, typer.Option(
+        "--watch/--no-watch", help="Start a scan when a watched folder changes.")] = True,
     hidden: Annotated[bool, typer.Option(help="Track hidden files and folders.")] = False,
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links (loops are detected).")] = False,
-    default_excludes: Annotated[bool, typer.Option("--default-excludes/--no-default-excludes", help="Leave out NAS, OS and sync-tool junk (see `library show`).")] = True,
+    default_excludes: Annotated[bool, typer.Option(
+        "--default-excludes/--no-default-excludes",
+        help="Leave out NAS, OS and sync-tool junk (see `library show`).")] = True,
     compare: CompareOption = None,
     allow_nested: NestedOption = False,
     json_output: JsonOption = False,
@@ -136,26 +149,45 @@ def set_(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Library name.")],
     path: Annotated[Path | None, typer.Option(help="Move the library's root (or follow its retargeted link).")] = None,
-    include: Annotated[list[str] | None, typer.Option("--include", help="Replace the include globs (repeatable).")] = None,
-    add_include: Annotated[list[str] | None, typer.Option("--add-include", help="Add an include glob (repeatable).")] = None,
-    remove_include: Annotated[list[str] | None, typer.Option("--remove-include", help="Remove an include glob (repeatable).")] = None,
-    reset_includes: Annotated[bool, typer.Option("--reset-includes", help="Back to the default: files with an image extension.")] = False,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Replace the library's own exclude globs (repeatable; the defaults stay).")] = None,
-    add_exclude: Annotated[list[str] | None, typer.Option("--add-exclude", help="Add an exclude glob, or take back a dropped default (repeatable).")] = None,
-    remove_exclude: Annotated[list[str] | None, typer.Option("--remove-exclude", help="Remove an exclude glob, or drop one of the defaults (repeatable).")] = None,
-    reset_excludes: Annotated[bool, typer.Option("--reset-excludes", help="Back to the default exclusions only.")] = False,
-    default_excludes: Annotated[bool | None, typer.Option("--default-excludes/--no-default-excludes", help="Apply the default exclusions or none of them.", show_default=False)] = None,
+    include: Annotated[list[str] | None, typer.Option(
+        "--include", help="Replace the include globs (repeatable).")] = None,
+    add_include: Annotated[list[str] | None, typer.Option(
+        "--add-include", help="Add an include glob (repeatable).")] = None,
+    remove_include: Annotated[list[str] | None, typer.Option(
+        "--remove-include", help="Remove an include glob (repeatable).")] = None,
+    reset_includes: Annotated[bool, typer.Option(
+        "--reset-includes", help="Back to the default: files with an image extension.")] = False,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", help="Replace the library's own exclude globs (repeatable; the defaults stay).")] = None,
+    add_exclude: Annotated[list[str] | None, typer.Option(
+        "--add-exclude", help="Add an exclude glob, or take back a dropped default (repeatable).")] = None,
+    remove_exclude: Annotated[list[str] | None, typer.Option(
+        "--remove-exclude", help="Remove an exclude glob, or drop one of the defaults (repeatable).")] = None,
+    reset_excludes: Annotated[bool, typer.Option(
+        "--reset-excludes", help="Back to the default exclusions only.")] = False,
+    default_excludes: Annotated[bool | None, typer.Option(
+        "--default-excludes/--no-default-excludes", help="Apply the default exclusions or none of them.",
+        show_default=False)] = None,
     compare: CompareOption = None,
-    hidden: Annotated[bool | None, typer.Option("--hidden/--no-hidden", help="Track hidden files and folders.", show_default=False)] = None,
-    follow_symlinks: Annotated[bool | None, typer.Option("--follow-symlinks/--no-follow-symlinks", help="Follow symbolic links.", show_default=False)] = None,
+    hidden: Annotated[bool | None, typer.Option(
+        "--hidden/--no-hidden", help="Track hidden files and folders.", show_default=False)] = None,
+    follow_symlinks: Annotated[bool | None, typer.Option(
+        "--follow-symlinks/--no-follow-symlinks", help="Follow symbolic links.", show_default=False)] = None,
     schedule: ScheduleOption = None,
-    pause: Annotated[bool | None, typer.Option("--pause/--resume", help="Pause or resume scans.", show_default=False)] = None,
-    enable: Annotated[bool | None, typer.Option("--enable/--disable", help="Enable or disable scheduled scans.", show_default=False)] = None,
-    watch: Annotated[bool | None, typer.Option("--watch/--no-watch", help="Watch folders for changes.", show_default=False)] = None,
-    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help="Request cache images.", show_default=False)] = None,
-    thumbnails: Annotated[bool | None, typer.Option("--thumbnails/--no-thumbnails", help="Request thumbnails.", show_default=False)] = None,
-    retention_days: Annotated[float | None, typer.Option(help="Days a missing file's record is kept (0 or more; 0: until the next cleanup).")] = None,
-    max_delete: Annotated[float | None, typer.Option(help="Largest fraction of its files one scan may mark deleted, 0 to 1 (0.05 = 5 %).")] = None,
+    pause: Annotated[bool | None, typer.Option(
+        "--pause/--resume", help="Pause or resume scans.", show_default=False)] = None,
+    enable: Annotated[bool | None, typer.Option(
+        "--enable/--disable", help="Enable or disable scheduled scans.", show_default=False)] = None,
+    watch: Annotated[bool | None, typer.Option(
+        "--watch/--no-watch", help="Watch folders for changes.", show_default=False)] = None,
+    cache: Annotated[bool | None, typer.Option(
+        "--cache/--no-cache", help="Request cache images.", show_default=False)] = None,
+    thumbnails: Annotated[bool | None, typer.Option(
+        "--thumbnails/--no-thumbnails", help="Request thumbnails.", show_default=False)] = None,
+    retention_days: Annotated[float | None, typer.Option(
+        help="Days a missing file's record is kept (0 or more; 0: until the next cleanup).")] = None,
+    max_delete: Annotated[float | None, typer.Option(
+        help="Largest fraction of its files one scan may mark deleted, 0 to 1 (0.05 = 5 %).")] = None,
     allow_nested: NestedOption = False,
     json_output: JsonOption = False,
 ) -> None:

@@ -84,9 +84,11 @@ def _status_detail(console: Console, lib: Mapping[str, Any]) -> None:
     facts += [("last changes", _summary(lib["last_changes"]) or "none"),
               ("rebuilds", f"{rebuilds['pending']:,} pending, {rebuilds['queued']:,} queued, "
                            f"{rebuilds['failed']:,} failed"),
-              ("failed files", f"{failures['files']:,}" + ("; libwatch failed " + lib["name"] if failures["files"] else ""))]
+              ("failed files", f"{failures['files']:,}"
+                               + ("; libwatch failed " + lib["name"] if failures["files"] else ""))]
     facts += [("", _failure_line(failure)) for failure in failures["latest"]]
-    facts.append(("schedule", f"{schedule['on_calendar']}; next run: {_next_run(schedule)}; watch: {schedule['watch']}"))
+    facts.append(("schedule", f"{schedule['on_calendar']}; next run: {_next_run(schedule)}; "
+                              f"watch: {schedule['watch']}"))
     recent = lib["recent"]
     if recent:
         changes = [run["changes"] for run in recent]

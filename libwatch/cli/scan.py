@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 WAIT_LOCK_S: Final = 600.0
 TRIGGERS: Final = ("manual", "timer", "path", "cron")
 
-TargetsArgument = Annotated[list[str] | None, typer.Argument(help="Library names or folders (a folder inside a library scans that part; a new folder is registered).", show_default=False)]
+TargetsArgument = Annotated[list[str] | None, typer.Argument(
+    help="Library names or folders (a folder inside a library scans that part; a new folder is registered).",
+    show_default=False)]
 VerifyOption = Annotated[bool, typer.Option(help="Hash every file, like rsync --checksum (finds bit rot).")]
 
 
@@ -96,17 +98,25 @@ def scan(
     targets: TargetsArgument = None,
     all_: Annotated[bool, typer.Option("--all", help="Scan every enabled library in turn.")] = False,
     verify: VerifyOption = False,
-    settle: Annotated[float, typer.Option(help="Skip files written less than this many seconds ago (as unstable).")] = 0.0,
+    settle: Annotated[float, typer.Option(
+        help="Skip files written less than this many seconds ago (as unstable).")] = 0.0,
     trigger: Annotated[str, typer.Option(help="What started this run: manual, timer, path or cron.")] = "manual",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be recorded; write nothing.")] = False,
-    publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish rebuild requests after recording.")] = True,
-    allow_mass_delete: Annotated[bool, typer.Option(help="Allow deleting more than --max-delete of the files.")] = False,
-    max_delete: Annotated[float | None, typer.Option(help="Largest fraction of a library's files one scan may delete (default: the library's, 0.5).")] = None,
+    publish: Annotated[bool, typer.Option(
+        "--publish/--no-publish", help="Publish rebuild requests after recording.")] = True,
+    allow_mass_delete: Annotated[bool, typer.Option(
+        help="Allow deleting more than --max-delete of the files.")] = False,
+    max_delete: Annotated[float | None, typer.Option(
+        help="Largest fraction of a library's files one scan may delete (default: the library's, 0.5).")] = None,
     wait_lock: Annotated[bool, typer.Option(help="Wait for the library's lock instead of exiting 75.")] = False,
-    skip_if_locked: Annotated[bool, typer.Option(help="When another scan holds the library's lock, record a skipped run naming it and exit 0 (the units do).")] = False,
-    rescan_on_change: Annotated[bool, typer.Option(help="Scan again if anything changed while scanning (path units).")] = False,
+    skip_if_locked: Annotated[bool, typer.Option(
+        help="When another scan holds the library's lock, record "
+             "a skipped run naming it and exit 0 (the units do).")] = False,
+    rescan_on_change: Annotated[bool, typer.Option(
+        help="Scan again if anything changed while scanning (path units).")] = False,
     name: Annotated[str | None, typer.Option(help="Name for a folder that is registered by this scan.")] = None,
-    path: Annotated[str | None, typer.Option("--path", help="Scan only this folder of the library (relative to its root).", show_default=False)] = None,
+    path: Annotated[str | None, typer.Option(
+        "--path", help="Scan only this folder of the library (relative to its root).", show_default=False)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Walk libraries, record what changed, and request rebuilds of new and changed images.
@@ -138,7 +148,8 @@ def diff(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(help="Library name or its root folder.")],
     verify: VerifyOption = False,
-    exit_code: Annotated[bool, typer.Option("--exit-code", help="Exit 1 when there are changes, like git diff.")] = False,
+    exit_code: Annotated[bool, typer.Option(
+        "--exit-code", help="Exit 1 when there are changes, like git diff.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Show what a scan would record, writing nothing.

@@ -19,7 +19,8 @@ app = typer.Typer(help="The embedded store (SecantusDB) for hosts without a Mong
 def serve(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(help="TCP port on the loopback interface.")] = 27017,
-    host: Annotated[str, typer.Option(help="Address to listen on (keep it loopback: there is no authentication).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="Address to listen on (keep it loopback: there is no authentication).")] = "127.0.0.1",
 ) -> None:
     """Serve the catalog under --home until SIGTERM or Ctrl-C; point LIBWATCH_MONGO_URI at it.
 

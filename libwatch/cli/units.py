@@ -61,7 +61,7 @@ def render(
     user: UserOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Write the unit files (templates, per-library drop-ins) and the settings file into a folder, touching nothing else.
+    """Write the unit files (templates, per-library drop-ins) and the settings file to a folder, touching nothing else.
 
     Example: libwatch units render photos --output units-photos
     """
@@ -75,13 +75,17 @@ def install(
     ctx: typer.Context,
     names: NamesArgument = None,
     user: UserOption = False,
-    enable: Annotated[bool, typer.Option("--enable/--no-enable", help="systemctl enable --now the timers and watchers.")] = True,
+    enable: Annotated[bool, typer.Option(
+        "--enable/--no-enable", help="systemctl enable --now the timers and watchers.")] = True,
     worker: Annotated[bool, typer.Option(help="Also enable the worker service on this host.")] = False,
-    web: Annotated[bool, typer.Option(help="Also enable the management page (libwatch-web.socket, 127.0.0.1:8470).")] = False,
+    web: Annotated[bool, typer.Option(
+        help="Also enable the management page (libwatch-web.socket, 127.0.0.1:8470).")] = False,
     metrics_textfile: Annotated[Path | None, typer.Option(
         metavar="DIR", help="After every scan, write the metrics into DIR for node_exporter's textfile collector.",
         show_default=False)] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the files it would write and a diff against those installed; change nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run",
+        help="Print the files it would write and a diff against those installed; change nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a settings file that holds other settings.")] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -135,7 +139,8 @@ def refresh(
 @app.command()
 def uninstall(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Library name (default: every libwatch unit).", show_default=False)] = None,
+    name: Annotated[str | None, typer.Argument(
+        help="Library name (default: every libwatch unit).", show_default=False)] = None,
     user: UserOption = False,
     json_output: JsonOption = False,
 ) -> None:

@@ -25,7 +25,8 @@ def _read_secret() -> str:
 
 def web(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs web_secret_hash.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="Address to listen on; anything but loopback needs web_secret_hash.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")] = DEFAULT_PORT,
     hash_secret: Annotated[bool, typer.Option("--hash-secret", help="Read a password or token on stdin and print "
                                               "the web_secret_hash line for the config file; serve nothing.")] = False,

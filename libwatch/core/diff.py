@@ -101,7 +101,8 @@ class Kept:
 Matched = Unchanged | NeedsHash | Gone | Kept | Skip | Same
 
 
-def quick_check(entry: DiskEntry, record: Record, *, verify: bool = False, compare: frozenset[str] = DEFAULT_COMPARE) -> str | None:
+def quick_check(entry: DiskEntry, record: Record, *, verify: bool = False,
+                compare: frozenset[str] = DEFAULT_COMPARE) -> str | None:
     """Why ``entry`` must be hashed against ``record``, or ``None`` when it is unchanged.
 
     Size and mtime are always compared (as rsync does); ctime and inode when in

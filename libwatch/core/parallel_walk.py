@@ -188,7 +188,8 @@ def _serve(walker: _Walker, batches: list[list[_Unit]], unchanged: FolderCheck |
             try:
                 while token := os.read(tokens, _TOKEN.size):
                     batch = batches[_TOKEN.unpack(token)[0]]
-                    _send(stream, pickle.dumps([item for unit in batch for item in _unit_items(walker, unit, unchanged)]))
+                    items = [item for unit in batch for item in _unit_items(walker, unit, unchanged)]
+                    _send(stream, pickle.dumps(items))
                 code = 0
             except Exception as error:  # noqa: BLE001 - handed to the parent, which raises it
                 _send(stream, _pickled_error(error))

@@ -173,7 +173,8 @@ class Exclusions:
         self.paths = _globs(tuple(p for p in patterns if SEP in p))
 
     def __bool__(self) -> bool:
-        return bool(self.names or self.prefixes or self.suffixes) or self.name_globs is not None or self.paths is not None
+        return (bool(self.names or self.prefixes or self.suffixes)
+                or self.name_globs is not None or self.paths is not None)
 
     def name(self, name: bytes) -> bool:
         """Whether a file or folder called ``name`` is excluded wherever it is."""
@@ -285,7 +286,8 @@ class _Walker:
         children.sort(key=_first)
         return _without_ambiguous(children)
 
-    def enter(self, parent: _Folder, sub: _Sub, ancestors: AbstractSet[tuple[int, int]]) -> tuple[_Folder, list[_Child]] | Skip:
+    def enter(self, parent: _Folder, sub: _Sub,
+              ancestors: AbstractSet[tuple[int, int]]) -> tuple[_Folder, list[_Child]] | Skip:
         """The folder ``sub`` of ``parent`` and its children, or the Skip of its whole subtree."""
         path = sub.key[:-1]
         raw = parent.raw + SEP_BYTES + sub.name if parent.raw else sub.name

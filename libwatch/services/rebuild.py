@@ -237,7 +237,8 @@ def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOpt
     with runs.recorded(db, "rebuild", library, options.trigger, selection=options.selection,
                        mode="run" if run_here else "publish") as run:
         run.counts = counts
-        pool = renderpool.RenderPool(settings.cache_dir, processes=processes, file_mode=settings.cache_mode) if run_here else None
+        pool = (renderpool.RenderPool(settings.cache_dir, processes=processes, file_mode=settings.cache_mode)
+                if run_here else None)
         try:
             for lib in libraries:
                 kinds = options.kinds if options.kinds is not None else lib.rebuild_kinds

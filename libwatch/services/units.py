@@ -80,7 +80,8 @@ def host_settings(shell: Settings, *, user: bool) -> Settings:
     if not user:
         legacy = _legacy_settings()
         settings = replace(settings, **{f.name: getattr(legacy, f.name) for f in fields(Settings)
-                                        if f.name != "config_file" and getattr(settings, f.name) == getattr(defaults, f.name)
+                                        if f.name != "config_file"
+                                        and getattr(settings, f.name) == getattr(defaults, f.name)
                                         and getattr(legacy, f.name) != getattr(defaults, f.name)})
         if settings.home == defaults.home:
             settings = replace(settings, home=Path(systemd.SYSTEM_STATE_DIR))
@@ -97,7 +98,8 @@ def _legacy_settings() -> Settings:
         lines = LEGACY_ENV_FILE.read_text(encoding="utf-8").splitlines()
     except OSError:
         return Settings()
-    values = dict(line.strip().partition("=")[::2] for line in lines if "=" in line and not line.lstrip().startswith("#"))
+    values = dict(line.strip().partition("=")[::2] for line in lines
+                  if "=" in line and not line.lstrip().startswith("#"))
     return config.load(environ={**{k.strip(): v.strip().strip('"') for k, v in values.items()},
                                 "LIBWATCH_CONFIG": os.devnull})
 
@@ -226,7 +228,8 @@ def dry_run(db: Db, shell: Settings, names: list[str], *, user: bool) -> DryRun:
     libraries = [units_of(db, lib) for lib in _selected(db, names)]
     rendered = systemd.render_all(draft.ctx, libraries, roots=[lib.path for lib in repo.all_libraries(db)])
     target = systemd.unit_dir(user)
-    files = {str(draft.config_file): draft.config_text, **{str(target / rel): text for rel, text in rendered.files.items()}}
+    files = {str(draft.config_file): draft.config_text,
+             **{str(target / rel): text for rel, text in rendered.files.items()}}
     if not user:
         files[str(systemd.SYSUSERS_FILE)] = systemd.SYSUSERS_TEXT
     diff = "".join(diff_text(_read(Path(path)), text, path) for path, text in sorted(files.items()))
@@ -260,7 +263,8 @@ def install(shell: Settings, names: list[str], *, user: bool, enable: bool, work
         roots = [lib.path for lib in repo.all_libraries(db)]
     result = systemd.install(draft.ctx, libraries, enable=enable, worker=worker, roots=roots, web=web,
                              metrics_textfile=None if metrics_textfile is None else str(metrics_textfile))
-    return replace(result, written=(*((draft.config_file,) if wrote_config else ()), *prepared.written, *result.written),
+    return replace(result,
+                   written=(*((draft.config_file,) if wrote_config else ()), *prepared.written, *result.written),
                    warnings=(*draft.warnings, *result.warnings), problems=(*prepared.problems, *result.problems))
 
 

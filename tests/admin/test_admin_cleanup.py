@@ -130,7 +130,8 @@ def test_retention_boundaries(db: Any, settings: Any, tmp_path: Path) -> None:
     zero = cleanup.plan(db, settings, "photos", older_than=cleanup.parse_age("0s"), now=now)
     assert zero.libraries[0].files == ("edge.jpg", "old.jpg", "young.jpg")
     add_library(db, "none-kept", tmp_path / "none-kept", retention_days=0)
-    db.files.insert_one(file_doc("none-kept", "gone.jpg", 7, status="missing", missing_since=now - timedelta(seconds=1)))
+    db.files.insert_one(file_doc("none-kept", "gone.jpg", 7, status="missing",
+                                 missing_since=now - timedelta(seconds=1)))
     assert cleanup.plan(db, settings, "none-kept", now=now).libraries[0].files == ("gone.jpg",)
     db.files.delete_one({"library": "none-kept"})
 

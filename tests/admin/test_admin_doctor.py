@@ -32,7 +32,8 @@ def test_doctor_json_when_all_is_well(libwatch, db: Any, tmp_path: Path) -> None
     assert checks["mongodb"]["status"] == "ok" and checks["mongodb"]["data"]["version"]
     # The tests' catalog is SecantusDB: named as what it is, not as the MongoDB version it speaks.
     assert checks["mongodb"]["data"]["product"] == "SecantusDB"
-    assert checks["mongodb"]["detail"].startswith("SecantusDB 0.") and "(speaks MongoDB 8." in checks["mongodb"]["detail"]
+    mongodb = checks["mongodb"]["detail"]
+    assert mongodb.startswith("SecantusDB 0.") and "(speaks MongoDB 8." in mongodb
     assert checks["rabbitmq"]["status"] == "skip" and "not configured" in checks["rabbitmq"]["detail"]
     assert checks["inotify"]["data"]["max_user_watches"] > 0
     assert checks["libraries"]["data"]["filesystems"].keys() == {"photos"}
@@ -89,7 +90,8 @@ def test_doctor_reads_the_configured_topology_and_names_its_queues(libwatch, amq
     code, report = _report(libwatch, env={"LIBWATCH_AMQP_URL": amqp_url, "LIBWATCH_AMQP_PREFIX": prefix})
     rabbit = _by_name(report)["rabbitmq"]
     assert code == 0, rabbit
-    assert rabbit["data"]["queues"]["cache"] == 3 and rabbit["data"]["queue_names"]["cache"] == f"{prefix}libwatch.rebuild.cache"
+    assert rabbit["data"]["queues"]["cache"] == 3
+    assert rabbit["data"]["queue_names"]["cache"] == f"{prefix}libwatch.rebuild.cache"
     assert f"{prefix}libwatch.rebuild.cache 3" in rabbit["detail"] and f"{prefix}libwatch.dead 0" in rabbit["detail"]
 
 

@@ -165,7 +165,8 @@ def test_a_root_inside_or_above_another_library_is_refused_unless_allowed_and_ex
     assert check.status == doctor.WARN and "(library legacy)" in check.detail
 
 
-@pytest.mark.parametrize("registered_by", [("library", "add", "photos", "{link}"), ("scan", "{link}", "--name", "photos")])
+@pytest.mark.parametrize("registered_by", [("library", "add", "photos", "{link}"),
+                                           ("scan", "{link}", "--name", "photos")])
 def test_a_symlinked_root_retargeted_is_refused_naming_both_paths_never_a_second_library(
         libwatch: Any, db: Any, tmp_path: Path, registered_by: tuple[str, ...]) -> None:
     for disk, size in (("disk1", (8, 8)), ("disk2", (9, 9))):

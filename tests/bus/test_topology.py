@@ -33,7 +33,8 @@ def test_default_names_follow_the_design() -> None:
     topo = Topology()
     assert topo.exchange == "libwatch"
     assert dict(topo.queues) == {"cache": "libwatch.rebuild.cache", "thumbnail": "libwatch.rebuild.thumbnail"}
-    assert (topo.dead_letter_exchange, topo.dead_letter_queue, topo.max_priority) == ("libwatch.dlx", "libwatch.dead", 10)
+    assert (topo.dead_letter_exchange, topo.dead_letter_queue, topo.max_priority) == (
+        "libwatch.dlx", "libwatch.dead", 10)
     assert Topology.routing_key("thumbnail") == "rebuild.thumbnail"
 
 
@@ -140,5 +141,6 @@ def test_dead_letter_bounds_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert default_topology().dead_letter_arguments() == {
         "x-max-length": 500, "x-max-length-bytes": 1048576, "x-message-ttl": 3 * 86_400_000}
     monkeypatch.setenv("LIBWATCH_DEAD_LETTER_TTL_DAYS", "forever")
-    with pytest.raises(UsageError, match="LIBWATCH_DEAD_LETTER_TTL_DAYS must be a positive whole number, not 'forever'"):
+    with pytest.raises(UsageError,
+                       match="LIBWATCH_DEAD_LETTER_TTL_DAYS must be a positive whole number, not 'forever'"):
         default_topology()

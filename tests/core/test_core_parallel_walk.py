@@ -108,7 +108,8 @@ def test_a_walk_under_a_folder_yields_exactly_the_whole_walks_items_there(
 
         whole = list(serial_walk(root, options, unchanged=fold))
         for under in _subtrees(root):
-            assert list(walk(root, options, unchanged=fold, under=under, workers=workers)) == _under(whole, under), under
+            walked = list(walk(root, options, unchanged=fold, under=under, workers=workers))
+            assert walked == _under(whole, under), under
     finally:
         shutil.rmtree(root)
 
@@ -172,8 +173,8 @@ def test_an_error_in_a_worker_is_raised_by_the_walk(tmp_path: Path) -> None:
 def test_a_killed_worker_is_not_taken_for_the_end_of_the_walk(tmp_path: Path) -> None:
     _tree_of_folders(tmp_path / "lib", 4)
     with pytest.raises(WalkWorkerLost):
-        list(walk(tmp_path / "lib", unchanged=_recording(tmp_path / "pids", lambda: os.kill(os.getpid(), signal.SIGKILL)),  # type: ignore[arg-type]
-                  workers=2))
+        killed = _recording(tmp_path / "pids", lambda: os.kill(os.getpid(), signal.SIGKILL))
+        list(walk(tmp_path / "lib", unchanged=killed, workers=2))  # type: ignore[arg-type]
 
 
 def test_closing_a_walk_early_stops_and_reaps_its_workers(tmp_path: Path) -> None:

@@ -83,7 +83,8 @@ class Model:
             else:
                 assert isinstance(v, Unchanged), v  # the model has no unreadable paths
                 unchanged.append(v)
-        result = classify([(n, self.fingerprint(n.entry)) for n in needs], gone, scan_started_ns=started, granularity_ns=G)
+        result = classify([(n, self.fingerprint(n.entry)) for n in needs], gone,
+                          scan_started_ns=started, granularity_ns=G)
         assert result.skipped == ()
         return list(result.changes), unchanged, result
 
@@ -195,7 +196,8 @@ def content_hash(data: bytes) -> str:
 
 
 @settings(max_examples=300, deadline=None)
-@given(initial=st.lists(adds, min_size=1, max_size=10), gap=st.sampled_from([0, 3 * G]), mutations=st.lists(ops, max_size=25))
+@given(initial=st.lists(adds, min_size=1, max_size=10), gap=st.sampled_from([0, 3 * G]),
+       mutations=st.lists(ops, max_size=25))
 def test_scan_converges_and_reports_the_mutations(initial: list, gap: int, mutations: list) -> None:  # type: ignore[type-arg]
     m = Model()
     for op in initial:

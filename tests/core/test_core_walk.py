@@ -205,7 +205,8 @@ def test_unreadable_folder_as_unprivileged_user(jpeg: bytes) -> None:
         os.chmod(f"{root}/a", 0o755)
         os.chmod(f"{root}/private", 0o700)
         out = subprocess.run(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", UNREADABLE_SNIPPET, root],
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-c", UNREADABLE_SNIPPET, root],
             capture_output=True, text=True, timeout=60, cwd="/", env={"PYTHONPATH": str(Path(__file__).parents[2])},
         )
     finally:

@@ -127,7 +127,8 @@ def _corrupt_strip_tiff() -> bytes:
         at = offset_of_first_ifd + 2 + 12 * i
         tag, kind, count = struct.unpack("<HHI", data[at:at + 8])
         if tag == 273 and count == 1:  # StripOffsets, held in the entry itself
-            data[at + 8:at + 12] = struct.pack("<I" if kind == 4 else "<HH", *((1 << 30,) if kind == 4 else (0xFFFF, 0)))
+            data[at + 8:at + 12] = struct.pack("<I" if kind == 4 else "<HH",
+                                               *((1 << 30,) if kind == 4 else (0xFFFF, 0)))
     return bytes(data)
 
 

@@ -1,4 +1,4 @@
-"""The rendering pool: every sample kind and Pillow's corpus, crashes, hangs, memory, a full disk, content addressing."""
+"""The rendering pool: each sample kind and Pillow's corpus, crashes, hangs, memory, a full disk, content addressing."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ THUMB = DEFAULT_SPECS["thumbnail"]
 NEVER_RENDERED = "xxh3-128:" + "e" * 32
 
 
-def job(path: Path, *, kind: str = "thumbnail", spec: RenderSpec = THUMB, key: object = None, **kw: object) -> RenderJob:
+def job(path: Path, *, kind: str = "thumbnail", spec: RenderSpec = THUMB, key: object = None,
+        **kw: object) -> RenderJob:
     return RenderJob(key if key is not None else path.name, str(path), kind, content_hash(path), spec, **kw)  # type: ignore[arg-type]
 
 

@@ -162,7 +162,8 @@ def test_scan_publishes_once_per_new_or_modified_image_and_worker_completes(
     assert worker.returncode == 0, err
     counts = json.loads(out)["counts"]
     assert counts["received"] == 8 and counts["done"] == 6 and counts["skipped"] == 2  # a.jpg's first version
-    states = {d["path"]: (d["rebuild"]["cache"], d["rebuild"]["thumbnail"]) for d in photos.db.files.find({"library": "lib"})}
+    states = {d["path"]: (d["rebuild"]["cache"], d["rebuild"]["thumbnail"])
+              for d in photos.db.files.find({"library": "lib"})}
     assert states == {"2024/a.jpg": ("done", "done"), "2024/renamed.jpg": ("done", "done"), "c.png": ("done", "done")}
 
 

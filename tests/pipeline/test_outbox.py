@@ -1,4 +1,7 @@
-"""The outbox against the real RabbitMQ and SecantusDB: one message per pending (record, kind), queued only after confirm."""
+"""The outbox against the real RabbitMQ and SecantusDB.
+
+One message per pending (record, kind), queued only after confirm.
+"""
 from __future__ import annotations
 
 import json

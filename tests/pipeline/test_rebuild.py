@@ -66,7 +66,8 @@ def test_a_cache_folder_others_may_write_stops_rebuild_run_with_one_line_and_exi
     assert photos.states()["a.jpg"] == ("pending", "pending")
 
 
-def test_cache_mode_is_a_setting_read_as_octal(photos: Photos, settings: Settings, libwatch: Callable[..., Any]) -> None:
+def test_cache_mode_is_a_setting_read_as_octal(photos: Photos, settings: Settings,
+                                               libwatch: Callable[..., Any]) -> None:
     photos.add("a.jpg")
     done = libwatch("rebuild", "photos", "--run", env={"LIBWATCH_CACHE_MODE": "0600"})
     assert done.code == 0, done.stderr

@@ -63,7 +63,8 @@ def test_stale_message_does_not_mark_done(photos: Photos, broker_settings: Setti
     _publish(photos, broker_settings, topology)
     newer = "xxh3-128:" + "cd" * 16
     photos.db.files.update_one({"path": "a.jpg"}, {"$set": {"hash": newer, "rebuild.hash": newer,
-                                                             "rebuild.cache": "pending", "rebuild.thumbnail": "pending"}})
+                                                             "rebuild.cache": "pending",
+                                                             "rebuild.thumbnail": "pending"}})
     counts = _work(photos, broker_settings, topology)
     assert counts == {"received": 2, "skipped": 2}
     assert photos.states() == {"a.jpg": ("pending", "pending")}
@@ -77,7 +78,8 @@ def test_duplicate_is_acked_without_work(photos: Photos, broker_settings: Settin
     rendered = cachefiles.existing(broker_settings.cache_dir, "cache", photos.record("a.jpg")["hash"])
     assert rendered is not None
     before = rendered.stat().st_mtime_ns
-    photos.db.files.update_one({"path": "a.jpg"}, {"$set": {"rebuild.cache": "pending", "rebuild.thumbnail": "pending"}})
+    photos.db.files.update_one({"path": "a.jpg"},
+                               {"$set": {"rebuild.cache": "pending", "rebuild.thumbnail": "pending"}})
     _publish(photos, broker_settings, topology)  # published twice (at-least-once)
     photos.db.files.update_one({"path": "a.jpg"}, {"$set": {"rebuild.cache": "done", "rebuild.thumbnail": "done"}})
 

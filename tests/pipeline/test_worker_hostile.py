@@ -159,7 +159,8 @@ def test_a_message_that_kills_its_worker_is_rejected_instead_of_killing_workers_
 def _rss_peak_kib(cli_env: dict[str, str], env: dict[str, str], *args: str) -> tuple[int, str]:
     """Run `libwatch worker` under a parent that reports its children's peak RSS."""
     code = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(done.returncode, done.stderr[-2000:])")
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+            "print(done.returncode, done.stderr[-2000:])")
     out = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "libwatch", "worker", *args],
                          env={**cli_env, **env}, capture_output=True, text=True, timeout=300, check=True).stdout
     peak, rest = out.split("\n", 1)

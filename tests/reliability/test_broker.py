@@ -87,7 +87,8 @@ def test_an_unroutable_publish_is_an_error_and_the_request_stays_pending(
                               queues=MappingProxyType({"thumbnail": topology.queues["thumbnail"]}),
                               dead_letter_exchange=topology.dead_letter_exchange,
                               dead_letter_queue=topology.dead_letter_queue)
-    with pytest.raises(PublishFailed, match=r"did not accept 2 rebuild requests \(unroutable: 312 NO_ROUTE .*rebuild\.cache.*the rest stay pending") as failed:
+    with pytest.raises(PublishFailed, match=r"did not accept 2 rebuild requests \(unroutable: 312 NO_ROUTE "
+                                            r".*rebuild\.cache.*the rest stay pending") as failed:
         outbox.publish_pending(db, with_broker, library=NAME, topology=no_cache_queue)
     assert "\n" not in str(failed.value)
     assert set(_states(db).values()) == {("pending", "queued")}

@@ -188,7 +188,8 @@ _STAT = st.integers(min_value=-(1 << 70), max_value=1 << 70)
 
 @given(size=st.integers(min_value=0, max_value=1 << 66), mtime=_STAT, ctime=_STAT,
        inode=st.integers(min_value=0, max_value=(1 << 64) - 1))
-def test_every_stat_value_is_stored_as_bson_and_read_back_exactly(size: int, mtime: int, ctime: int, inode: int) -> None:
+def test_every_stat_value_is_stored_as_bson_and_read_back_exactly(size: int, mtime: int, ctime: int,
+                                                                  inode: int) -> None:
     fields = files_module.stat_fields(size, mtime, ctime, inode)
     stored = bson.decode(bson.encode(fields))  # raises OverflowError for an int that BSON cannot hold
     read = {**stored, **files_module.exact_values(stored["exact"])}

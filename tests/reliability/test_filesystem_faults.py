@@ -146,11 +146,13 @@ def _scan(db: Any, settings: Any) -> dict[str, Any]:
 
 def _reported(doc: dict[str, Any], path: str) -> list[str]:
     """The reasons the scan gave for ``path`` (skipped or errors)."""
-    return [item.get("reason") or item.get("error") for item in (*doc["skipped"], *doc["errors"]) if item["path"] == path]
+    return [item.get("reason") or item.get("error") for item in (*doc["skipped"], *doc["errors"])
+            if item["path"] == path]
 
 
 # A folder turning into a folder is no fault: that pair is left out of the grid.
-CASES: Final = [(site, fault) for site in SITES for fault in FAULTS if not (fault == FOLDER and SITES[site][2] == TARGET_FOLDER)]
+CASES: Final = [(site, fault) for site in SITES for fault in FAULTS
+                 if not (fault == FOLDER and SITES[site][2] == TARGET_FOLDER)]
 
 
 @pytest.mark.parametrize(("site", "fault"), CASES)

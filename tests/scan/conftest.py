@@ -90,8 +90,10 @@ def register(db: Any, root: Path) -> Callable[..., Library]:
 @pytest.fixture
 def cli(cli_env: dict[str, str]) -> Callable[..., CliResult]:
     """Run `libwatch ARGS --json`; `prefix` runs it under another command (e.g. setpriv)."""
-    def run(*args: str, timeout: float = 120, prefix: Sequence[str] = (), env: Mapping[str, str] | None = None) -> CliResult:
-        done = subprocess.run([*prefix, sys.executable, "-m", "libwatch", *args, "--json"], env={**cli_env, **(env or {})},
+    def run(*args: str, timeout: float = 120, prefix: Sequence[str] = (),
+            env: Mapping[str, str] | None = None) -> CliResult:
+        done = subprocess.run([*prefix, sys.executable, "-m", "libwatch", *args, "--json"],
+                              env={**cli_env, **(env or {})},
                               capture_output=True, text=True, timeout=timeout, check=False)
         doc = json.loads(done.stdout) if done.stdout.strip() else None
         return CliResult(done.returncode, doc, done.stderr)

@@ -37,7 +37,8 @@ SCAN: Final = f"libwatch-scan@{LIBRARY}.service"
 WATCH: Final = f"libwatch-watch@{LIBRARY}.service"
 FINISHED: Final = re.compile(r"^(?:\S+: )?(Deactivated successfully|Failed with result)", re.M)
 # A root login shell: no LIBWATCH_* of the test process, root's HOME.
-SHELL_ENV: Final = ("env", "-i", "HOME=/root", "LANG=C.UTF-8", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+SHELL_ENV: Final = ("env", "-i", "HOME=/root", "LANG=C.UTF-8",
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 
 
 def image(path: Path, colour: str) -> None:
@@ -100,7 +101,8 @@ def install_libwatch(box: Container) -> None:
         "/usr/bin/python3 -m venv --without-pip /opt/libwatch",
         f"cp -a {shlex.quote(packages)}/. {target}/",
         f"rm -rf {target}/__editable__* {target}/libwatch-*.dist-info",
-        f"mkdir /tmp/libwatch-src && cp -a {PROJECT}/pyproject.toml {PROJECT}/README.md {PROJECT}/libwatch /tmp/libwatch-src/",
+        f"mkdir /tmp/libwatch-src && "
+        f"cp -a {PROJECT}/pyproject.toml {PROJECT}/README.md {PROJECT}/libwatch /tmp/libwatch-src/",
         "/opt/libwatch/bin/python -m pip install -q --no-deps --no-index --no-build-isolation /tmp/libwatch-src",
         "rm -rf /tmp/libwatch-src",
     ]), timeout=300)
@@ -117,7 +119,8 @@ def broker(container: Container, amqp_url: str) -> Iterator[tuple[str, str]]:
 
     parts = urlsplit(amqp_url)
     sock = container.share / "amqp.sock"
-    bridge = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,mode=666", f"TCP:{parts.hostname}:{parts.port or 5672}"])
+    bridge = subprocess.Popen(["socat", f"UNIX-LISTEN:{sock},fork,mode=666",
+                               f"TCP:{parts.hostname}:{parts.port or 5672}"])
     prefix = f"e2e-{uuid.uuid4().hex[:8]}."
     try:
         container.run("systemd-run", "--unit=e2e-broker-bridge", "socat",

@@ -23,7 +23,8 @@ def user_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_RUNTIME_DIR": str(tmp_path / "run"), **extra}
 
 
-def test_user_install_writes_the_shells_settings_with_the_mongo_uri(libwatch, db: Any, settings, tmp_path: Path) -> None:
+def test_user_install_writes_the_shells_settings_with_the_mongo_uri(libwatch, db: Any, settings,
+                                                                    tmp_path: Path) -> None:
     """Before: `units install --user` kept home and cache but dropped LIBWATCH_MONGO_URI."""
     (tmp_path / "photos").mkdir()
     assert libwatch("library", "add", "photos", str(tmp_path / "photos")).code == 0

@@ -93,7 +93,8 @@ def test_every_folder_on_the_way_to_a_collection_is_watched() -> None:
     rendered = systemd.render_library_dropins(LibraryUnits("photos", "/srv/photos", watch_dirs=("2024/trip", "x/y/z")))
     lines = rendered.files["libwatch-watch@photos.path.d/paths.conf"].splitlines()[2:]
     assert lines == ["PathChanged=/srv/photos", "PathChanged=/srv/photos/2024", "PathChanged=/srv/photos/x",
-                     "PathChanged=/srv/photos/2024/trip", "PathChanged=/srv/photos/x/y", "PathChanged=/srv/photos/x/y/z"]
+                     "PathChanged=/srv/photos/2024/trip", "PathChanged=/srv/photos/x/y",
+                     "PathChanged=/srv/photos/x/y/z"]
 
 
 def test_the_library_root_is_read_only_and_a_home_library_stays_visible() -> None:
@@ -103,7 +104,8 @@ def test_the_library_root_is_read_only_and_a_home_library_stays_visible() -> Non
     home = systemd.render_library_dropins(LibraryUnits("mine", "/home/al/pics")).files
     assert "ProtectHome=read-only\n" in home["libwatch-scan@mine.service.d/library.conf"]
     worker = systemd.render_worker_dropin(["/srv/b", "/home/al/pics", "/srv/b"])
-    assert "ReadOnlyPaths=-/home/al/pics -/srv/b\nProtectHome=read-only\n" in worker["libwatch-worker.service.d/library.conf"]
+    assert ("ReadOnlyPaths=-/home/al/pics -/srv/b\nProtectHome=read-only\n"
+            in worker["libwatch-worker.service.d/library.conf"])
 
 
 def test_paths_the_sandbox_hides_are_named_with_their_directive(tmp_path: Path) -> None:

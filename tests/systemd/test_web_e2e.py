@@ -43,7 +43,8 @@ def test_the_management_page_under_systemd(container: Container) -> None:
     api = http(box, "GET", "/api/v1/libraries/photos")
     cli = json.loads(shell(box, "libwatch status photos --json").stdout)
     assert api["libraries"][0]["schedule"] == cli["libraries"][0]["schedule"], (api, cli)
-    assert {k: v for k, v in api.items() if k != "generated_at"} == {k: v for k, v in cli.items() if k != "generated_at"}
+    assert ({k: v for k, v in api.items() if k != "generated_at"}
+            == {k: v for k, v in cli.items() if k != "generated_at"})
     assert api["libraries"][0]["schedule"]["state"] == "scheduled"  # next run from systemd
     pid = box.run("systemctl", "show", "-p", "MainPID", "--value", WEB).stdout.strip()
     uid = box.run("awk", "/^Uid:/ {print $2}", f"/proc/{pid}/status").stdout.strip()

@@ -48,7 +48,8 @@ class Server:
 
     def request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
                 data: bytes | None = None) -> Reply:
-        sent = urllib.request.Request(self.url.rstrip("/") + path, method=method, data=data, headers=dict(headers or {}))
+        sent = urllib.request.Request(self.url.rstrip("/") + path, method=method, data=data,
+                                      headers=dict(headers or {}))
         opener = urllib.request.build_opener(NoRedirect)
         try:
             with opener.open(sent, timeout=60) as answer:
@@ -86,7 +87,10 @@ def basic(user: str, secret: str) -> dict[str, str]:
 
 def start_web(env: Mapping[str, str], *args: str, timeout: float = 30, wrapper: tuple[str, ...] = (),
               ready: re.Pattern[str] = SERVING) -> Server:
-    """Start `[WRAPPER] libwatch web ARGS`; wait for the line `ready` finds the URL in (a thread keeps reading stderr)."""
+    """Start `[WRAPPER] libwatch web ARGS`; wait for the line `ready` finds the URL in.
+
+    A thread keeps reading stderr.
+    """
     process = subprocess.Popen([*wrapper, sys.executable, "-m", "libwatch", "web", *args], env=dict(env), text=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     lines: list[str] = []
