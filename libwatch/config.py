@@ -150,7 +150,8 @@ def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | No
             values[key] = _convert(key, environ[variable], f"environment {variable}")
     for key, value in (flags or {}).items():
         if value is not None:
-            values[key] = _convert(key, value if not isinstance(value, Path) else str(value), f"option --{key.replace('_', '-')}")
+            values[key] = _convert(key, value if not isinstance(value, Path) else str(value),
+                                   f"option --{key.replace('_', '-')}")
     defaults = Settings()
     known = {f.name for f in fields(Settings)}
     return _validate(replace(defaults, config_file=path, **{k: v for k, v in values.items() if k in known}))

@@ -57,20 +57,33 @@ def _summary(console: Console, doc: dict[str, Any]) -> None:
 
 def rebuild(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Library name (default: every library).", show_default=False)] = None,
-    collection: Annotated[str | None, typer.Option(help="Only this collection (folder path relative to the root, exactly).")] = None,
-    path: Annotated[str | None, typer.Option(help="Only this file, or the files under this folder (relative or absolute).")] = None,
-    pending: Annotated[bool, typer.Option("--pending", help="Pending requests, and queued ones older than --queued-timeout (default).")] = False,
-    missing: Annotated[bool, typer.Option("--missing", help="Files whose cache image or thumbnail is not in the cache folder.")] = False,
+    name: Annotated[str | None, typer.Argument(
+        help="Library name (default: every library).", show_default=False)] = None,
+    collection: Annotated[str | None, typer.Option(
+        help="Only this collection (folder path relative to the root, exactly).")] = None,
+    path: Annotated[str | None, typer.Option(
+        help="Only this file, or the files under this folder (relative or absolute).")] = None,
+    pending: Annotated[bool, typer.Option(
+        "--pending", help="Pending requests, and queued ones older than --queued-timeout (default).")] = False,
+    missing: Annotated[bool, typer.Option(
+        "--missing", help="Files whose cache image or thumbnail is not in the cache folder.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help=(
         "What `libwatch failed` lists: unreadable headers read again, failed renders retried."))] = False,
-    all_: Annotated[bool, typer.Option("--all", help="Everything, rendered again (e.g. after changing a size); low priority.")] = False,
-    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help="Cache images (default: the library's setting).", show_default=False)] = None,
-    thumbnails: Annotated[bool | None, typer.Option("--thumbnails/--no-thumbnails", help="Thumbnails (default: the library's setting).", show_default=False)] = None,
-    priority: Annotated[int | None, typer.Option(min=0, max=10, help="Message priority 0-10 (default: 5; 1 for --all).", show_default=False)] = None,
-    run: Annotated[bool, typer.Option("--run", help="Render here in a process pool instead of publishing (always so without a broker).")] = False,
-    processes: Annotated[int | None, typer.Option(min=1, help="Rendering processes for --run (default: the CPUs).", show_default=False)] = None,
-    queued_timeout: Annotated[float, typer.Option(min=0, help="Seconds after which a queued request counts as lost (--pending).")] = service.QUEUED_TIMEOUT_S,
+    all_: Annotated[bool, typer.Option(
+        "--all", help="Everything, rendered again (e.g. after changing a size); low priority.")] = False,
+    cache: Annotated[bool | None, typer.Option(
+        "--cache/--no-cache", help="Cache images (default: the library's setting).", show_default=False)] = None,
+    thumbnails: Annotated[bool | None, typer.Option(
+        "--thumbnails/--no-thumbnails", help="Thumbnails (default: the library's setting).",
+        show_default=False)] = None,
+    priority: Annotated[int | None, typer.Option(
+        min=0, max=10, help="Message priority 0-10 (default: 5; 1 for --all).", show_default=False)] = None,
+    run: Annotated[bool, typer.Option(
+        "--run", help="Render here in a process pool instead of publishing (always so without a broker).")] = False,
+    processes: Annotated[int | None, typer.Option(
+        min=1, help="Rendering processes for --run (default: the CPUs).", show_default=False)] = None,
+    queued_timeout: Annotated[float, typer.Option(
+        min=0, help="Seconds after which a queued request counts as lost (--pending).")] = service.QUEUED_TIMEOUT_S,
     trigger: Annotated[str, typer.Option(help="What started this run: manual, timer, path or cron.")] = "manual",
     json_output: JsonOption = False,
 ) -> None:
@@ -92,7 +105,8 @@ def rebuild(
                             "pending (`libwatch rebuild --run` goes on with it)", markup=False)
         raise
     shown.close()
-    output.emit(context.wants_json(ctx, json_output), report.document, lambda console: _summary(console, report.document))
+    output.emit(context.wants_json(ctx, json_output), report.document,
+                lambda console: _summary(console, report.document))
     raise typer.Exit(report.exit_code)
 
 
@@ -132,12 +146,18 @@ def _summary_line(console: Console, result: WorkerResult) -> None:
 
 def worker(
     ctx: typer.Context,
-    prefetch: Annotated[int, typer.Option(min=1, max=MAX_PREFETCH, help="Messages the broker hands over ahead of the acks, per queue.")] = 100,
-    max_messages: Annotated[int | None, typer.Option(min=1, help="Stop after handling this many messages.", show_default=False)] = None,
-    idle_exit: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds without a message.", show_default=False)] = None,
-    processes: Annotated[int | None, typer.Option(min=1, help="Rendering processes (default: the CPUs).", show_default=False)] = None,
-    max_message_size: Annotated[int, typer.Option(min=1, help="Bytes; a larger message body is rejected unread.")] = MAX_BODY_BYTES,
-    heartbeat: Annotated[float, typer.Option(min=0.001, help="Seconds between the info lines that show the worker alive.")] = 60.0,
+    prefetch: Annotated[int, typer.Option(
+        min=1, max=MAX_PREFETCH, help="Messages the broker hands over ahead of the acks, per queue.")] = 100,
+    max_messages: Annotated[int | None, typer.Option(
+        min=1, help="Stop after handling this many messages.", show_default=False)] = None,
+    idle_exit: Annotated[float | None, typer.Option(
+        min=0, help="Stop after this many seconds without a message.", show_default=False)] = None,
+    processes: Annotated[int | None, typer.Option(
+        min=1, help="Rendering processes (default: the CPUs).", show_default=False)] = None,
+    max_message_size: Annotated[int, typer.Option(
+        min=1, help="Bytes; a larger message body is rejected unread.")] = MAX_BODY_BYTES,
+    heartbeat: Annotated[float, typer.Option(
+        min=0.001, help="Seconds between the info lines that show the worker alive.")] = 60.0,
     json_output: JsonOption = False,
 ) -> None:
     """Consume rebuild messages and render cache images and thumbnails; SIGTERM stops it cleanly.

@@ -39,7 +39,8 @@ def diff(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
          progress: Progress = no_progress, subtree: str = "") -> ScanResult:
     """What a scan would record, writing nothing; exit code 1 when there are changes."""
     plan = detect(db, settings, library, options, progress=progress, subtree=subtree)
-    return from_plan(plan, run_id=None, dry_run=True, rebuild={"requested": plan.rebuilds, "published": 0, "pending": 0},
+    return from_plan(plan, run_id=None, dry_run=True,
+                     rebuild={"requested": plan.rebuilds, "published": 0, "pending": 0},
                      exit_code=1 if plan.has_changes else 0)
 
 
@@ -134,7 +135,8 @@ def targets(db: Db, names: Sequence[str], *, all_: bool, name: str | None, path:
     """
     if all_:
         if names or path is not None:
-            raise UsageError("give library names or --all, not both" if names else "--path needs one library, not --all")
+            raise UsageError("give library names or --all, not both" if names
+                             else "--path needs one library, not --all")
         return [Target(lib) for lib in catalog_libraries.all_libraries(db) if lib.enabled]
     if not names:
         raise UsageError("name a library or folder to scan, or use --all (see `libwatch library list`)")
@@ -189,7 +191,9 @@ def subtree_of(library: Library, folder: str) -> str:
 
 
 def _register(db: Db, target: Target, name: str | None) -> Library:
-    return target.library if target.library is not None else library_service.add(db, name, target.given or target.folder)
+    if target.library is not None:
+        return target.library
+    return library_service.add(db, name, target.given or target.folder)
 
 
 def run(db: Db, settings: Settings, resolved: Sequence[Target], options: ScanOptions, *, name: str | None = None,

@@ -247,8 +247,10 @@ def detect(db: Db, settings: Settings, library: Library, options: ScanOptions, *
         library=library, started_at=started_at, changes=changes, refresh=tuple(classified.confirmed),
         rehashed=tuple(seen.rehashed), skipped=(*seen.skipped, *(skip for skip, _ in classified.skipped)),
         probes=_probes(library.path, changes), tallies=tallies, collections_before=before,
-        collections_added=tuple(sorted(set(tallies) - present)), collections_removed=tuple(sorted(present - set(tallies))),
-        scanned=seen.scanned, unchanged=seen.unchanged + seen.fingerprints - sum(1 for c in changes if c.type != DELETED),
+        collections_added=tuple(sorted(set(tallies) - present)),
+        collections_removed=tuple(sorted(present - set(tallies))),
+        scanned=seen.scanned,
+        unchanged=seen.unchanged + seen.fingerprints - sum(1 for c in changes if c.type != DELETED),
         present_before=seen.present_before, hashed_bytes=seen.hashed_bytes, used_index=index is not None,
         subtree=subtree)
 

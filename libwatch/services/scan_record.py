@@ -39,7 +39,8 @@ def record(db: Db, plan: Plan, spool: Spool, *, run_id: str, lease: Lease, prior
     check()
     counts = plan.counts
     catalog_libraries.record_scan(db, library.name, run_id=run_id, generation=generation, counts=counts,
-                                  file_changes={kind: counts[kind] for kind in FILE_CHANGES}, full=verify and not plan.subtree,
+                                  file_changes={kind: counts[kind] for kind in FILE_CHANGES},
+                                  full=verify and not plan.subtree,
                                   changed=plan.has_changes)
     if plan.writes or not plan.used_index:
         spool.commit(_written_records(plan), library=library.name, generation=generation,

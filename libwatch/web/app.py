@@ -169,9 +169,11 @@ def routes(app: FastAPI, catalog: Catalog, templates: Jinja2Templates) -> None: 
                    limit: Annotated[int, Query(ge=1, le=10000)] = 50) -> Response:
         moment = None if not since else reports.parse_when(since)
         with session() as db:
-            return json_response(reports.events(db, name, types=type or (), since=moment, path=path, limit=limit).to_document())
+            events = reports.events(db, name, types=type or (), since=moment, path=path, limit=limit)
+            return json_response(events.to_document())
 
-    @app.get(f"{API}/libraries/{{name}}/failed", summary="Failed renders and unreadable files: `libwatch failed NAME --json`")
+    @app.get(f"{API}/libraries/{{name}}/failed",
+             summary="Failed renders and unreadable files: `libwatch failed NAME --json`")
     def api_failed(name: str, limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> Response:
         with session() as db:
             return json_response(reports.failed(db, name, limit=limit).to_document())

@@ -25,7 +25,8 @@ def queues(settings: Settings) -> dict[str, Any]:
     except LibwatchError as error:
         return {"broker": mask_url(settings.amqp_url), "queues": {}, "error": str(error)}
     return {"broker": mask_url(settings.amqp_url), "error": None,
-            "queues": {name: {"messages": queue.messages, "consumers": queue.consumers} for name, queue in stats.items()}}
+            "queues": {name: {"messages": queue.messages, "consumers": queue.consumers}
+                       for name, queue in stats.items()}}
 
 
 def workers(db: Db, now: datetime | None = None) -> list[dict[str, Any]]:
