@@ -100,61 +100,87 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
 
 
+_KINDS: Final = {Path: "a path", str: "text", int: "a whole number", float: "a number"}
+# What a URL setting may start with: anything else (http://, a typo) is refused when read.
+_SCHEMES: Final = {"mongo_uri": ("mongodb://", "mongodb+srv://"), "amqp_url": ("amqp://", "amqps://")}
+
+
 def _convert(key: str, value: Any, source: str) -> Any:
+    """``value`` as ``key``'s type; raises ConfigError naming ``source`` and the key in plain words."""
     kind = _KEYS[key][1]
+    shown = mask_url(value) if isinstance(value, str) and key in _SCHEMES else value
+    problem = f"must be {_KINDS[kind]}, not {shown!r}"
+    if kind is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{source}: {key} {problem}")
+        return Path(value).expanduser()
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} {problem}")
+        if key in _SCHEMES and not value.startswith(_SCHEMES[key]):
+            starts = " or ".join(_SCHEMES[key])
+            raise ConfigError(f"{source}: {key} must be a URL starting with {starts}, not {shown!r}")
+        return value
+    if isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} {problem}")
     try:
-        if kind is Path:
-            if not isinstance(value, str) or not value:
-                raise ValueError("expected a path")
-            return Path(value).expanduser()
-        if kind is str:
-            if not isinstance(value, str):
-                raise ValueError("expected a string")
-            return value
-        if isinstance(value, bool):
-            raise ValueError("expected a number")
         if key == "cache_mode" and isinstance(value, str):
-            return int(value, 8)  # "0640" from the environment, as chmod reads it (TOML writes 0o640)
-        number = kind(value)
-        if number < 0:
-            raise ValueError("must not be negative")
-        return number
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{source}: bad value for {key!r}: {value!r} ({error})") from None
+            number = int(value, 8)  # "0640" from the environment, as chmod reads it (TOML writes 0o640)
+        else:
+            number = kind(value)
+        if kind is int and isinstance(value, float) and number != value:
+            raise ValueError("not whole")  # int(1.5) would quietly make 1
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{source}: {key} {problem}") from None
+    if number < 0:
+        raise ConfigError(f"{source}: {key} must not be negative, not {value!r}")
+    return number
 
 
-def _validate(settings: Settings) -> Settings:
+def _validate(settings: Settings, sources: Mapping[str, str]) -> Settings:
+    """Check the values' ranges; an error names where the value came from (``sources``: key → source)."""
+    def where(key: str) -> str:
+        return sources.get(key, "default")
+
     if settings.image_format not in _IMAGE_FORMATS:
-        raise ConfigError(f"image_format must be one of {', '.join(_IMAGE_FORMATS)}, not {settings.image_format!r}")
+        raise ConfigError(f"{where('image_format')}: image_format must be one of {', '.join(_IMAGE_FORMATS)}, "
+                          f"not {settings.image_format!r}")
     if settings.cache_mode & ~0o755 or settings.cache_mode & 0o600 != 0o600:
-        raise ConfigError(f"cache_mode must give the owner read and write and nobody else write (e.g. 0640), "
-                          f"not {settings.cache_mode:04o}")
+        raise ConfigError(f"{where('cache_mode')}: cache_mode must give the owner read and write and nobody else "
+                          f"write (e.g. 0640), not {settings.cache_mode:04o}")
     for key in ("cache_edge", "thumbnail_edge"):
         if getattr(settings, key) < 16:
-            raise ConfigError(f"{key} must be at least 16 pixels")
+            raise ConfigError(f"{where(key)}: {key} must be at least 16 pixels, not {getattr(settings, key)}")
     return settings
 
 
 def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Resolve the settings from flags, environment, config file and defaults, in that order."""
+    """Resolve the settings from flags, environment, config file and defaults, in that order.
+
+    Raises ConfigError (exit 2) in one line naming the file, variable or option and the key.
+    """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def take(key: str, value: Any, source: str) -> None:
+        values[key], sources[key] = _convert(key, value, source), source
+
     path = config_path(environ)
     if path is not None:
         for key, value in _read_file(path).items():
             if key not in _KEYS:
                 raise ConfigError(f"config file {path}: unknown key {key!r} (known: {', '.join(_KEYS)})")
-            values[key] = _convert(key, value, f"config file {path}")
+            take(key, value, f"config file {path}")
     for key, (variable, _) in _KEYS.items():
         if environ.get(variable):
-            values[key] = _convert(key, environ[variable], f"environment {variable}")
+            take(key, environ[variable], f"environment {variable}")
     for key, value in (flags or {}).items():
         if value is not None:
-            values[key] = _convert(key, value if not isinstance(value, Path) else str(value),
-                                   f"option --{key.replace('_', '-')}")
-    defaults = Settings()
+            take(key, value if not isinstance(value, Path) else str(value), f"option --{key.replace('_', '-')}")
     known = {f.name for f in fields(Settings)}
-    return _validate(replace(defaults, config_file=path, **{k: v for k, v in values.items() if k in known}))
+    settings = replace(Settings(), config_file=path, **{k: v for k, v in values.items() if k in known})
+    return _validate(settings, sources)
 
 
 def mask_url(url: str) -> str:

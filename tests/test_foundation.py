@@ -28,15 +28,38 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize("content, words", [
     ("database = ", "not valid TOML"),
     ('colour = "red"', "unknown key 'colour'"),
-    ("lease_s = \"soon\"", "bad value for 'lease_s'"),
-    ('image_format = "gif"', "image_format must be one of"),
+    ("lease_s = \"soon\"", "lease_s must be a number, not 'soon'"),
+    ("cache_edge = 1.5e400", "cache_edge must be a whole number"),
+    ('image_format = "gif"', "image_format must be one of jpeg, webp, not 'gif'"),
+    ("thumbnail_edge = 8", "thumbnail_edge must be at least 16 pixels, not 8"),
+    ('amqp_url = "http://broker/"', "amqp_url must be a URL starting with amqp:// or amqps://, not 'http://broker/'"),
+    ('mongo_uri = "mongo://db/"', r"mongo_uri must be a URL starting with mongodb:// or mongodb\+srv://"),
+    ("cache_edge = 1.5", "cache_edge must be a whole number, not 1.5"),
 ])
 def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path: Path, content: str, words: str) -> None:
     file = tmp_path / "config.toml"
     file.write_text(content + "\n")
     with pytest.raises(ConfigError, match=words) as caught:
         config.load({}, {"LIBWATCH_CONFIG": str(file)})
-    assert "\n" not in str(caught.value)
+    assert "\n" not in str(caught.value) and str(caught.value).startswith(f"config file {file}")
+    assert "invalid literal" not in str(caught.value) and "could not convert" not in str(caught.value)
+
+
+@pytest.mark.parametrize("variable, value, words", [
+    ("LIBWATCH_AMQP_URL", "http://guest:hunter2@broker/", "amqp_url must be a URL starting with amqp://"),
+    ("LIBWATCH_MONGO_URI", "postgres://me:hunter2@db/", "mongo_uri must be a URL starting with mongodb://"),
+    ("LIBWATCH_CACHE_EDGE", "big", "cache_edge must be a whole number, not 'big'"),
+    ("LIBWATCH_RETENTION_DAYS", "-3", "retention_days must not be negative"),
+    ("LIBWATCH_IMAGE_FORMAT", "gif", "image_format must be one of jpeg, webp"),
+])
+def test_a_bad_environment_value_names_the_variable_and_the_key(libwatch, variable: str, value: str,
+                                                                 words: str) -> None:
+    done = libwatch("--json", "status", env={variable: value})
+    assert done.code == 2, done
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"libwatch: error: environment {variable}: ") and words in line, line
+    assert "hunter2" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["error"]["kind"] == "ConfigError"
 
 
 def test_bad_config_exits_2_without_traceback(libwatch, tmp_path: Path) -> None:
