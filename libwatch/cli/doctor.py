@@ -5,7 +5,6 @@ from typing import Final
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption
@@ -15,18 +14,17 @@ MARKS: Final = {service.OK: "ok", service.WARN: "WARN", service.FAIL: "FAIL", se
 
 
 def _show(console: Console, report: service.Report) -> None:
-    table = Table("check", "status", "detail")
-    for check in report.checks:
-        name = check.name + ("" if check.required else " (optional)")
-        table.add_row(name, MARKS[check.status], check.detail)
-    console.print(table)
-    console.print("all required parts work" if report.ok else "a required part does not work (exit 1)")
+    output.table(console, ("check", "status", "detail"),
+                 [(check.name + ("" if check.required else " (optional)"), MARKS[check.status], check.detail)
+                  for check in report.checks])
+    verdict = "all required parts work" if report.ok else f"a required part does not work (exit {report.exit_code})"
+    console.print(verdict, markup=False)
 
 
 def doctor(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Check MongoDB, RabbitMQ, the cache folder, inotify limits, the installed units and the libraries.
 
-    Exits 0 when every required part works, 1 otherwise; warnings do not fail it.
+    Exits 0 when every required part works, 4 otherwise; warnings do not fail it.
 
     Example: libwatch doctor --json
     """

@@ -35,24 +35,61 @@ NestedOption = Annotated[bool, typer.Option(
     help="Accept a root inside or above another library's when the outer library excludes the inner root.")]
 
 
-def _words(value: Any) -> str:
-    """A setting's value in plain words (no Python reprs)."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if value is None:
-        return "not set"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value)) if value else "none"
-    if isinstance(value, dict):
-        return ", ".join(f"{key} {_words(item)}" for key, item in value.items()) or "none"
-    return str(value)
+def _state(schedule: dict[str, Any]) -> str:
+    return "disabled" if not schedule["enabled"] else "paused" if schedule["paused"] else "enabled"
 
 
-def _show(console: Console, doc: dict[str, Any]) -> None:
-    rows = [(key.replace("_", " "), _words(value)) for key, value in doc.items()]
-    output.table(console, ("setting", "value"), rows)
+def _rebuilds(rebuild: dict[str, Any]) -> str:
+    kinds = [word for word, wanted in (("cache images", rebuild["cache"]), ("thumbnails", rebuild["thumbnails"]))
+             if wanted]
+    return " and ".join(kinds) or "none"
+
+
+def _retention(days: float | None, default_days: float) -> str:
+    shown = default_days if days is None else days
+    return f"{shown:g} day{'' if shown == 1 else 's'}" + (" (the default)" if days is None else "")
+
+
+def _facts(doc: dict[str, Any], default_retention: float) -> list[tuple[str, str]]:
+    """`library show` in plain words: settings first, then what the catalog knows of the library."""
+    state, counts = doc.get("state") or {}, doc.get("counts") or {}
+    defaults = doc["applied_default_excludes"]
+    return [
+        ("root", doc["path"] + (f" (given as {doc['link']})" if doc.get("link") else "")),
+        ("state", _state(doc["schedule"]) + ("" if state.get("status", "ok") == "ok" else f", {state['status']}")),
+        ("schedule", doc["schedule"]["on_calendar"]),
+        ("watch", "on" if doc["watch"]["enabled"] else "off"),
+        ("rebuilds", _rebuilds(doc["rebuild"])),
+        ("tracked files", ", ".join(doc["include"]) or "image extensions (the default)"),
+        ("excluded", ", ".join(doc["exclude"]) or "nothing of its own"),
+        ("default exclusions", f"{output.count(len(defaults), 'pattern')} applied" if doc["default_excludes"]
+         else "off"),
+        ("dropped defaults", ", ".join(doc["dropped_excludes"]) or "none"),
+        ("compared", ", ".join(("size", "mtime", *doc["compare"]))),
+        ("hidden files", "tracked" if doc["hidden"] else "left out"),
+        ("symbolic links", "followed (within the root)" if doc["follow_symlinks"] else "not followed"),
+        ("other file systems", "crossed" if doc["cross_mounts"] else "not crossed"),
+        ("missing files kept", _retention(doc["retention_days"], default_retention)),
+        ("max delete", f"{output.percent(doc['max_delete'])} of the files in one scan"),
+        ("created", output.when(doc.get("created_at"))),
+        ("files", f"{output.number(counts.get('files', 0))} present, {output.number(counts.get('missing', 0))} "
+                  f"missing, {output.count(counts.get('collections', 0), 'collection')}"),
+        ("last scan", output.when(state.get("last_scan"))),
+        ("last scan found", output.counted(state.get("last_counts") or {}, leave_out=("scanned", "hashed_bytes"))
+         or "nothing"),
+        ("last change", output.when(state.get("last_change_detected"))),
+        ("default exclusion patterns", ", ".join(defaults) or "none"),
+    ]
+
+
+def _setting(setting: str, value: Any) -> str:
+    """A setting's old or new value as `library set` prints it (max-delete as a percentage)."""
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return output.percent(value) if setting == "max-delete" and numeric else output.words(value)
+
+
+def _show(console: Console, doc: dict[str, Any], default_retention: float) -> None:
+    output.table(console, ("library", doc["name"]), _facts(doc, default_retention))
 
 
 @app.command()
@@ -105,10 +142,9 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
             return
         rows = []
         for doc in docs:
-            schedule = doc["schedule"]
-            flag = "disabled" if not schedule["enabled"] else "paused" if schedule["paused"] else "enabled"
-            rows.append((doc["name"], doc["path"], f"{doc['counts']['files']:,}", f"{doc['counts']['collections']:,}",
-                         schedule["on_calendar"], flag))
+            rows.append((doc["name"], doc["path"], output.number(doc["counts"]["files"]),
+                         output.number(doc["counts"]["collections"]), doc["schedule"]["on_calendar"],
+                         _state(doc["schedule"])))
         output.table(console, ("name", "path", "files", "collections", "schedule", "state"), rows)
 
     output.emit(context.wants_json(ctx, json_output), {"libraries": docs}, human)
@@ -123,7 +159,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Library n
     """
     with context.catalog(ctx) as db:
         doc = service.describe(repo.get(db, name), service.counts(db, name))
-    output.emit(context.wants_json(ctx, json_output), doc, lambda console: _show(console, doc))
+    retention = context.state(ctx).settings.retention_days
+    output.emit(context.wants_json(ctx, json_output), doc, lambda console: _show(console, doc, retention))
 
 
 @app.command()
@@ -217,6 +254,7 @@ def set_(
         if not result.changes:
             console.print(f"{name}: nothing changed", markup=False)
         for change in result.changes:
-            console.print(f"{name}: {change.setting} {_words(change.old)} -> {_words(change.new)}", markup=False)
+            console.print(f"{name}: {change.setting} {_setting(change.setting, change.old)} -> "
+                          f"{_setting(change.setting, change.new)}", markup=False)
 
     raise typer.Exit(output.show(result, human, as_json=context.wants_json(ctx, json_output)))

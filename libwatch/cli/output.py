@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from libwatch.quantity import count, number
 from libwatch.text import escape, json_safe
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     console: Console
     errors: Console
 
-__all__ = ["escape", "show", "table", "emit", "to_json", "when", "size", "duration", "count"]
+__all__ = ["escape", "show", "table", "emit", "to_json", "when", "size", "duration", "number", "count", "counted",
+           "percent", "words"]
 
 
 @dataclass(slots=True)
@@ -165,11 +167,48 @@ def _rich_table(out: Console, headers: Sequence[str], cells: list[list[str]], ti
     out.print(grid)
 
 
-def count(number: int, noun: str, plural: str | None = None) -> str:
-    """`1 library`, `2 libraries`, `12,345 files`: one number format and plural everywhere."""
-    consonant_y = noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u")
-    word = noun if number == 1 else (plural or (noun[:-1] + "ies" if consonant_y else noun + "s"))
-    return f"{number:,} {word}"
+def counted(counts: Mapping[str, Any], *, leave_out: Iterable[str] = ()) -> str:
+    """A document's non-zero counts in plain words: `4 added, 1 error, 2 collections added`.
+
+    A key reads as words (`collections_added` → "collections added"); for 1 its first plural
+    word is made singular ("1 collection added", "1 error"). "" when every count is 0.
+    """
+    skipped = set(leave_out)
+    return ", ".join(f"{number(value)} {_key_words(key, value)}" for key, value in counts.items()
+                     if key not in skipped and isinstance(value, int) and not isinstance(value, bool) and value)
+
+
+def _key_words(key: str, value: int) -> str:
+    words = key.split("_")
+    if value == 1:
+        plural = next((i for i, word in enumerate(words) if word.endswith("s") and not word.endswith("ss")), None)
+        if plural is not None:
+            words[plural] = words[plural][:-1]
+    return " ".join(words)
+
+
+def percent(fraction: float) -> str:
+    """A fraction for people: 0.5 → `50 %`."""
+    return f"{fraction * 100:.4g} %"
+
+
+def words(value: Any) -> str:
+    """A setting's value in plain words: yes/no, "not set", "none", local times; never a Python repr."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "not set"
+    if isinstance(value, datetime):
+        return when(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return number(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(words(item) for item in value) if value else "none"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{str(key).replace('_', ' ')} {words(item)}" for key, item in value.items()) or "none"
+    return str(value)
 
 
 def when(value: datetime | None) -> str:

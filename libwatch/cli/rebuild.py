@@ -41,18 +41,18 @@ def _summary(console: Console, doc: dict[str, Any]) -> None:
     counts = doc["counts"]
     where = ", ".join(doc["libraries"]) or "no libraries"
     if doc["mode"] == "run":
-        console.print(f"rebuilt {doc['selection']} of {where} here: {counts['selected']} requests, "
-                      f"{counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped"
-                      + (f", {counts['retry']} to retry" if counts["retry"] else ""), markup=False)
+        done = output.counted({key: counts[key] for key in ("done", "failed", "skipped", "changed", "retry")})
+        console.print(f"rebuilt {doc['selection']} of {where} here: {output.count(counts['selected'], 'rendering')}"
+                      + (f" ({done})" if done else ""), markup=False)
     else:
-        console.print(f"rebuild {doc['selection']} of {where}: {counts['published']} requests published, "
-                      f"{counts['pending']} pending", markup=False)
+        console.print(f"rebuild {doc['selection']} of {where}: {output.count(counts['published'], 'request')} "
+                      f"published, {output.number(counts['pending'])} pending", markup=False)
     if "headers_read" in counts:
-        console.print(f"headers read again: {counts['headers_read']:,} readable, "
-                      f"{counts['headers_unreadable']:,} still unreadable", markup=False)
+        console.print(f"headers read again: {output.number(counts['headers_read'])} readable, "
+                      f"{output.number(counts['headers_unreadable'])} still unreadable", markup=False)
     for failure in doc["failures"]:
-        console.print(f"  {failure['status']:<7} {failure['kind']:<9} {failure['path']}: {failure['error']}",
-                      markup=False)
+        console.print(f"  {failure['status']:<7} {failure['kind']:<9} {output.escape(failure['path'])}: "
+                      f"{output.escape(str(failure['error']))}", markup=False)
 
 
 def rebuild(
@@ -139,8 +139,7 @@ def _stopped_by_signals() -> Iterator[Callable[[Callable[[], None]], None]]:
 
 
 def _summary_line(console: Console, result: WorkerResult) -> None:
-    counts = result.counts
-    text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) if counts else "no messages"
+    text = output.counted(dict(sorted(result.counts.items()))) or "no messages"
     console.print(f"worker: {text} (run {result.run_id})", markup=False)
 
 

@@ -31,14 +31,7 @@ def sparkline(values: Sequence[float]) -> str:
 
 
 def _summary(counts: Mapping[str, Any]) -> str:
-    return ", ".join(f"{value:,} {_word(key, value)}" for key, value in counts.items()
-                     if isinstance(value, int) and value and key not in ("scanned", "unchanged", "hashed_bytes"))
-
-
-def _word(key: str, value: int) -> str:
-    """A count's key in plain words: `errors` → "1 error", `orphan_files` → "2 orphan files"."""
-    word = key.replace("_", " ")
-    return word[:-1] if value == 1 and word.endswith("s") else word
+    return output.counted(counts, leave_out=("scanned", "unchanged", "hashed_bytes"))
 
 
 def _last_run(run: Mapping[str, Any] | None) -> str:
@@ -63,11 +56,11 @@ def _status_table(console: Console, libraries: Sequence[Mapping[str, Any]]) -> N
         rebuilds, scan = lib["rebuilds"], lib["last_scan"]
         name = lib["name"] + (" (paused)" if lib["paused"] else "") \
             + ("" if lib["root_available"] else " (root missing)")
-        rows.append((name, f"{lib['counts']['files']:,}", output.size(lib["counts"]["bytes"]),
+        rows.append((name, output.number(lib["counts"]["files"]), output.size(lib["counts"]["bytes"]),
                      output.when(scan and scan["started_at"]), scan["status"] if scan else "-",
-                     f"{sum(lib['last_changes'].values()):,}",
-                     f"{rebuilds['pending']:,}/{rebuilds['queued']:,}/{rebuilds['failed']:,}",
-                     f"{lib['failures']['files']:,}", _next_run(lib["schedule"])))
+                     output.number(sum(lib["last_changes"].values())),
+                     "/".join(output.number(rebuilds[state]) for state in ("pending", "queued", "failed")),
+                     output.number(lib["failures"]["files"]), _next_run(lib["schedule"])))
     output.table(console, ("library", "files", "size", "last scan", "result", "changes", "rebuilds p/q/f",
                            "failed files", "next run"), rows)
 
@@ -76,29 +69,30 @@ def _status_detail(console: Console, lib: Mapping[str, Any]) -> None:
     counts, rebuilds, schedule, failures = lib["counts"], lib["rebuilds"], lib["schedule"], lib["failures"]
     facts = [("root", lib["root"] + ("" if lib["root_available"] else "  (missing: unmounted?)")),
              ("state", lib["state"] + (", paused" if lib["paused"] else "") + ("" if lib["enabled"] else ", disabled")),
-             ("files", f"{counts['files']:,} present, {counts['missing']:,} missing, "
+             ("files", f"{output.number(counts['files'])} present, {output.number(counts['missing'])} missing, "
                        f"{output.count(counts['collections'], 'collection')}, {output.size(counts['bytes'])}"),
              ("last scan", _last_run(lib["last_scan"]))]
     if lib["last_scan"] and lib["last_scan"]["error"]:
         facts.append(("error", lib["last_scan"]["error"]))
     facts += [("last changes", _summary(lib["last_changes"]) or "none"),
-              ("rebuilds", f"{rebuilds['pending']:,} pending, {rebuilds['queued']:,} queued, "
-                           f"{rebuilds['failed']:,} failed"),
-              ("failed files", f"{failures['files']:,}"
-                               + ("; libwatch failed " + lib["name"] if failures["files"] else ""))]
+              ("rebuilds", ", ".join(f"{output.number(rebuilds[state])} {state}"
+                                     for state in ("pending", "queued", "failed"))),
+              ("failed files", output.number(failures["files"])
+               + (f"; libwatch failed {lib['name']}" if failures["files"] else ""))]
     facts += [("", _failure_line(failure)) for failure in failures["latest"]]
-    facts.append(("schedule", f"{schedule['on_calendar']}; next run: {_next_run(schedule)}; "
-                              f"watch: {schedule['watch']}"))
+    facts.append(("schedule",
+                  f"{schedule['on_calendar']}; next run: {_next_run(schedule)}; watch: {schedule['watch']}"))
     recent = lib["recent"]
     if recent:
         changes = [run["changes"] for run in recent]
         durations = [run["duration_s"] or 0.0 for run in recent]
-        facts.append((f"changes ({output.count(len(recent), 'scan')})", f"{sparkline(changes)}  max {max(changes):,}"))
+        facts.append((f"changes ({output.count(len(recent), 'scan')})",
+                      f"{sparkline(changes)}  max {output.number(max(changes))}"))
         facts.append(("scan duration", f"{sparkline(durations)}  max {output.duration(max(durations))}"))
     output.table(console, ("library", lib["name"]), facts)
     console.print()
     output.table(console, ("job", "runs", "failures", "last run"),
-                 [(job, f"{stats['runs']:,}", f"{stats['failures']:,}", _last_run(stats["last_run"]))
+                 [(job, output.number(stats["runs"]), output.number(stats["failures"]), _last_run(stats["last_run"]))
                   for job, stats in lib["jobs"].items()])
 
 

@@ -43,35 +43,28 @@ def _progress(enabled: bool) -> Iterator[Progress]:
 
 
 def _summary(console: Console, doc: dict[str, Any], verbose: bool) -> None:
+    library = output.escape(doc["library"])
     if doc.get("skipped_run"):
-        console.print(f"{doc['library']}: {doc['skipped_run']}, scan skipped")
+        console.print(f"{library}: scan skipped ({output.escape(doc['skipped_run'])})", markup=False)
         return
-    from rich.table import Table  # human output only
-
-    counts = doc["counts"]
     part = f", folder {doc['subtree']}" if doc.get("subtree") else ""
-    title = f"{'diff' if doc['dry_run'] else 'scan'} of {doc['library']} ({doc['root']}{part})"
-    console.print(f"[bold]{title}[/]")
-    table = Table(show_header=False)
-    for key, value in counts.items():
-        if value or key in ("scanned", "unchanged"):
-            table.add_row(key.replace("_", " "), output.size(value) if key == "hashed_bytes" else f"{value:,}")
-    elapsed = (doc["finished_at"] - doc["started_at"]).total_seconds()
-    table.add_row("time", output.duration(elapsed))
+    facts = [(key.replace("_", " "), output.size(value) if key == "hashed_bytes" else output.number(value))
+             for key, value in doc["counts"].items() if value or key in ("scanned", "unchanged")]
+    facts.append(("time", output.duration((doc["finished_at"] - doc["started_at"]).total_seconds())))
     rebuild = doc["rebuild"]
     if rebuild["requested"] or rebuild["pending"]:
-        table.add_row("rebuilds", f"{rebuild['requested']} requested, {rebuild['published']} published, "
-                                  f"{rebuild['pending']} pending")
-    console.print(table)
+        facts.append(("rebuilds", ", ".join(f"{output.number(rebuild[key])} {key}"
+                                            for key in ("requested", "published", "pending"))))
+    output.table(console, ("diff" if doc["dry_run"] else "scan", f"{doc['library']} ({doc['root']}{part})"), facts)
     # One line per path however long (soft_wrap): logs are grepped by path.
+    lines = [f"  skipped {output.escape(item['path'])}: {output.escape(item['reason'])}" for item in doc["skipped"]]
+    lines += [f"  error   {output.escape(item['path'])}: {output.escape(item['error'])}" for item in doc["errors"]]
     if verbose:
-        for change in doc["changes"]:
-            extra = f" (from {change['old_path']})" if change.get("old_path") else ""
-            console.print(f"  {change['type']:<18} {change['path']}{extra}", markup=False, soft_wrap=True)
-    for item in doc["skipped"]:
-        console.print(f"  skipped {item['path']}: {item['reason']}", markup=False, soft_wrap=True)
-    for item in doc["errors"]:
-        console.print(f"  error   {item['path']}: {item['error']}", markup=False, soft_wrap=True)
+        lines = [f"  {change['type']:<18} {output.escape(change['path'])}"
+                 + (f" (from {output.escape(change['old_path'])})" if change.get("old_path") else "")
+                 for change in doc["changes"]] + lines
+    for line in lines:
+        console.print(line, markup=False, soft_wrap=True)
 
 
 def _emit(ctx: typer.Context, json_output: bool, results: list[ScanResult]) -> int:

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from libwatch import systemd
 from libwatch.catalog import libraries as repo
@@ -166,11 +165,9 @@ def status(ctx: typer.Context, user: UserOption = False, json_output: JsonOption
              "next_run": states[n].next_run, "last_run": states[n].last_run} for n in names]
 
     def human(console: Console) -> None:
-        table = Table("library", "installed", "timer", "next run", "last run", "watch")
-        for row in rows:
-            table.add_row(row["library"], "yes" if row["installed"] else "no", row["timer"],
-                          output.when(row["next_run"]), output.when(row["last_run"]), row["watch"])
-        console.print(table)
+        output.table(console, ("library", "installed", "timer", "next run", "last run", "watch"),
+                     [(row["library"], "yes" if row["installed"] else "no", row["timer"], output.when(row["next_run"]),
+                       output.when(row["last_run"]), row["watch"]) for row in rows])
 
     output.emit(context.wants_json(ctx, json_output), {"unit_dir": str(systemd.unit_dir(user)), "libraries": rows},
                 human)

@@ -22,6 +22,7 @@ from libwatch.catalog import store
 from libwatch.config import Settings, mask_url
 from libwatch.errors import EXIT_CHECK_FAILED, EXIT_OK, LibwatchError
 from libwatch.library import Library
+from libwatch.quantity import count
 from libwatch.services import libraries as library_service
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -192,7 +193,7 @@ def _roots(libraries: Sequence[Library] | None) -> Check:
     problems += library_service.overlaps(libraries)
     if problems:
         return Check("libraries", WARN, "; ".join(problems), data={"filesystems": kinds})
-    return Check("libraries", OK, f"{len(libraries)} libraries, roots present, none on a network file system",
+    return Check("libraries", OK, f"{count(len(libraries), 'library')}, roots present, none on a network file system",
                  data={"filesystems": kinds})
 
 

@@ -141,7 +141,8 @@ def library_status(db: Db, lib: Library, schedule: Mapping[str, Any]) -> dict[st
     """One library's entry of the `status` document."""
     jobs = {job: _job(db, job, lib.name) for job in STATUS_JOBS}
     recent = repo.recent_runs(db, lib.name, "scan", RECENT_RUNS)
-    last_good = next((run for run in recent if run.get("status") == runs.SUCCEEDED), None)
+    # A partial scan recorded its changes too (per-file problems, a failed publish): they count.
+    last_good = next((run for run in recent if run.get("status") in (runs.SUCCEEDED, runs.PARTIAL)), None)
     return {
         "name": lib.name, "root": lib.path, "root_available": os.path.isdir(lib.path),
         "state": lib.state.get("status", "new"), "paused": lib.paused, "enabled": lib.enabled,

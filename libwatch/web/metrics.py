@@ -29,7 +29,8 @@ def _library_metrics(libraries: list[Mapping[str, Any]]) -> Iterator[GaugeMetric
     duration = _gauge("last_scan_duration_seconds", "How long the library's last scan took.", ["library"])
     result = _gauge("last_scan_result", "The last scan's result: 1 for its status, 0 for the others.",
                     ["library", "result"])
-    changes = _gauge("last_scan_changes", "Files the last successful scan found changed, by change type.",
+    changes = _gauge("last_scan_changes",
+                     "Files the last scan that recorded its changes (succeeded or partial) found changed, by type.",
                      ["library", "type"])
     rebuilds = _gauge("rebuilds", "Cache image and thumbnail requests, by state.", ["library", "state"])
     failed = _gauge("failed_renders", "Renders that failed (rebuild requests in state failed).", ["library"])

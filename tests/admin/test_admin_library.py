@@ -66,7 +66,7 @@ def test_each_change_is_printed_old_to_new_and_no_option_is_nothing_changed(libw
     done = libwatch("library", "set", "photos", "--max-delete", "0.05", "--retention-days", "0", "--pause")
     assert done.code == 0, done.stderr
     assert done.stdout.splitlines() == ["photos: paused no -> yes", "photos: retention-days not set -> 0",
-                                        "photos: max-delete 0.5 -> 0.05"]
+                                        "photos: max-delete 50 % -> 5 %"]
     again = json.loads(libwatch("library", "set", "photos", "--max-delete", "0.05", "--json").stdout)
     assert again["changes"] == [] and again["max_delete"] == 0.05
 

@@ -98,6 +98,9 @@ def test_a_scan_with_unreadable_files_is_recorded_partial_with_its_counts(
     assert run["error"] == "1 file could not be read or identified (libwatch failed lists them)"
     failures = json.loads(libwatch("failed", "--json").stdout)["failures"]
     assert {f["path"] for f in failures} == {"bad.jpg"} and "probe" in {f["kind"] for f in failures}
+    [lib] = json.loads(libwatch("status", "photos", "--json").stdout)["libraries"]
+    assert lib["last_changes"]["added"] == 2  # the partial run recorded its changes: they count
+    assert re.search(r"^last changes +2 added$", libwatch("status", "photos").stdout, re.M)
 
 
 def test_on_a_terminal_tables_fit_the_width_and_wrap_paths_instead_of_cutting(
