@@ -60,6 +60,11 @@ class Result:
         """The operation's own fields of the JSON document."""
         return {}
 
+    @property
+    def document(self) -> dict[str, Any]:
+        """The JSON document (as :meth:`to_document`)."""
+        return self.to_document()
+
     def to_document(self) -> dict[str, Any]:
         """The `--json` document: the operation's fields, then `status` and `problems`."""
         return {**self.data(), "status": self.status, "problems": [p.to_document() for p in self.problems]}

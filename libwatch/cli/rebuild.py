@@ -105,9 +105,8 @@ def rebuild(
                             "pending (`libwatch rebuild --run` goes on with it)", markup=False)
         raise
     shown.close()
-    output.emit(context.wants_json(ctx, json_output), report.document,
-                lambda console: _summary(console, report.document))
-    raise typer.Exit(report.exit_code)
+    raise typer.Exit(output.show(report, lambda console: _summary(console, report.document),
+                                 as_json=context.wants_json(ctx, json_output)))
 
 
 @contextmanager

@@ -28,11 +28,13 @@ from libwatch.catalog import rebuilds, runs
 from libwatch.catalog.rebuilds import FileState, RenderResult, Scope
 from libwatch.config import Settings
 from libwatch.core.paths import raw_of
-from libwatch.errors import UsageError
+from libwatch.errors import EXIT_OK, UsageError
 from libwatch.imaging import DEFAULT_SPECS, RenderSpec
 from libwatch.library import Library
 from libwatch.messages import CACHE, THUMBNAIL
+from libwatch.quantity import count
 from libwatch.renderpool import RenderJob, RenderOutcome
+from libwatch.result import Problem, Result
 from libwatch.services import outbox
 from libwatch.services.probing import probe_header
 
@@ -67,12 +69,34 @@ class RebuildOptions:
             raise UsageError(f"--priority must be 0..10, not {self.priority}")
 
 
-@dataclass(frozen=True, slots=True)
-class RebuildReport:
-    """The result of one rebuild run: its JSON document and exit code."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RebuildResult(Result):
+    """One rebuild run: what it selected and rendered or published (``counts``), and the renders
+    that did not succeed (``failures``, at most MAX_FAILURES_SHOWN; those that failed for good are
+    also its ``problems``, kind ``cache`` or ``thumbnail``: the status is then ``partial``).
 
-    document: dict[str, Any]
-    exit_code: int = 0
+    Exit 0 even then: per-file problems are listed in ``libwatch failed``, and a unit should not
+    fail for one unreadable photo (README: exit codes).
+    """
+
+    run_id: str
+    mode: str  # "run" (rendered here) or "publish"
+    selection: str
+    libraries: tuple[str, ...]
+    started_at: datetime
+    finished_at: datetime
+    counts: dict[str, int]
+    failures: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK
+
+    def data(self) -> dict[str, Any]:
+        """The `rebuild --json` document's own fields."""
+        return {"run_id": self.run_id, "mode": self.mode, "selection": self.selection,
+                "libraries": list(self.libraries), "started_at": self.started_at, "finished_at": self.finished_at,
+                "counts": self.counts, "failures": list(self.failures)}
 
 
 def render_specs(settings: Settings) -> dict[str, RenderSpec]:
@@ -205,7 +229,8 @@ def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kin
             record, kind = outcome.key  # type: ignore[misc]
             counts["retry" if outcome.transient else outcome.status] += 1
             if outcome.status != renderpool.DONE and len(failures) < MAX_FAILURES_SHOWN:
-                failures.append({"path": record.path, "kind": kind, "status": outcome.status, "error": outcome.error})
+                failures.append({"path": record.path, "kind": kind, "error": outcome.error,
+                                 "status": "retry" if outcome.transient else outcome.status})
             result = render_result((record, kind), outcome)
             if result is not None:
                 results.append(result)
@@ -222,7 +247,7 @@ def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kin
 
 def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOptions, *,
             topology: Topology | None = None, processes: int | None = None,
-            progress: Callable[[int], None] = lambda _done: None) -> RebuildReport:
+            progress: Callable[[int], None] = lambda _done: None) -> RebuildResult:
     """Rebuild the selection of one library (all libraries when None), recorded as a ``rebuild`` run.
 
     ``progress`` is called with 1 for each rendering finished here (``--run``).
@@ -252,11 +277,14 @@ def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOpt
         finally:
             if pool is not None:
                 pool.close()
-    document = {"run_id": run.run_id, "mode": "run" if run_here else "publish", "selection": options.selection,
-                "libraries": [lib.name for lib in libraries], "started_at": started,
-                "finished_at": datetime.now(UTC), "counts": _counts(counts, run_here, options.selection),
-                "failures": failures}
-    return RebuildReport(document)
+        if counts["failed"]:  # per-file problems: the run is partial and says how many (exit 0 stays)
+            run.problem(f"{count(counts['failed'], 'rendering')} failed (libwatch failed lists them)")
+    return RebuildResult(
+        run_id=run.run_id, mode="run" if run_here else "publish", selection=options.selection,
+        libraries=tuple(lib.name for lib in libraries), started_at=started, finished_at=datetime.now(UTC),
+        counts=_counts(counts, run_here, options.selection), failures=tuple(failures),
+        problems=tuple(Problem(f["path"], f["kind"], f["error"] or "failed")
+                       for f in failures if f["status"] == renderpool.FAILED))
 
 
 def _counts(counts: Counter[str], run_here: bool, selection: str) -> dict[str, int]:

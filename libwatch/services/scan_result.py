@@ -49,11 +49,6 @@ class ScanResult(Result):
     registered: bool = False
     warnings: tuple[str, ...] = ()
 
-    @property
-    def document(self) -> dict[str, Any]:
-        """The JSON document (as :meth:`to_document`)."""
-        return self.to_document()
-
     def data(self) -> dict[str, Any]:
         """The document's own fields: the design's keys, plus ``subtree``, ``rounds`` or ``skipped_run`` when set."""
         doc: dict[str, Any] = {"library": self.library, "root": self.root, "run_id": self.run_id,

@@ -37,8 +37,13 @@ def test_rebuild_run_renders_without_broker(photos: Photos, settings: Settings, 
     assert doc["mode"] == "run" and doc["counts"]["done"] == 2 and doc["counts"]["failed"] == 2
     assert photos.states() == {"a.jpg": ("done", "done"), "b.jpg": ("failed", "failed")}
     assert cachefiles.existing(settings.cache_dir, "thumbnail", photos.record("a.jpg")["hash"]) is not None
-    run = photos.db.runs.find_one({"job": "rebuild"})
-    assert run["status"] == "succeeded" and run["counts"]["done"] == 2
+    assert doc["status"] == "partial" and {(p["item"], p["kind"]) for p in doc["problems"]} \
+        == {("b.jpg", "cache"), ("b.jpg", "thumbnail")}
+    assert set(doc) == {"run_id", "mode", "selection", "libraries", "started_at", "finished_at", "counts",
+                        "failures", "status", "problems"}
+    run = photos.db.runs.find_one({"job": "rebuild"})  # honest history: done, with per-file problems
+    assert run["status"] == "partial" and run["counts"]["done"] == 2
+    assert run["error"] == "2 renderings failed (libwatch failed lists them)"
 
 
 def test_rebuild_missing_finds_a_deleted_cache_file(photos: Photos, settings: Settings,
