@@ -60,7 +60,7 @@ def get(db: Database[dict[str, Any]], run_id: str) -> dict[str, Any] | None:
 
 def record_skipped(db: Database[dict[str, Any]], job: str, library: str | None, trigger: str, why: str) -> str:
     """Record a run that did nothing on purpose (e.g. a paused library)."""
-    run_id = start(db, job, library, trigger, status=SKIPPED, reason=why)
+    run_id = start(db, job, library, trigger, status=SKIPPED, error=why)  # `history` shows why, as for a locked skip
     _coll(db).update_one({"_id": run_id}, {"$set": {"finished_at": datetime.now(UTC)}})
     return run_id
 
