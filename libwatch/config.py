@@ -6,16 +6,19 @@ the environment and the defaults and every source reports its own errors.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from libwatch.errors import ConfigError
 
 SYSTEM_CONFIG: Final = Path("/etc/libwatch/config.toml")
+STORE_CREDENTIALS: Final = "store-credentials.json"
+STORE_URI_FILE: Final = "store.uri"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +26,11 @@ class Settings:
     """Everything a command may need to know about where things live and how to behave."""
 
     mongo_uri: str | None = None
+    # Secrets kept out of the config file and the command line: the URI is read from this file.
+    mongo_uri_file: Path | None = None
     database: str = "libwatch"
     amqp_url: str | None = None
+    amqp_url_file: Path | None = None
     cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
     home: Path = field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
     store_wait_s: float = 30.0
@@ -48,12 +54,24 @@ class Settings:
     def store_dir(self) -> Path:
         return self.home / "db"
 
+    @property
+    def store_credentials(self) -> Path:
+        """The embedded store's user and password, written at its first start (owner-only)."""
+        return self.home / STORE_CREDENTIALS
+
+    @property
+    def store_uri_file(self) -> Path:
+        """Where `libwatch store serve` writes the URI (with credentials) its clients read."""
+        return self.home / STORE_URI_FILE
+
 
 # key -> (environment variable, parser). Only these keys are accepted in the file.
 _KEYS: Final[dict[str, tuple[str, type]]] = {
     "mongo_uri": ("LIBWATCH_MONGO_URI", str),
+    "mongo_uri_file": ("LIBWATCH_MONGO_URI_FILE", Path),
     "database": ("LIBWATCH_DATABASE", str),
     "amqp_url": ("LIBWATCH_AMQP_URL", str),
+    "amqp_url_file": ("LIBWATCH_AMQP_URL_FILE", Path),
     "cache_dir": ("LIBWATCH_CACHE_DIR", Path),
     "home": ("LIBWATCH_HOME", Path),
     "store_wait_s": ("LIBWATCH_STORE_WAIT", float),
@@ -67,6 +85,11 @@ _KEYS: Final[dict[str, tuple[str, type]]] = {
     "web_secret_hash": ("LIBWATCH_WEB_SECRET_HASH", str),
 }
 _IMAGE_FORMATS: Final = ("jpeg", "webp")
+# A secret's file key -> the setting it provides; one source gives one or the other.
+SECRET_FILES: Final = {"mongo_uri_file": "mongo_uri", "amqp_url_file": "amqp_url"}
+# Query parameters whose values are secrets (matched case-insensitively, anywhere in the key).
+_SECRET_QUERY: Final = re.compile(r"password|passwd|pwd|secret|token|authmechanismproperties|credential",
+                                  re.IGNORECASE)
 
 
 def _xdg(variable: str, fallback: str) -> Path:
@@ -154,42 +177,82 @@ def _validate(settings: Settings, sources: Mapping[str, str]) -> Settings:
     return settings
 
 
-def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def read_secret(path: Path, key: str) -> str:
+    """The one line of a secret file (a URL with its password), for `key`; ConfigError if unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ConfigError(f"cannot read {key} from {path}: {error.strerror or error}") from None
+    if not text or "\n" in text:
+        raise ConfigError(f"{path} ({key}) must hold one line, the URL")
+    return text
+
+
+def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None, *,
+         secrets: bool = True) -> Settings:
     """Resolve the settings from flags, environment, config file and defaults, in that order.
 
     Raises ConfigError (exit 2) in one line naming the file, variable or option and the key.
+    `mongo_uri_file`/`amqp_url_file` are read here (`secrets=False` leaves them unread and the
+    URL unset: for comparing settings files before the file exists).
     """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
-    def take(key: str, value: Any, source: str) -> None:
-        values[key], sources[key] = _convert(key, value, source), source
+    def take(given: Mapping[str, Any], source_of: Callable[[str], str]) -> None:
+        """One source's values over the lower ones: a secret's file replaces a lower URL, and back."""
+        for file_key, key in SECRET_FILES.items():
+            if file_key in given and key in given:
+                raise ConfigError(f"{source_of(key)}: give {key} or {file_key}, not both")
+            for mine, other in ((file_key, key), (key, file_key)):
+                if mine in given:
+                    values.pop(other, None)
+        for key, value in given.items():
+            values[key], sources[key] = _convert(key, value, source_of(key)), source_of(key)
 
     path = config_path(environ)
     if path is not None:
-        for key, value in _read_file(path).items():
+        in_file = _read_file(path)
+        for key in in_file:
             if key not in _KEYS:
                 raise ConfigError(f"config file {path}: unknown key {key!r} (known: {', '.join(_KEYS)})")
-            take(key, value, f"config file {path}")
-    for key, (variable, _) in _KEYS.items():
-        if environ.get(variable):
-            take(key, environ[variable], f"environment {variable}")
-    for key, value in (flags or {}).items():
-        if value is not None:
-            take(key, value if not isinstance(value, Path) else str(value), f"option --{key.replace('_', '-')}")
+        take(in_file, lambda key: f"config file {path}")
+    take({key: environ[variable] for key, (variable, _) in _KEYS.items() if environ.get(variable)},
+         lambda key: f"environment {_KEYS[key][0]}")
+    take({key: str(value) if isinstance(value, Path) else value for key, value in (flags or {}).items()
+          if value is not None}, lambda key: f"option --{key.replace('_', '-')}")
+    if secrets:
+        for file_key, key in SECRET_FILES.items():
+            if values.get(file_key) is not None:
+                source = f"{file_key} {values[file_key]}"
+                values[key], sources[key] = _convert(key, read_secret(values[file_key], file_key), source), source
     known = {f.name for f in fields(Settings)}
     settings = replace(Settings(), config_file=path, **{k: v for k, v in values.items() if k in known})
     return _validate(settings, sources)
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by `***`, for messages and logs."""
+    """The URL with its password and secret query values (`tlsCertificateKeyFilePassword`,
+    `authMechanismProperties`, any `*password*`/`*secret*`/`*token*` key) replaced by `***`."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    if password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        parts = parts._replace(netloc=f"{user}:***@{hostinfo}")
+    query = "&".join(_masked_parameter(item) for item in parts.query.split("&")) if parts.query else ""
+    return urlunsplit(parts._replace(query=query))
+
+
+def _masked_parameter(item: str) -> str:
+    key, equals, _ = item.partition("=")
+    return f"{key}=***" if equals and _SECRET_QUERY.search(unquote(key)) else item
+
+
+def has_password(url: str) -> bool:
+    """True when the URL carries a password (in its userinfo or a secret query parameter)."""
+    return mask_url(url) != url

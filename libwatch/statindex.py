@@ -40,6 +40,7 @@ import xxhash
 from libwatch.core.diff import Record, Span
 from libwatch.core.paths import collection_of
 from libwatch.core.walk import DiskEntry
+from libwatch.state import open_private, private_dir
 
 FORMAT: Final = 4
 _CHUNK: Final = 8192
@@ -100,8 +101,8 @@ def clock_ns(index_file: Path) -> int:
     """
     marker = index_file.with_name(index_file.name + ".clock")
     try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        with marker.open("ab"):
+        private_dir(marker.parent)
+        with open_private(marker, os.O_WRONLY | os.O_CREAT | os.O_APPEND):
             pass
         os.utime(marker)  # no times given: the filesystem sets its own now
         return marker.stat().st_mtime_ns
@@ -190,11 +191,11 @@ def _digest_span(digests: dict[str, Any], folder: str, span: list[Record]) -> No
 
 def write(path: Path, records: Iterable[Record], *, library: str, generation: int, root: str) -> None:
     """Write the index atomically (temp file + rename); records must be in path order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     digests: dict[str, Any] = {}  # folder -> running digest, or None once a record in it is racy or unhashed
     try:
-        with temp.open("wb") as stream:
+        with open_private(temp) as stream:
             stream.write(json.dumps(_header(library, generation, root)).encode() + b"\n")
             count = 0
             for folder, span in _spans(records):
@@ -231,9 +232,9 @@ class Spool:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self._temp = path.with_name(f".{path.name}.{os.getpid()}.spool")
-        self._stream = self._temp.open("wb")
+        self._stream = open_private(self._temp)
         self._chunk: list[tuple[Any, ...]] = []
         self._carried: set[str] = set()
         self._outside: str | None = None

@@ -14,7 +14,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from libwatch import __version__, logs
+from libwatch import __version__, config, logs, state
 from libwatch.cli import context, output
 from libwatch.errors import (
     EXIT_INTERRUPTED,
@@ -150,6 +150,12 @@ def global_options(
     ctx.obj = context.CURRENT
     output.MODE.json, output.MODE.quiet = json_output, quiet
     logs.setup(context.CURRENT.verbosity + (2 if debug else 0))
+    state.COMMAND = f"libwatch {ctx.invoked_subcommand}"
+    for option, url in (("--mongo-uri", mongo_uri), ("--amqp-url", amqp_url)):
+        if url and config.has_password(url):
+            logging.getLogger("libwatch").warning(
+                "%s holds a password, which other users see in the process list: put it in a file "
+                "named by LIBWATCH_%s_FILE (or the config file) instead", option, option[2:].replace("-", "_").upper())
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from pymongo.errors import PyMongoError
 from libwatch import systemd
 from libwatch.catalog import libraries as library_repo
 from libwatch.catalog import store
-from libwatch.config import Settings, mask_url
+from libwatch.config import Settings, has_password, mask_url
 from libwatch.errors import EXIT_CHECK_FAILED, EXIT_OK, LibwatchError
 from libwatch.library import Library
 from libwatch.quantity import count
@@ -197,9 +198,51 @@ def _roots(libraries: Sequence[Library] | None) -> Check:
                  data={"filesystems": kinds})
 
 
+def _holds_password(path: Path) -> bool:
+    """A settings or environment file with a URL that carries a password (TOML or KEY=VALUE lines)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(has_password(word.strip("\"'")) for word in re.findall(r"[a-z][a-z0-9+.-]*://\S+", text, re.I))
+
+
+def _file_mode(path: Path | None) -> int | None:
+    """The permission bits of a regular file, None when it is absent or cannot be looked at."""
+    try:
+        info = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return stat.S_IMODE(info.st_mode) if info is not None and stat.S_ISREG(info.st_mode) else None
+
+
+def _secret_files(settings: Settings) -> dict[Path, int]:
+    """The files this host's settings keep a password in, with their modes: the secret files the
+    settings name, the store's credentials and URI, and the settings file and the previous version's
+    environment file (/etc/libwatch/libwatch.env) when they hold a URL with one."""
+    from libwatch.services.units import LEGACY_ENV_FILE
+
+    secrets = [settings.mongo_uri_file, settings.amqp_url_file, settings.store_credentials, settings.store_uri_file]
+    found = {path: mode for path in secrets if path is not None and (mode := _file_mode(path)) is not None}
+    for path in (settings.config_file, LEGACY_ENV_FILE):
+        mode = _file_mode(path)
+        if path is not None and mode is not None and _holds_password(path):
+            found[path] = mode
+    return found
+
+
+def _secrets(settings: Settings) -> Check:
+    readable = {path: mode for path, mode in _secret_files(settings).items() if mode & 0o004}
+    if readable:
+        return Check("secrets", WARN, "; ".join(f"{path} holds a password and every user may read it (mode "
+                                                f"{mode:04o}): chmod o-rwx {path}" for path, mode in readable.items()),
+                     data={"readable": [str(path) for path in readable]})
+    return Check("secrets", OK, "no file holding a password is readable by other users")
+
+
 def diagnose(settings: Settings, *, unit_dir: Path | None = None) -> Report:
     """Run every check; never raises for a service that is down."""
     catalog, libraries = _catalog(settings)
     units_at = unit_dir or systemd.unit_dir(os.geteuid() != 0)
     return Report((catalog, _broker(settings), _cache_dir(settings), _inotify(units_at),
-                   _units(units_at, libraries, settings), _roots(libraries)))
+                   _units(units_at, libraries, settings), _roots(libraries), _secrets(settings)))

@@ -347,10 +347,19 @@ def _probes(root: str, changes: Iterable[Change]) -> dict[str, catalog_files.Pro
     return probes
 
 
+def _trusted_share(value: object) -> float:
+    """A library's max_delete as the catalog holds it. The catalog may have been written by someone
+    else than `library set` (which checks the range): anything but a fraction from 0 to 1 (NaN,
+    1e9, a string) lets no scan delete without --allow-mass-delete, rather than every scan."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    return 0.0
+
+
 def check_guards(plan: Plan, options: ScanOptions) -> None:
     """Refuse a mass deletion unless allowed; raises :class:`~libwatch.errors.GuardRefused`."""
     deleted = sum(1 for change in plan.changes if change.type == DELETED)
-    limit = plan.library.max_delete if options.max_delete is None else options.max_delete
+    limit = _trusted_share(plan.library.max_delete) if options.max_delete is None else options.max_delete
     if deleted and not options.allow_mass_delete and deleted > limit * max(plan.present_before, 1):
         raise GuardRefused(f"{plan.library.name}: {deleted} of {plan.present_before} files would be marked "
                            f"deleted (more than {limit:.0%}); nothing was changed. If that is right, run again "

@@ -29,7 +29,8 @@ from libwatch.errors import UsageError
 from libwatch.library import Library
 
 Db = Database[dict[str, Any]]
-STORE_URI: Final = f"mongodb://127.0.0.1:{systemd.STORE_PORT}/"
+# What the previous version wrote for the store service, which had no password then.
+UNAUTHENTICATED_STORE_URI: Final = f"mongodb://127.0.0.1:{systemd.STORE_PORT}/"
 # Before this version the units read their settings from this file, which the shell never read.
 LEGACY_ENV_FILE: Final = Path("/etc/libwatch/libwatch.env")
 _CONFIG_HEADER: Final = (
@@ -87,9 +88,16 @@ def host_settings(shell: Settings, *, user: bool) -> Settings:
             settings = replace(settings, home=Path(systemd.SYSTEM_STATE_DIR))
         if settings.cache_dir == defaults.cache_dir:
             settings = replace(settings, cache_dir=Path(systemd.SYSTEM_CACHE_DIR))
-    if settings.mongo_uri is None:
-        settings = replace(settings, mongo_uri=STORE_URI)
+    if settings.mongo_uri in (None, UNAUTHENTICATED_STORE_URI) and settings.mongo_uri_file is None:
+        # The store service writes its URI, with its password, there at its first start (0600, the
+        # services' user's; root reads it too): no password in the settings file.
+        settings = replace(settings, mongo_uri=None, mongo_uri_file=settings.store_uri_file)
     return replace(settings, config_file=None)
+
+
+def uses_store(settings: Settings) -> bool:
+    """True when the settings point at the store service of their own state folder."""
+    return settings.mongo_uri_file == settings.store_uri_file
 
 
 def _legacy_settings() -> Settings:
@@ -108,11 +116,12 @@ def config_text(settings: Settings) -> str:
     """The TOML settings file: every setting that differs from the defaults, and the folders always."""
     defaults = Settings()
     lines = [_CONFIG_HEADER]
+    from_files = {key for file_key, key in config.SECRET_FILES.items() if getattr(settings, file_key) is not None}
     for f in fields(Settings):
         value = getattr(settings, f.name)
-        if f.name == "config_file" or value is None:
+        if f.name == "config_file" or value is None or f.name in from_files:
             continue
-        if f.name in ("home", "cache_dir", "mongo_uri") or value != getattr(defaults, f.name):
+        if f.name in ("home", "cache_dir", "mongo_uri", "mongo_uri_file") or value != getattr(defaults, f.name):
             lines.append(f"{f.name} = {_toml_value(value)}\n")
     return "".join(lines)
 
@@ -129,9 +138,12 @@ def _toml_value(value: object) -> str:
 def settings_differences(shell: Settings, units: Settings) -> list[str]:
     """One line per setting the shell reads differently from the units (URIs masked)."""
     lines = []
+    # A secret read from the same file is the same setting (the units' copy may be unread yet).
+    same_file = {key for file_key, key in config.SECRET_FILES.items()
+                 if getattr(units, file_key) is not None and getattr(shell, file_key) == getattr(units, file_key)}
     for f in fields(Settings):
         mine, theirs = getattr(shell, f.name), getattr(units, f.name)
-        if f.name != "config_file" and mine != theirs:
+        if f.name != "config_file" and f.name not in same_file and mine != theirs:
             lines.append(f"{f.name}: the shell has {_shown(mine)}, the units {_shown(theirs)}")
     return lines
 
@@ -151,7 +163,7 @@ def plan(shell: Settings, *, user: bool) -> Plan:
     """The settings file and unit context an install would write, and the warnings about them."""
     settings = host_settings(shell, user=user)
     ctx = systemd.UnitContext.for_host(user=user, state_dir=str(settings.home), cache_dir=str(settings.cache_dir),
-                                       store=settings.mongo_uri == STORE_URI)
+                                       store=uses_store(settings))
     path = Path(ctx.config_file)
     text, installed = config_text(settings), _read(path)
     units = _loaded(text)
@@ -171,7 +183,7 @@ def _loaded(text: str) -> Settings:
     with tempfile.NamedTemporaryFile("w", suffix=".toml", encoding="utf-8") as draft:
         draft.write(text)
         draft.flush()
-        return config.load(environ={"LIBWATCH_CONFIG": draft.name})
+        return config.load(environ={"LIBWATCH_CONFIG": draft.name}, secrets=False)
 
 
 def write_config(draft: Plan) -> bool:
@@ -257,8 +269,8 @@ def install(shell: Settings, names: list[str], *, user: bool, enable: bool, work
     # Without a running systemd the store service did not start: the shell's catalog is all there is.
     # The settings as the units read them, now that the store (when used) is up: what they point at
     # (the store's URI file) exists only from its first start.
-    units = config.load(environ={"LIBWATCH_CONFIG": str(draft.config_file)})
-    with _catalog(shell if prepared.notice and draft.ctx.store else units) as db:
+    with _catalog(shell if prepared.notice and draft.ctx.store
+                  else config.load(environ={"LIBWATCH_CONFIG": str(draft.config_file)})) as db:
         libraries = [units_of(db, lib) for lib in _selected(db, names)]
         roots = [lib.path for lib in repo.all_libraries(db)]
     result = systemd.install(draft.ctx, libraries, enable=enable, worker=worker, roots=roots, web=web,

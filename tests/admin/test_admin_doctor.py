@@ -7,7 +7,7 @@ from typing import Any
 
 from .catalog_docs import add_library
 
-CHECKS = ["mongodb", "rabbitmq", "cache_dir", "inotify", "units", "libraries"]
+CHECKS = ["mongodb", "rabbitmq", "cache_dir", "inotify", "units", "libraries", "secrets"]
 CHECK_KEYS = {"name", "status", "required", "detail", "data"}
 
 

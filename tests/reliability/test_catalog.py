@@ -51,24 +51,27 @@ class StoreProcess:
 
     @property
     def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/"
+        """The URI the store writes for its clients, password included."""
+        return (self.home / "store.uri").read_text().strip()
 
     def start(self) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "libwatch", "store", "serve", "--port", str(self.port)],
                                         env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
-        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500)
         deadline = time.monotonic() + 60
-        try:
-            while True:
+        while True:
+            try:
+                client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(self.uri,
+                                                                                  serverSelectionTimeoutMS=500)
                 try:
-                    client.admin.command("ping")
+                    client.admin.command("listDatabases", nameOnly=True)  # needs the password, unlike ping
                     return
-                except PyMongoError:
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError(f"the store did not start (code {self.process.poll()})") from None
-        finally:
-            client.close()
+                finally:
+                    client.close()
+            except (OSError, PyMongoError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"the store did not start (code {self.process.poll()})") from None
+                time.sleep(0.1)
 
     def kill(self) -> None:
         assert self.process is not None

@@ -5,6 +5,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .conftest import NAME, age, snapshot, tree
 
 
@@ -62,3 +64,15 @@ def test_allow_mass_delete_proceeds(db: Any, root: Path, register: Any, cli: Any
     assert done.code == 0, done.stderr
     assert done.doc["counts"]["deleted"] == 3 and done.doc["counts"]["collections_removed"] == 1
     assert db.files.count_documents({"status": "missing"}) == 3
+
+
+@pytest.mark.parametrize("absurd", [float("nan"), 1e9, -1, "all", True])
+def test_an_absurd_max_delete_in_the_catalog_guards_like_zero(db: Any, root: Path, register: Any, cli: Any,
+                                                              absurd: object) -> None:
+    """The catalog is not trusted to lift the guard: a max_delete `library set` would refuse deletes nothing."""
+    _library_of_four(root, register, cli)
+    db.libraries.update_one({"_id": NAME}, {"$set": {"max_delete": absurd}})
+    (root / "a/1.jpg").unlink()
+    refused = cli("scan", NAME)
+    assert refused.code == 65 and "--allow-mass-delete" in refused.stderr, refused.stderr
+    assert db.files.count_documents({"status": "missing"}) == 0

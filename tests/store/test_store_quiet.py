@@ -26,11 +26,11 @@ def test_the_options_libwatch_passes_are_pinned() -> None:
 
 def test_embedded_server_starts_no_background_thread_and_no_replica_set(tmp_path: Path) -> None:
     before = {thread.name for thread in threading.enumerate()}
-    with embedded_server(tmp_path / "db") as server:
+    with embedded_server(tmp_path / "db") as served:
         started = {thread.name for thread in threading.enumerate()} - before
         assert not [name for name in started if name.startswith(BACKGROUND)], started
-        assert server.storage.enable_oplog is False
-        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(server.uri)
+        assert served.server.storage.enable_oplog is False
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(served.uri)
         try:
             assert "setName" not in client.admin.command("hello")
             # Durable writes still work without a replica set (w=majority is w=1 on a standalone).

@@ -78,10 +78,13 @@ def test_system_units_get_system_folders_the_store_and_a_warning_for_the_shell(s
     if draft.installed_text is not None:
         pytest.fail(f"this host has {draft.config_file}: the test compares against a fresh host")
     assert (str(draft.settings.home), str(draft.settings.cache_dir)) == ("/var/lib/libwatch", "/var/cache/libwatch")
-    assert draft.settings.mongo_uri == service.STORE_URI and draft.ctx.store
+    # The store service's URI (with its password) is read from the file it writes, never written here.
+    assert draft.settings.mongo_uri_file == Path("/var/lib/libwatch/store.uri") and draft.ctx.store
+    assert 'mongo_uri_file = "/var/lib/libwatch/store.uri"\n' in draft.config_text
+    assert "mongo_uri =" not in draft.config_text
     assert any(w.startswith("the shell's settings differ from the units' (/etc/libwatch/config.toml): home: the "
                             f"shell has '{tmp_path}/.local/share/libwatch'") for w in draft.warnings), draft.warnings
-    assert any("mongo_uri: the shell has unset" in w for w in draft.warnings)
+    assert any("mongo_uri_file: the shell has unset" in w for w in draft.warnings)
     # A shell with its own MongoDB keeps it, and the units get no store.
     mongo = service.plan(settings, user=False)
     assert mongo.settings.mongo_uri == settings.mongo_uri and not mongo.ctx.store
