@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from libwatch import state, systemd
+from libwatch import config, state, systemd
 from libwatch.catalog import store
 from libwatch.cli import context, output
 from libwatch.errors import UsageError
@@ -41,7 +41,8 @@ def serve(
     if tls is None and not is_local(host):
         raise UsageError(f"--host {host} is not a loopback address: the store's password would cross the "
                          "network in clear; give --tls-cert and --tls-key, or keep --host 127.0.0.1")
-    settings = context.state(ctx).settings
+    # The store is what mongo_uri_file names on a host with units: it must start before the file exists.
+    settings = config.load(context.state(ctx).flags, secrets=False)
     os.umask(0o077)  # this process only serves the store: every file WiredTiger makes is the owner's alone
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -99,8 +99,9 @@ for d in "$M"/etc/systemd/system/timers.target.wants "$M"/lib/systemd/system/tim
     ln -sfn /dev/null "$M/etc/systemd/system/$(basename "$u")"
   done
 done
-# No libwatch unit of the host leaks in: the test installs its own.
-rm -rf "$M"/etc/systemd/system/libwatch-*
+# No libwatch unit, settings or state of the host leaks in: the test installs its own
+# (in the overlay only; a libwatch installed on the host is left as it is).
+rm -rf "$M"/etc/systemd/system/libwatch-* "$M"/etc/libwatch "$M"/var/lib/libwatch "$M"/var/cache/libwatch
 cd "$M"; mkdir -p .oldroot
 pivot_root . .oldroot
 umount -l /.oldroot; rmdir /.oldroot

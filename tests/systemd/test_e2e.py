@@ -163,6 +163,18 @@ def test_the_readme_deployment_works_as_a_whole(container: Container, broker: tu
     assert "warning: the shell's settings differ" not in done.stderr, done.stderr
     config_toml = box.run("stat", "-c", "%a %U %G", "/etc/libwatch/config.toml").stdout.split()
     assert config_toml == ["640", "root", "libwatch"]
+    # The store requires its password, which the settings file does not hold: the services (the
+    # libwatch user) and root read it from the store's URI file, nobody else can.
+    settings_text = box.run("cat", "/etc/libwatch/config.toml").stdout
+    assert 'mongo_uri_file = "/var/lib/libwatch/store.uri"' in settings_text and "mongo_uri =" not in settings_text
+    for secret in ("/var/lib/libwatch/store.uri", "/var/lib/libwatch/store-credentials.json"):
+        assert box.run("stat", "-c", "%a %U", secret).stdout.split() == ["600", "libwatch"]
+        assert box.run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", secret,
+                       check=False).returncode != 0
+    as_libwatch = box.run("setpriv", "--reuid=libwatch", "--regid=libwatch", "--clear-groups",
+                          "/opt/libwatch/bin/libwatch", "library", "list", check=False,
+                          env={"LIBWATCH_CONFIG": "/etc/libwatch/config.toml", "PATH": "/usr/bin:/bin"})
+    assert as_libwatch.returncode == 0, as_libwatch.stderr
 
     # 1. The timer's scan runs while the worker runs (before: the worker held the embedded store, and
     #    every scan exited 75, counted as success).
