@@ -188,6 +188,14 @@ def read_secret(path: Path, key: str) -> str:
     return text
 
 
+def _read_secrets(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """The URLs the `*_file` settings name, read into `values` (checked like the settings they give)."""
+    for file_key, key in SECRET_FILES.items():
+        if values.get(file_key) is not None:
+            source = f"{file_key} {values[file_key]}"
+            values[key], sources[key] = _convert(key, read_secret(values[file_key], file_key), source), source
+
+
 def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None, *,
          secrets: bool = True) -> Settings:
     """Resolve the settings from flags, environment, config file and defaults, in that order.
@@ -223,10 +231,7 @@ def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | No
     take({key: str(value) if isinstance(value, Path) else value for key, value in (flags or {}).items()
           if value is not None}, lambda key: f"option --{key.replace('_', '-')}")
     if secrets:
-        for file_key, key in SECRET_FILES.items():
-            if values.get(file_key) is not None:
-                source = f"{file_key} {values[file_key]}"
-                values[key], sources[key] = _convert(key, read_secret(values[file_key], file_key), source), source
+        _read_secrets(values, sources)
     known = {f.name for f in fields(Settings)}
     settings = replace(Settings(), config_file=path, **{k: v for k, v in values.items() if k in known})
     return _validate(settings, sources)
