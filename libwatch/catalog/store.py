@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 import pymongo
 from pymongo.database import Database
-from pymongo.errors import ConfigurationError, PyMongoError
+from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from libwatch import state
 from libwatch.catalog.failures import error_reason, translated
@@ -199,22 +199,17 @@ def _provision(data_dir: Path, credentials_file: Path) -> Credentials:
 
     As SecantusDB documents it: `createUser` on the server started without authentication (on a
     random loopback port, for the moment this takes), then restarted with it. A lost credentials
-    file gets a new password the same way. Any other user found then is dropped: nobody else
-    may have slipped one in while the door was open.
+    file gets a new password the same way. Nobody else may have slipped in while the door was
+    open: any other user is dropped, and so is any database in a store that was new.
     """
+    fresh = _fresh(data_dir)
     credentials = Credentials(STORE_USER, secrets.token_urlsafe(32))
     with _started(data_dir, require_auth=False) as server:
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
             server.uri, serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS)
         try:
-            known = {(u["db"], u["user"]) for u in client.admin["system.users"].find({}, {"db": 1, "user": 1})}
-            command = "updateUser" if ("admin", STORE_USER) in known else "createUser"
-            client.admin.command(command, STORE_USER, pwd=credentials.password, roles=["root"])
-            for user in client.admin["system.users"].find({}, {"db": 1, "user": 1}):
-                if (user["db"], user["user"]) != ("admin", STORE_USER):
-                    log.warning("dropping user %s of database %s from the embedded store %s: libwatch made no "
-                                "such user", user["user"], user["db"], data_dir)
-                    client[user["db"]].command("dropUser", user["user"])
+            _set_user(client, credentials)
+            _drop_intruders(client, data_dir, fresh=fresh)
         except PyMongoError as error:
             raise CatalogUnavailable(f"cannot set up the embedded store's user in {data_dir}: "
                                      f"{error_reason(error)}") from None
@@ -223,6 +218,34 @@ def _provision(data_dir: Path, credentials_file: Path) -> Credentials:
     write_private(credentials_file, json.dumps({"user": credentials.user, "password": credentials.password}).encode())
     log.info("the embedded store %s requires a password now, kept in %s", data_dir, credentials_file)
     return credentials
+
+
+def _fresh(data_dir: Path) -> bool:
+    """A store WiredTiger has not made yet (its `WiredTiger` file is written first)."""
+    return not (data_dir / "WiredTiger").exists()
+
+
+def _users(client: pymongo.MongoClient[dict[str, Any]]) -> list[tuple[str, str]]:
+    # `usersInfo` with `forAllDBs` answers an empty list on SecantusDB 0.7: its users are listed here.
+    return [(user["db"], user["user"]) for user in client.admin["system.users"].find({}, {"db": 1, "user": 1})]
+
+
+def _set_user(client: pymongo.MongoClient[dict[str, Any]], credentials: Credentials) -> None:
+    command = "updateUser" if ("admin", credentials.user) in _users(client) else "createUser"
+    client.admin.command(command, credentials.user, pwd=credentials.password, roles=["root"])
+
+
+def _drop_intruders(client: pymongo.MongoClient[dict[str, Any]], data_dir: Path, *, fresh: bool) -> None:
+    for database, user in _users(client):
+        if (database, user) != ("admin", STORE_USER):
+            log.warning("dropping user %s of database %s from the embedded store %s: libwatch made no such user",
+                        user, database, data_dir)
+            client[database].command("dropUser", user)
+    for database in client.list_database_names() if fresh else ():
+        if database not in ("admin", "config", "local"):
+            log.warning("dropping database %s from the new embedded store %s: it was written while the store "
+                        "was being set up", database, data_dir)
+            client.drop_database(database)
 
 
 @contextlib.contextmanager
@@ -235,7 +258,9 @@ def embedded_server(data_dir: Path, *, credentials_file: Path | None = None, por
     folder), created 0600 at the first start. `tls`: (certificate, key) files.
     """
     credentials_file = credentials_file or data_dir.parent / STORE_CREDENTIALS
-    credentials = read_credentials(credentials_file) or _provision(data_dir, credentials_file)
+    # A new store has no user yet, whatever a credentials file left from another one says.
+    credentials = (None if _fresh(data_dir) else read_credentials(credentials_file)) \
+        or _provision(data_dir, credentials_file)
     with _started(data_dir, require_auth=True, host=host, port=port, sync_on_commit=sync_on_commit,
                   tls=tls) as server:
         yield Served(server, credentials.uri(server.host, server.port, tls=tls is not None))
@@ -252,9 +277,12 @@ def _client(uri: str) -> pymongo.MongoClient[dict[str, Any]]:
         raise ConfigError(f"bad MongoDB URI {mask_url(uri)}: {error}") from None
 
 
-def _ping(client: pymongo.MongoClient[dict[str, Any]], shown: str) -> None:
+def _ping(client: pymongo.MongoClient[dict[str, Any]], shown: str, *, refused_hint: str = "") -> None:
     try:
         client.admin.command("ping")
+    except OperationFailure as error:
+        client.close()
+        raise CatalogUnavailable(f"{shown} refused the password: {error_reason(error)}{refused_hint}") from None
     except PyMongoError as error:
         client.close()
         raise CatalogUnavailable(f"{shown} is unreachable: {error_reason(error)}") from None
@@ -288,7 +316,8 @@ def connect(settings: Settings) -> Iterator[Connection]:
             embedded_server(data_dir, credentials_file=settings.store_credentials) as served:
         description = f"embedded store {settings.store_dir}"
         client = _client(served.uri)
-        _ping(client, description)
+        _ping(client, description, refused_hint=f" (remove {settings.store_credentials} and run again: the "
+                                                 "store then sets a new password)")
         try:
             with translated(description):
                 yield Connection(client[settings.database], client, description, embedded=True)

@@ -167,3 +167,59 @@ def test_store_serve_refuses_a_non_loopback_host_without_tls(libwatch: Any, host
     done = libwatch("store", "serve", "--host", host)
     assert done.code == 2 and "not a loopback address" in done.stderr and "--tls-cert" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 30
+
+
+def _started_without_password(data_dir: Path) -> Any:
+    """A store as the previous libwatch ran it: no authentication (SecantusDB's own defaults)."""
+    import secantus
+
+    server = secantus.SecantusDBServer(storage_path=str(data_dir), replica_set_name=None, ttl_sweep_seconds=0)
+    server.start()
+    return server
+
+
+def test_an_old_store_gets_a_password_and_loses_the_users_others_made(tmp_path: Path, libwatch: Any) -> None:
+    """Upgrade: a catalog kept by the previous libwatch (no password) keeps its data; a user another
+    local user made in it while it was open is dropped; a lost or wrong credentials file is repaired."""
+    home = tmp_path / "home"
+    old = _started_without_password(home / "db")
+    client = _client(old.uri)
+    client.libwatch.libraries.insert_one({"_id": "photos", "path": str(tmp_path)})
+    client.libwatch.command("createUser", "intruder", pwd="x", roles=["dbOwner"])
+    client.close()
+    old.stop()
+    env = {"LIBWATCH_MONGO_URI": "", "LIBWATCH_HOME": str(home), "LIBWATCH_DATABASE": "libwatch"}
+    listed = libwatch("library", "list", "--json", env=env)
+    assert listed.code == 0 and "photos" in listed.stdout, listed.stderr
+    assert "dropping user intruder of database libwatch" in listed.stderr
+    # A wrong password: one line saying what to do, and doing it repairs the store.
+    (home / "store-credentials.json").write_text(json.dumps({"user": "libwatch", "password": "wrong"}))
+    refused = libwatch("library", "list", env=env)
+    assert refused.code == 69 and "refused the password" in refused.stderr and "remove" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    (home / "store-credentials.json").unlink()
+    assert libwatch("library", "list", env=env).code == 0
+    # A new store beside a credentials file of an old one: it makes its user anyway.
+    subprocess.run(["rm", "-rf", str(home / "db")], check=True)
+    assert libwatch("library", "list", env=env).code == 0
+
+
+def test_what_others_write_while_a_new_store_is_set_up_is_dropped(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user is made on the store without a password, for a moment: someone who found its port in
+    that moment and wrote a library (or a user) into the new store finds it gone."""
+    from libwatch.catalog import store
+
+    set_user = store._set_user
+
+    def with_an_intruder(client: Any, credentials: Any) -> None:
+        client.libwatch.libraries.insert_one({"_id": "secrets", "path": "/root"})
+        client.admin.command("createUser", "intruder", pwd="x", roles=["root"])
+        set_user(client, credentials)
+
+    monkeypatch.setattr(store, "_set_user", with_an_intruder)
+    with store.embedded_server(tmp_path / "db") as served:
+        client = _client(served.uri)
+        assert client.list_database_names() == [] and [u["user"] for u in client.admin["system.users"].find()] == \
+            ["libwatch"]
+        client.close()
