@@ -11,16 +11,20 @@ import time
 from collections.abc import Callable
 from typing import Final, TextIO
 
-from libwatch.cli.output import count, duration, is_terminal
+from libwatch.cli.output import count, duration, is_terminal, size
 
 REDRAW_S: Final = 0.2  # at most five redraws a second: a 30,000-image rebuild costs no visible time
+BYTES: Final = "byte"  # a unit shown in KiB, MiB … (`hashing: 1.2 GiB/4.0 GiB  85.3 MiB/s  34.0 s left`)
 
 
 class Progress:
-    """One status line: `rendering: 1,200/30,000 images  35.2/s  13m37s left`."""
+    """One status line: `rendering: 1,200/30,000 images  35.2/s  13m37s left`.
 
-    def __init__(self, phase: str, total: int | None = None, *, unit: str = "image", stream: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    ``unit`` None: a phase that counts nothing (e.g. "writing the catalog"), shown with its time so far.
+    """
+
+    def __init__(self, phase: str, total: int | None = None, *, unit: str | None = "image",
+                 stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = sys.stderr if stream is None else stream
         self.drawing = is_terminal(self.stream)
         self.phase, self.total, self.unit, self.clock = phase, total, unit, clock
@@ -33,9 +37,9 @@ class Progress:
         if self.drawing and self.clock() - self.drawn_at >= REDRAW_S:
             self.draw()
 
-    def start_phase(self, phase: str, total: int | None = None) -> None:
-        """A new phase (e.g. "writing the catalog"): its own total, the count starts again."""
-        self.phase, self.total, self.done, self.started = phase, total, 0, self.clock()
+    def start_phase(self, phase: str, total: int | None = None, *, unit: str | None = "image") -> None:
+        """A new phase (e.g. "writing the catalog"): its own total and unit, the count starts again."""
+        self.phase, self.total, self.unit, self.done, self.started = phase, total, unit, 0, self.clock()
         if self.drawing:
             self.draw()
 
@@ -43,9 +47,15 @@ class Progress:
         """The status line as drawn (no control characters)."""
         elapsed = max(self.clock() - self.started, 1e-9)
         rate = self.done / elapsed
-        done = f"{self.done:,}/{count(self.total, self.unit)}" if self.total is not None \
-            else count(self.done, self.unit)
-        text = f"{self.phase}: {done}  {rate:,.1f}/s"
+        if self.unit is None:
+            return f"{self.phase}  {duration(elapsed)}"
+        if self.unit == BYTES:
+            done = size(self.done) + ("" if self.total is None else f"/{size(self.total)}")
+            text = f"{self.phase}: {done}  {size(rate)}/s"
+        else:
+            done = f"{self.done:,}/{count(self.total, self.unit)}" if self.total is not None \
+                else count(self.done, self.unit)
+            text = f"{self.phase}: {done}  {rate:,.1f}/s"
         if self.total and rate > 0 and self.done < self.total:
             text += f"  {duration((self.total - self.done) / rate)} left"
         return text

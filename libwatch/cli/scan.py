@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -10,9 +9,11 @@ import typer
 
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption
+from libwatch.cli.progress import BYTES, Progress
 from libwatch.errors import EXIT_CHANGES, UsageError
 from libwatch.services import scan as service
-from libwatch.services.scan_detect import Progress, ScanOptions
+from libwatch.services.scan_detect import Progress as ScanProgress
+from libwatch.services.scan_detect import ScanOptions
 from libwatch.services.scan_result import ScanResult
 
 if TYPE_CHECKING:
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 
 WAIT_LOCK_S: Final = 600.0
 TRIGGERS: Final = ("manual", "timer", "path", "cron")
+# The scan's progress phases (services.scan, scan_detect) in words, with what each counts.
+PHASES: Final = {"walk": ("walking", "file"), "hash": ("hashing", BYTES), "record": ("writing the catalog", None),
+                 "publish": ("publishing", None)}
 
 TargetsArgument = Annotated[list[str] | None, typer.Argument(
     help="Library names or folders (a folder inside a library scans that part; a new folder is registered).",
@@ -28,18 +32,25 @@ VerifyOption = Annotated[bool, typer.Option(help="Hash every file, like rsync --
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Progress]:
-    """A progress bar on stderr, only when stderr is a terminal."""
-    if not enabled or not sys.stderr.isatty():
+def _progress(enabled: bool) -> Iterator[ScanProgress]:
+    """The scan's phases on one line of stderr, drawn only when stderr is a terminal."""
+    if not enabled:
         yield lambda phase, amount: None
         return
-    # Imported here: rich.progress is needed on a terminal only.
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    first, unit = PHASES["walk"]
+    shown = Progress(first, unit=unit)
 
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}"), TimeElapsedColumn())
-    with Progress(*columns, console=output.errors, transient=True) as bar:
-        tasks = {"walk": bar.add_task("files seen", total=None), "hash": bar.add_task("bytes hashed", total=None)}
-        yield lambda phase, amount: bar.advance(tasks[phase], amount)
+    def report(phase: str, amount: int) -> None:
+        name, unit = PHASES.get(phase, (phase, None))
+        if name != shown.phase:
+            shown.start_phase(name, unit=unit)
+        if amount:
+            shown.advance(amount)
+
+    try:
+        yield report
+    finally:
+        shown.close()
 
 
 def _summary(console: Console, doc: dict[str, Any], verbose: bool) -> None:

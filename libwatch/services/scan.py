@@ -87,10 +87,12 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
             plan = detect(db, settings, library, options, progress=progress, spool=spool, subtree=subtree)
             check_guards(plan, options)
             run.counts = plan.counts
+            progress("record", 0)
             record(db, plan, spool, run_id=run.run_id, lease=lease, priority=options.priority, verify=options.verify)
             rebuild = {"requested": plan.rebuilds, "published": 0, "pending": plan.rebuilds}
             exit_code, publish_error = 0, None
             if publish is not None and options.publish:
+                progress("publish", 0)
                 rebuild, exit_code, publish_error = _publish(db, library, rebuild, publish)
             if plan.counts["errors"]:  # per-file problems: the run is partial, says how many (exit 0 stays)
                 run.problem(f"{plan.counts['errors']:,} file{'s' if plan.counts['errors'] != 1 else ''} could not be "
