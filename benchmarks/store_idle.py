@@ -6,6 +6,7 @@ store serve` runs it), lets it idle for --idle seconds (SecantusDB's TTL sweeper
 
   defaults   SecantusDBServer's own defaults (replica set and oplog, TTL sweeper every 60 s)
   libwatch   libwatch.catalog.store.SERVER_OPTIONS (nothing in the background)
+  serve      `libwatch store serve` itself (SERVER_OPTIONS, password required)
 
     .venv/bin/python benchmarks/store_idle.py --files 20000 --idle 70
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -37,17 +39,31 @@ print(server.uri, flush=True)
 stop.wait()
 server.stop()
 """
-CONFIGS: Final = {"defaults": {}, "libwatch": SERVER_OPTIONS}
+CONFIGS: Final = {"defaults": {}, "libwatch": SERVER_OPTIONS, "serve": SERVER_OPTIONS}
+
+
+def _start(top: Path, config: str) -> tuple[subprocess.Popen[str], str]:
+    """The server of `config` in a process of its own; (process, URI)."""
+    if config == "serve":
+        home = top / "home-serve"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIBWATCH_")}
+        server = subprocess.Popen([sys.executable, "-m", "libwatch", "store", "serve", "--port", "0"], text=True,
+                                  env={**env, "LIBWATCH_HOME": str(home), "LIBWATCH_CONFIG": os.devnull},
+                                  stderr=subprocess.PIPE)
+        assert server.stderr is not None
+        server.stderr.readline()  # "serving ...": the URI file is written
+        return server, (home / "store.uri").read_text().strip()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(top / f"db-{config}"), json.dumps(CONFIGS[config])],
+                              stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    return server, server.stdout.readline().strip()
 
 
 def first_scan(top: Path, root: Path, config: str, idle: float) -> float:
     """Seconds of the first scan of `root` on a fresh server of `config` that idled `idle` seconds."""
-    data = top / f"db-{config}"
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(data), json.dumps(CONFIGS[config])],
-                              stdout=subprocess.PIPE, text=True)
+    server, uri = _start(top, config)
     try:
-        assert server.stdout is not None
-        libwatch = Libwatch(top / f"home-{config}", server.stdout.readline().strip())
+        libwatch = Libwatch(top / f"home-{config}", uri)
         libwatch.run("library", "add", NAME, str(root))
         time.sleep(idle)
         return libwatch.scan(f"first scan ({config})").seconds
