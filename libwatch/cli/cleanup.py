@@ -7,7 +7,7 @@ import typer
 from rich.console import Console
 
 from libwatch.cli import context, output
-from libwatch.cli.options import JsonOption, complete_library
+from libwatch.cli.options import JsonOption, TriggerOption, complete_library
 from libwatch.services import cleanup as service
 
 SHOWN_PATHS: Final = 20
@@ -49,7 +49,7 @@ def cleanup(
              "instead of their retention.", show_default=False)] = None,
     queued_timeout: Annotated[str, typer.Option(
         metavar="AGE", help="Rebuild requests queued longer than this go back to pending.")] = "1h",
-    trigger: Annotated[str, typer.Option(help="What started this run: manual, timer, path or cron.")] = "manual",
+    trigger: TriggerOption = "manual",
     json_output: JsonOption = False,
 ) -> None:
     """Remove orphan cache files and records missing past retention; age out events and runs; recover stale runs.

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from libwatch.catalog import libraries as repo
 from libwatch.cli import context, output
-from libwatch.cli.options import JsonOption
+from libwatch.cli.options import JsonOption, LibraryArgument, complete_from
 from libwatch.library import parse_compare
 from libwatch.services import libraries as service
 from libwatch.services import units as units_service
@@ -29,7 +29,8 @@ ScheduleOption = Annotated[str | None, typer.Option(
 CompareOption = Annotated[str | None, typer.Option(
     "--compare",
     help="Stat fields compared besides size and mtime: ctime,inode (default), "
-         "ctime, inode or none (for mounts whose inode numbers change).", show_default=False)]
+         "ctime, inode or none (for mounts whose inode numbers change).", show_default=False,
+    autocompletion=complete_from(("ctime,inode", "ctime", "inode", "none")))]
 NestedOption = Annotated[bool, typer.Option(
     "--allow-nested",
     help="Accept a root inside or above another library's when the outer library excludes the inner root.")]
@@ -151,7 +152,7 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
 
 
 @app.command()
-def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Library name.")],
+def show(ctx: typer.Context, name: LibraryArgument,
          json_output: JsonOption = False) -> None:
     """Show one library's settings, state and counts.
 
@@ -166,7 +167,7 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Library n
 @app.command()
 def remove(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Library name.")],
+    name: LibraryArgument,
     purge: Annotated[bool, typer.Option(help="Also delete its file, collection and event records.")] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -184,7 +185,7 @@ def remove(
 @app.command("set")
 def set_(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Library name.")],
+    name: LibraryArgument,
     path: Annotated[Path | None, typer.Option(help="Move the library's root (or follow its retargeted link).")] = None,
     include: Annotated[list[str] | None, typer.Option(
         "--include", help="Replace the include globs (repeatable).")] = None,

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from libwatch.cli import context, output, stopsignal
-from libwatch.cli.options import JsonOption
+from libwatch.cli.options import JsonOption, TriggerOption, complete_library
 from libwatch.cli.progress import Progress
 from libwatch.errors import UsageError
 from libwatch.messages import CACHE, MAX_BODY_BYTES, THUMBNAIL
@@ -58,7 +58,7 @@ def _summary(console: Console, doc: dict[str, Any]) -> None:
 def rebuild(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(
-        help="Library name (default: every library).", show_default=False)] = None,
+        help="Library name (default: every library).", show_default=False, autocompletion=complete_library)] = None,
     collection: Annotated[str | None, typer.Option(
         help="Only this collection (folder path relative to the root, exactly).")] = None,
     path: Annotated[str | None, typer.Option(
@@ -84,7 +84,7 @@ def rebuild(
         min=1, help="Rendering processes for --run (default: the CPUs).", show_default=False)] = None,
     queued_timeout: Annotated[float, typer.Option(
         min=0, help="Seconds after which a queued request counts as lost (--pending).")] = service.QUEUED_TIMEOUT_S,
-    trigger: Annotated[str, typer.Option(help="What started this run: manual, timer, path or cron.")] = "manual",
+    trigger: TriggerOption = "manual",
     json_output: JsonOption = False,
 ) -> None:
     """Request cache images and thumbnails again for a scope, or render them here with --run.

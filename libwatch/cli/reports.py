@@ -11,8 +11,9 @@ from typing import Annotated, Any, Final
 import typer
 from rich.console import Console
 
+from libwatch.catalog import runs
 from libwatch.cli import context, output
-from libwatch.cli.options import JsonOption, complete_library
+from libwatch.cli.options import JsonOption, complete_from, complete_library
 from libwatch.services import reports as service
 
 BARS: Final = "▁▂▃▄▅▆▇█"
@@ -123,9 +124,11 @@ def history(
     ctx: typer.Context,
     name: NameArgument = None,
     job: Annotated[list[str] | None, typer.Option(
-        "--job", help="scan, rebuild, cleanup or worker (repeatable).")] = None,
+        "--job", help="scan, rebuild, cleanup or worker (repeatable).",
+        autocompletion=complete_from(runs.JOBS))] = None,
     status_: Annotated[list[str] | None, typer.Option(
-        "--status", help="running, succeeded, partial, failed, interrupted or skipped (repeatable).")] = None,
+        "--status", help="running, succeeded, partial, failed, interrupted or skipped (repeatable).",
+        autocompletion=complete_from(service.STATUSES))] = None,
     limit: LimitOption = 20,
     json_output: JsonOption = False,
 ) -> None:
@@ -155,7 +158,7 @@ def events(
     name: NameArgument = None,
     type_: Annotated[list[str] | None, typer.Option(
         "--type", help="added, modified, touched, renamed, deleted, corrupted, collection_added, "
-                       "collection_removed (repeatable).")] = None,
+                       "collection_removed (repeatable).", autocompletion=complete_from(service.CHANGE_TYPES))] = None,
     since: Annotated[str | None, typer.Option(
         metavar="WHEN", help="Only events since WHEN: an age (2h, 7d) or a date (2026-11-28T18:00).",
         show_default=False)] = None,

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
+from libwatch.catalog import runs
 from libwatch.cli import context, output
-from libwatch.cli.options import JsonOption
+from libwatch.cli.options import JsonOption, TriggerOption, complete_target
 from libwatch.cli.progress import BYTES, Progress
 from libwatch.errors import EXIT_CHANGES, UsageError
 from libwatch.services import scan as service
@@ -20,14 +21,13 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 WAIT_LOCK_S: Final = 600.0
-TRIGGERS: Final = ("manual", "timer", "path", "cron")
 # The scan's progress phases (services.scan, scan_detect) in words, with what each counts.
 PHASES: Final = {"walk": ("walking", "file"), "hash": ("hashing", BYTES), "record": ("writing the catalog", None),
                  "publish": ("publishing", None)}
 
 TargetsArgument = Annotated[list[str] | None, typer.Argument(
     help="Library names or folders (a folder inside a library scans that part; a new folder is registered).",
-    show_default=False)]
+    show_default=False, autocompletion=complete_target)]
 VerifyOption = Annotated[bool, typer.Option(help="Hash every file, like rsync --checksum (finds bit rot).")]
 
 
@@ -104,7 +104,7 @@ def scan(
     verify: VerifyOption = False,
     settle: Annotated[float, typer.Option(
         help="Skip files written less than this many seconds ago (as unstable).")] = 0.0,
-    trigger: Annotated[str, typer.Option(help="What started this run: manual, timer, path or cron.")] = "manual",
+    trigger: TriggerOption = "manual",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be recorded; write nothing.")] = False,
     publish: Annotated[bool, typer.Option(
         "--publish/--no-publish", help="Publish rebuild requests after recording.")] = True,
@@ -129,8 +129,8 @@ def scan(
 
     Example: libwatch scan photos --trigger timer
     """
-    if trigger not in TRIGGERS:
-        raise UsageError(f"--trigger must be one of {', '.join(TRIGGERS)}")
+    if trigger not in runs.TRIGGERS:
+        raise UsageError(f"--trigger must be one of {', '.join(runs.TRIGGERS)}")
     if settle < 0:
         raise UsageError("--settle is a number of seconds, 0 or more")
     if max_delete is not None and not 0 <= max_delete <= 1:
@@ -150,7 +150,7 @@ def scan(
 
 def diff(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="Library name or its root folder.")],
+    target: Annotated[str, typer.Argument(help="Library name or its root folder.", autocompletion=complete_target)],
     verify: VerifyOption = False,
     exit_code: Annotated[bool, typer.Option(
         "--exit-code", help="Exit 1 when there are changes, like git diff.")] = False,

@@ -10,14 +10,15 @@ from rich.console import Console
 from libwatch import systemd
 from libwatch.catalog import libraries as repo
 from libwatch.cli import context, output
-from libwatch.cli.options import JsonOption
+from libwatch.cli.options import JsonOption, LibraryArgument, complete_library
 from libwatch.errors import EXIT_PARTIAL
 from libwatch.services import units as service
 
 app = typer.Typer(help="The systemd units: timers for scheduled scans, path units for watching, the worker.\n\n"
                        "Example: sudo libwatch units install photos", no_args_is_help=True)
 
-NamesArgument = Annotated[list[str] | None, typer.Argument(help="Library names (default: all).", show_default=False)]
+NamesArgument = Annotated[list[str] | None, typer.Argument(help="Library names (default: all).", show_default=False,
+                                                           autocompletion=complete_library)]
 UserOption = Annotated[bool, typer.Option("--user", help="User units under ~/.config/systemd/user.")]
 
 
@@ -123,7 +124,7 @@ def _emit_dry_run(ctx: typer.Context, json_output: bool, plan: service.DryRun) -
 @app.command()
 def refresh(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Library name.", show_default=False)],
+    name: LibraryArgument,
     json_output: JsonOption = False,
 ) -> None:
     """Rewrite a library's watched folders from the catalog (its scan units run this after each scan).
@@ -139,7 +140,8 @@ def refresh(
 def uninstall(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(
-        help="Library name (default: every libwatch unit).", show_default=False)] = None,
+        help="Library name (default: every libwatch unit).", show_default=False,
+        autocompletion=complete_library)] = None,
     user: UserOption = False,
     json_output: JsonOption = False,
 ) -> None:
