@@ -66,6 +66,11 @@ def delete(db: Database[dict[str, Any]], name: str, *, purge: bool) -> dict[str,
     return removed
 
 
+def content_hashes(db: Database[dict[str, Any]], name: str) -> set[str]:
+    """The content hashes of a library's file records (present and missing): one `distinct`, no cursor."""
+    return {value for value in db.files.distinct("hash", {"library": name}) if isinstance(value, str)}
+
+
 def begin_writing(db: Database[dict[str, Any]], name: str, generation: int) -> None:
     """Set the catalog generation a scan is about to write, before its first write.
 

@@ -168,7 +168,8 @@ def show(ctx: typer.Context, name: LibraryArgument,
 def remove(
     ctx: typer.Context,
     name: LibraryArgument,
-    purge: Annotated[bool, typer.Option(help="Also delete its file, collection and event records.")] = False,
+    purge: Annotated[bool, typer.Option(
+        help="Also delete its file, collection and event records and its cache files.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Forget a library. File records are kept unless --purge.
@@ -176,7 +177,7 @@ def remove(
     Example: libwatch library remove old-scans --purge
     """
     with context.catalog(ctx) as db:
-        removed = repo.delete(db, name, purge=purge)
+        removed = service.remove(db, context.state(ctx).settings, name, purge=purge)
     output.emit(context.wants_json(ctx, json_output), {"library": name, "removed": removed},
                 lambda console: console.print(f"removed library [bold]{name}[/]"
                                               + ("" if purge else " (file records kept; --purge deletes them)")))

@@ -334,6 +334,26 @@ def remove_unreferenced(db: Db, orphans: Sequence[Orphan], kept: dict[str, Any])
     return removed, freed
 
 
+def remove_cached(db: Db, cache_dir: Path, hashes: Iterable[str]) -> int:
+    """Delete the renderings of ``hashes`` that no file record of this catalog names any more; how many went."""
+    return remove_cached_files(db, [(kind, content_hash, path) for content_hash in sorted(hashes)
+                                    for kind in repo.REBUILD_KINDS
+                                    if (path := cachefiles.existing(cache_dir, kind, content_hash)) is not None])
+
+
+def remove_cached_files(db: Db, files: Iterable[tuple[str, str, Path]]) -> int:
+    """Delete these ``(kind, content hash, path)`` renderings unless a file record names their hash; how many went."""
+    orphans = [Orphan(kind, content_hash, path, _size(path)) for kind, content_hash, path in files]
+    return remove_unreferenced(db, orphans, {})[0]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _remove_files(paths: Iterable[Path]) -> int:
     removed = 0
     for path in paths:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any, Final
 from pymongo.database import Database
 
 from libwatch.catalog import libraries as repo
+from libwatch.catalog.locks import Lease
+from libwatch.config import Settings
 from libwatch.core.walk import Exclusions
 from libwatch.errors import UsageError
 from libwatch.library import (
@@ -287,6 +290,30 @@ def update(db: Db, name: str, *, includes: ListEdit = ListEdit(), excludes: List
 
 # Settings that decide which files a library holds: changing one re-checks the nesting rule.
 _NESTING_KEYS: Final = frozenset({"path", "exclude", "default_excludes", "dropped_excludes", "hidden"})
+
+
+def remove(db: Db, settings: Settings, name: str, *, purge: bool) -> dict[str, int]:
+    """Forget a library; with ``purge`` also its file, collection and event records and the
+    cache files no other record names. Returns how many of each went (``cache_files`` with purge).
+
+    Done under the library's scan lease, so no scan of it is half-recorded meanwhile: Locked
+    (exit 75) while a scan runs. A worker or ``rebuild --run`` rendering its images at the
+    same time deletes what it wrote once it finds the record gone (``rebuild.drop_orphaned``).
+    Raises NotFound, and ForeignCache (before anything is removed) for another catalog's cache.
+    """
+    from libwatch.services import cleanup  # the orphan removal; imported here, for purges only
+
+    if purge:
+        cleanup.claim_cache(db, settings, write=False)
+    lease = Lease(db, f"scan:{name}", f"remove:{uuid.uuid4().hex}", settings.lease_s).acquire()
+    try:
+        hashes = repo.content_hashes(db, name) if purge else set()
+        removed = repo.delete(db, name, purge=purge)
+    finally:
+        lease.release()
+    if purge:
+        removed["cache_files"] = cleanup.remove_cached(db, settings.cache_dir, hashes)
+    return removed
 
 
 def set_options(db: Db, name: str, **options: Any) -> Library:

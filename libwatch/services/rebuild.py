@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final
 
 from pymongo.database import Database
@@ -35,7 +36,7 @@ from libwatch.messages import CACHE, THUMBNAIL
 from libwatch.quantity import count
 from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.result import Problem, Result
-from libwatch.services import outbox
+from libwatch.services import cleanup, outbox
 from libwatch.services.probing import probe_header
 
 SELECTIONS: Final = ("pending", "missing", "failed", "all")
@@ -126,6 +127,20 @@ def render_result(key: tuple[FileState, str], outcome: RenderOutcome) -> RenderR
     if outcome.status == renderpool.FAILED and not outcome.transient:
         return RenderResult(record.id, kind, record.hash, outcome.error or "failed")
     return None
+
+
+def drop_orphaned(db: Db, rendered: Sequence[tuple[str, str, str, Path]]) -> int:
+    """Delete renderings just written whose record is gone meanwhile (its library removed with
+    ``--purge``, the record cleaned up), unless another record names that content; how many went.
+
+    ``rendered`` holds ``(record id, kind, content hash, path)``; call it after recording the
+    results, so that a record removed after this check is seen by its remover with the file there.
+    """
+    if not rendered:
+        return 0
+    alive = rebuilds.records_by_id(db, {record_id for record_id, *_ in rendered})
+    gone = [(kind, content_hash, path) for record_id, kind, content_hash, path in rendered if record_id not in alive]
+    return cleanup.remove_cached_files(db, gone) if gone else 0
 
 
 def _relative(library: Library, path: str | None) -> str | None:
@@ -222,6 +237,7 @@ def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kin
     jobs = _jobs(settings, library, _wanted(db, settings, library, scope, kinds, options, counts),
                  force=options.selection == "all")
     results: list[RenderResult] = []
+    rendered: list[tuple[str, str, str, Path]] = []
     try:
         for outcome in pool.render_many(jobs):
             counts["selected"] += 1
@@ -234,15 +250,22 @@ def _render_here(db: Db, settings: Settings, library: Library, scope: Scope, kin
             result = render_result((record, kind), outcome)
             if result is not None:
                 results.append(result)
+            if outcome.status == renderpool.DONE and outcome.path is not None:
+                rendered.append((record.id, kind, record.hash, outcome.path))
             if len(results) >= rebuilds.PAGE:
-                rebuilds.record_results(db, results, now=datetime.now(UTC))
-                results = []
+                _record(db, results, rendered)
+                results, rendered = [], []
     except KeyboardInterrupt:
         # Ctrl-C: what was rendered is recorded done, so the catalog agrees with the counts shown.
-        rebuilds.record_results(db, results, now=datetime.now(UTC))
+        _record(db, results, rendered)
         raise
+    _record(db, results, rendered)
+
+
+def _record(db: Db, results: list[RenderResult], rendered: list[tuple[str, str, str, Path]]) -> None:
     if results:
         rebuilds.record_results(db, results, now=datetime.now(UTC))
+    drop_orphaned(db, rendered)
 
 
 def rebuild(db: Db, settings: Settings, library: str | None, options: RebuildOptions, *,

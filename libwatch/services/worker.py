@@ -57,7 +57,7 @@ from libwatch.errors import BrokerLost, BusError, CatalogUnavailable, InvalidMes
 from libwatch.renderpool import RenderJob, RenderOutcome
 from libwatch.result import Result
 from libwatch.services import outbox
-from libwatch.services.rebuild import render_job, render_result, render_specs
+from libwatch.services.rebuild import drop_orphaned, render_job, render_result, render_specs
 from libwatch.text import for_log
 
 log = logging.getLogger("libwatch.worker")
@@ -402,6 +402,8 @@ class Worker:
         results = [r for i, o in outcomes.items() if (r := render_result((tasks[i].record, tasks[i].request.kind), o))]
         if results:
             rebuilds.record_results(self.db, results, now=now)
+        drop_orphaned(self.db, [(tasks[i].record.id, tasks[i].request.kind, tasks[i].request.content_hash, o.path)
+                                for i, o in outcomes.items() if o.status == renderpool.DONE and o.path is not None])
         unserved = [(tasks[i].record.id, tasks[i].request.kind, tasks[i].request.content_hash)
                     for i, o in outcomes.items() if o.status in (renderpool.SKIPPED, renderpool.CHANGED)]
         if unserved:
