@@ -337,7 +337,7 @@ def remove_unreferenced(db: Db, orphans: Sequence[Orphan], kept: dict[str, Any])
 def remove_cached(db: Db, cache_dir: Path, hashes: Iterable[str]) -> int:
     """Delete the renderings of ``hashes`` that no file record of this catalog names any more; how many went."""
     return remove_cached_files(db, [(kind, content_hash, path) for content_hash in sorted(hashes)
-                                    for kind in repo.REBUILD_KINDS
+                                    for kind in KINDS
                                     if (path := cachefiles.existing(cache_dir, kind, content_hash)) is not None])
 
 
