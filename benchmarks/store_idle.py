@@ -3,6 +3,10 @@
 For each server configuration, starts a SecantusDB server in a process of its own (as `libwatch
 store serve` runs it), lets it idle for --idle seconds (SecantusDB's TTL sweeper first runs after
 60 s), then times `libwatch scan` of a new library of --files 1 KiB files in folders of 100.
+The catalog is the default database, `libwatch`: SecantusDB routes each collection to one of its
+tables by a hash of its name, and `libwatch.libraries` shares one with `libwatch.events` (the
+sweeper's parked cursor stalls the events only then; `scale.libraries` and `scale.events` do not
+share one).
 
   defaults   SecantusDBServer's own defaults (replica set and oplog, TTL sweeper every 60 s)
   libwatch   libwatch.catalog.store.SERVER_OPTIONS (nothing in the background)
@@ -64,6 +68,7 @@ def first_scan(top: Path, root: Path, config: str, idle: float) -> float:
     server, uri = _start(top, config)
     try:
         libwatch = Libwatch(top / f"home-{config}", uri)
+        libwatch.env["LIBWATCH_DATABASE"] = "libwatch"
         libwatch.run("library", "add", NAME, str(root))
         time.sleep(idle)
         return libwatch.scan(f"first scan ({config})").seconds
