@@ -18,6 +18,7 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from libwatch import processes
 from libwatch.catalog import runs
 from libwatch.catalog.schema import DURABLE
 from libwatch.errors import LeaseLost, Locked
@@ -31,18 +32,6 @@ def _coll(db: Database[dict[str, Any]]):  # type: ignore[no-untyped-def]
 
 def describe_holder(doc: dict[str, Any]) -> str:
     return f"run {doc.get('owner')} (pid {doc.get('pid')} on {doc.get('host')}, lease until {doc.get('expires_at')})"
-
-
-def _holder_is_dead(holder: dict[str, Any]) -> bool:
-    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
-        return False
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class Lease:
@@ -70,7 +59,7 @@ class Lease:
                 break
             except DuplicateKeyError:
                 holder = _coll(self.db).find_one({"_id": self.key}) or {}
-                if _holder_is_dead(holder):
+                if processes.gone(holder.get("host"), holder.get("pid")):
                     # Same host, process gone (kill -9, OOM): no need to wait for the lease to run out.
                     _coll(self.db).update_one({"_id": self.key, "owner": holder.get("owner")},
                                               {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}})

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from pymongo.database import Database
 
-from libwatch import cachefiles
+from libwatch import cachefiles, processes
 from libwatch.catalog import housekeeping as repo
 from libwatch.catalog import libraries as library_repo
 from libwatch.catalog import runs
@@ -227,20 +227,6 @@ def _events_done(db: Db, library: str) -> list[Any]:
     return done
 
 
-def _process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:  # a killed child its parent has not reaped yet is a zombie: gone all the same
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state in ("Z", "X")
-
-
 def _stale_runs(db: Db, library: str | None, *, now: datetime, lease: timedelta,
                 this_run: str | None) -> tuple[tuple[StaleRun, ...], tuple[tuple[str, Any], ...]]:
     """Running runs whose lease expired or whose process is gone; expired leases nobody runs under."""
@@ -255,7 +241,7 @@ def _stale_runs(db: Db, library: str | None, *, now: datetime, lease: timedelta,
         lock = lock_of.get(run["_id"])
         if lock is not None and lock["expires_at"] < now:
             reason = f"lease {lock['_id']} expired at {lock['expires_at']:%Y-%m-%d %H:%M:%S}Z"
-        elif run.get("host") == host and isinstance(run.get("pid"), int) and _process_gone(run["pid"]):
+        elif processes.gone(run.get("host"), run.get("pid")):
             reason = f"process {run['pid']} on {host} is gone"
         elif run.get("job") == "scan" and lock is None and run["started_at"] < now - lease:
             reason = "the scan holds no lease"

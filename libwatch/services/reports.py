@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from pymongo.database import Database
 
-from libwatch import systemd
+from libwatch import processes, systemd
 from libwatch.catalog import libraries as library_repo
 from libwatch.catalog import reports as repo
 from libwatch.catalog import runs
@@ -95,12 +95,20 @@ def changes(counts: Mapping[str, Any] | None) -> int:
 
 
 def run_document(run: Mapping[str, Any]) -> dict[str, Any]:
-    """One run as `history --json` (and `status`) show it."""
+    """One run as `history --json` (and `status`) show it.
+
+    A run still recorded ``running`` whose process on this host is gone (SIGKILL, OOM, power
+    loss) is shown ``interrupted``: the next scan of its library or the next cleanup records that.
+    """
+    status, error = run.get("status"), run.get("error")
+    if status == runs.RUNNING and processes.gone(run.get("host"), run.get("pid")):
+        status, error = runs.INTERRUPTED, (f"process {run.get('pid')} on {run.get('host')} is gone "
+                                           "(the next cleanup records it)")
     return {
         "run_id": str(run["_id"]), "job": run.get("job"), "library": run.get("library"),
-        "trigger": run.get("trigger"), "status": run.get("status"), "host": run.get("host"), "pid": run.get("pid"),
+        "trigger": run.get("trigger"), "status": status, "host": run.get("host"), "pid": run.get("pid"),
         "started_at": run.get("started_at"), "finished_at": run.get("finished_at"), "duration_s": duration_s(run),
-        "counts": dict(run.get("counts") or {}), "error": run.get("error"),
+        "counts": dict(run.get("counts") or {}), "error": error,
     }
 
 
