@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pymongo
 import pytest
@@ -135,16 +136,18 @@ def test_nobody_cannot_use_the_in_process_store_nor_read_its_folder(open_folder:
 
 def test_nobody_cannot_use_store_serve_and_its_uri_file_is_the_owners(open_folder: Path,
                                                                       cli_env: dict[str, str]) -> None:
-    home, port = open_folder / "home", 27000 + os.getpid() % 1000
+    home = open_folder / "home"
     env = {**cli_env, "LIBWATCH_HOME": str(home)}
     env.pop("LIBWATCH_MONGO_URI")
     serve = subprocess.Popen([sys.executable, "-m", "libwatch", "--amqp-url", "amqp://me:s3cret@127.0.0.1/",
-                              "store", "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
+                              "store", "serve", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert serve.stderr is not None
         warning = serve.stderr.readline()
         assert "--amqp-url holds a password" in warning and "s3cret" not in warning
         assert "password required" in serve.stderr.readline()
+        port = urlsplit((home / "store.uri").read_text().strip()).port
+        assert port is not None
         warm_up(port)
         assert "requires authentication" in as_nobody(catalog_without_password(port))
         for path in (home, home / "store.uri", home / "store-credentials.json", home / "db"):
