@@ -97,7 +97,8 @@ def test_library_lifecycle(libwatch, tmp_path: Path) -> None:
     changed = json.loads(libwatch("library", "set", "photos", "--pause", "--schedule", "daily", "--json").stdout)
     assert changed["schedule"] == {"on_calendar": "daily", "enabled": True, "paused": True}
     assert libwatch("library", "remove", "photos").code == 0
-    assert json.loads(libwatch("library", "list", "--json").stdout) == {"libraries": []}
+    assert json.loads(libwatch("library", "list", "--json").stdout) == {"libraries": [], "status": "success",
+                                                                        "problems": []}
 
 
 @pytest.mark.parametrize("args, words", [

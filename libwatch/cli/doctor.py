@@ -29,6 +29,5 @@ def doctor(ctx: typer.Context, json_output: JsonOption = False) -> None:
     Example: libwatch doctor --json
     """
     report = service.diagnose(context.state(ctx).settings)
-    output.emit(context.wants_json(ctx, json_output), report.to_document(), lambda console: _show(console, report))
-    if report.exit_code:
-        raise typer.Exit(report.exit_code)
+    raise typer.Exit(output.show(report, lambda console: _show(console, report),
+                                 as_json=context.wants_json(ctx, json_output)))

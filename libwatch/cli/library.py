@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from libwatch.catalog import libraries as repo
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption, LibraryArgument, complete_from
 from libwatch.library import parse_compare
@@ -120,12 +119,13 @@ def add(
     if schedule is not None:
         units_service.validate_schedule(schedule)
     with context.catalog(ctx) as db:
-        library = service.add(db, name, path, include=tuple(include or ()), exclude=tuple(exclude or ()),
-                              on_calendar=schedule, watch=watch, hidden=hidden, follow_symlinks=follow_symlinks,
-                              default_excludes=default_excludes, compare=fields, allow_nested=allow_nested)
-    doc = service.describe(library)
-    output.emit(context.wants_json(ctx, json_output), doc,
-                lambda console: console.print(f"added library [bold]{library.name}[/] at {library.path}"))
+        added = service.register(db, name, path, include=tuple(include or ()), exclude=tuple(exclude or ()),
+                                 on_calendar=schedule, watch=watch, hidden=hidden, follow_symlinks=follow_symlinks,
+                                 default_excludes=default_excludes, compare=fields, allow_nested=allow_nested)
+    library = added.library
+    raise typer.Exit(output.show(added, lambda console: console.print(
+        f"added library {output.escape(library.name)} at {output.escape(library.path)}", markup=False),
+        as_json=context.wants_json(ctx, json_output)))
 
 
 @app.command("list")
@@ -135,7 +135,8 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     Example: libwatch library list --json
     """
     with context.catalog(ctx) as db:
-        docs = [service.describe(lib, service.counts(db, lib.name)) for lib in repo.all_libraries(db)]
+        listed = service.listing(db)
+    docs = listed.document["libraries"]
 
     def human(console: Console) -> None:
         if not docs:
@@ -148,7 +149,7 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
                          _state(doc["schedule"])))
         output.table(console, ("name", "path", "files", "collections", "schedule", "state"), rows)
 
-    output.emit(context.wants_json(ctx, json_output), {"libraries": docs}, human)
+    raise typer.Exit(output.show(listed, human, as_json=context.wants_json(ctx, json_output)))
 
 
 @app.command()
@@ -159,9 +160,10 @@ def show(ctx: typer.Context, name: LibraryArgument,
     Example: libwatch library show photos
     """
     with context.catalog(ctx) as db:
-        doc = service.describe(repo.get(db, name), service.counts(db, name))
+        shown = service.show(db, name)
     retention = context.state(ctx).settings.retention_days
-    output.emit(context.wants_json(ctx, json_output), doc, lambda console: _show(console, doc, retention))
+    raise typer.Exit(output.show(shown, lambda console: _show(console, shown.document, retention),
+                                 as_json=context.wants_json(ctx, json_output)))
 
 
 @app.command()
@@ -178,9 +180,9 @@ def remove(
     """
     with context.catalog(ctx) as db:
         removed = service.remove(db, context.state(ctx).settings, name, purge=purge)
-    output.emit(context.wants_json(ctx, json_output), {"library": name, "removed": removed},
-                lambda console: console.print(f"removed library [bold]{name}[/]"
-                                              + ("" if purge else " (file records kept; --purge deletes them)")))
+    kept = "" if purge else " (file records kept; --purge deletes them)"
+    raise typer.Exit(output.show(removed, lambda console: console.print(
+        f"removed library {output.escape(name)}{kept}", markup=False), as_json=context.wants_json(ctx, json_output)))
 
 
 @app.command("set")

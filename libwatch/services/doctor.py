@@ -24,6 +24,7 @@ from libwatch.config import Settings, has_password, mask_url
 from libwatch.errors import EXIT_CHECK_FAILED, EXIT_OK, LibwatchError
 from libwatch.library import Library
 from libwatch.quantity import count
+from libwatch.result import Problem, Result
 from libwatch.services import libraries as library_service
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -47,23 +48,29 @@ class Check:
                 "data": dict(self.data)}
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
-    """Every check; `ok` when no required check failed."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report(Result):
+    """Every check; `ok` when no required check failed (those are its problems, kind ``check``)."""
 
     checks: tuple[Check, ...]
 
     @property
     def ok(self) -> bool:
-        return not any(check.required and check.status == FAIL for check in self.checks)
+        return not self.problems
 
     @property
     def exit_code(self) -> int:
         return EXIT_OK if self.ok else EXIT_CHECK_FAILED
 
-    def to_document(self) -> dict[str, Any]:
-        """The `doctor --json` document."""
+    def data(self) -> dict[str, Any]:
+        """The `doctor --json` document's own fields."""
         return {"ok": self.ok, "checks": [check.to_document() for check in self.checks]}
+
+
+def report(checks: Sequence[Check]) -> Report:
+    """The report of ``checks``: a required check that failed is a problem."""
+    return Report(checks=tuple(checks), problems=tuple(Problem(check.name, "check", check.detail) for check in checks
+                                                       if check.required and check.status == FAIL))
 
 
 def _catalog(settings: Settings) -> tuple[Check, list[Library] | None]:
@@ -244,5 +251,5 @@ def diagnose(settings: Settings, *, unit_dir: Path | None = None) -> Report:
     """Run every check; never raises for a service that is down."""
     catalog, libraries = _catalog(settings)
     units_at = unit_dir or systemd.unit_dir(os.geteuid() != 0)
-    return Report((catalog, _broker(settings), _cache_dir(settings), _inotify(units_at),
+    return report((catalog, _broker(settings), _cache_dir(settings), _inotify(units_at),
                    _units(units_at, libraries, settings), _roots(libraries), _secrets(settings)))

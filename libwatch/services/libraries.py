@@ -292,9 +292,9 @@ def update(db: Db, name: str, *, includes: ListEdit = ListEdit(), excludes: List
 _NESTING_KEYS: Final = frozenset({"path", "exclude", "default_excludes", "dropped_excludes", "hidden"})
 
 
-def remove(db: Db, settings: Settings, name: str, *, purge: bool) -> dict[str, int]:
+def remove(db: Db, settings: Settings, name: str, *, purge: bool) -> Removed:
     """Forget a library; with ``purge`` also its file, collection and event records and the
-    cache files no other record names. Returns how many of each went (``cache_files`` with purge).
+    cache files no other record names. The result counts how many of each went (``cache_files`` with purge).
 
     Done under the library's scan lease, so no scan of it is half-recorded meanwhile: Locked
     (exit 75) while a scan runs. A worker or ``rebuild --run`` rendering its images at the
@@ -313,7 +313,7 @@ def remove(db: Db, settings: Settings, name: str, *, purge: bool) -> dict[str, i
         lease.release()
     if purge:
         removed["cache_files"] = cleanup.remove_cached(db, settings.cache_dir, hashes)
-    return removed
+    return Removed(library=name, removed=removed)
 
 
 def set_options(db: Db, name: str, **options: Any) -> Library:
@@ -340,3 +340,51 @@ def counts(db: Db, name: str) -> dict[str, int]:
         "missing": db.files.count_documents({"library": name, "status": "missing"}),
         "collections": db.collections.count_documents({"library": name, "missing_since": None}),
     }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Described(Result):
+    """One library as `library add` and `library show` print it (``counts`` by `show` only)."""
+
+    library: Library
+    counts: Mapping[str, int] | None = None
+
+    def data(self) -> dict[str, Any]:
+        return describe(self.library, None if self.counts is None else dict(self.counts))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listed(Result):
+    """`library list`: every library with its counts."""
+
+    libraries: tuple[Described, ...]
+
+    def data(self) -> dict[str, Any]:
+        return {"libraries": [described.data() for described in self.libraries]}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Removed(Result):
+    """`library remove`: the library forgotten, and how many records of each kind went with it."""
+
+    library: str
+    removed: Mapping[str, int]
+
+    def data(self) -> dict[str, Any]:
+        return {"library": self.library, "removed": dict(self.removed)}
+
+
+def register(db: Db, name: str | None, path: str | Path, **options: Any) -> Described:
+    """`library add`: :func:`add`, described; raises as :func:`add` does."""
+    return Described(library=add(db, name, path, **options))
+
+
+def show(db: Db, name: str) -> Described:
+    """`library show`: one library with its counts; raises NotFound."""
+    return Described(library=repo.get(db, name), counts=counts(db, name))
+
+
+def listing(db: Db) -> Listed:
+    """`library list`: every library, by name, with its counts."""
+    return Listed(libraries=tuple(Described(library=library, counts=counts(db, library.name))
+                                  for library in repo.all_libraries(db)))

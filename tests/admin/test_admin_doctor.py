@@ -25,7 +25,7 @@ def test_doctor_json_when_all_is_well(libwatch, db: Any, tmp_path: Path) -> None
     add_library(db, "photos", tmp_path / "photos")
     code, report = _report(libwatch)
     assert code == 0 and report["ok"] is True
-    assert set(report) == {"ok", "checks"}
+    assert set(report) == {"ok", "checks", "status", "problems"} and report["problems"] == []
     assert [check["name"] for check in report["checks"]] == CHECKS
     assert all(set(check) == CHECK_KEYS for check in report["checks"])
     checks = _by_name(report)
