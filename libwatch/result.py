@@ -9,15 +9,60 @@ nothing to the document but what every result shares, so contract tests pin each
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from libwatch.errors import EXIT_OK, EXIT_PARTIAL
 
 SUCCESS: Final = "success"
 PARTIAL: Final = "partial"
 ERROR: Final = "error"
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+class Listing(Generic[T]):
+    """A document's list, made on demand as often as it is read, its length known beforehand.
+
+    A scan's report of a million changes is read from its spill file while it is written
+    (`cli.output` streams a Listing item by item), never held whole. Equal to a list or
+    tuple with the same items (tests compare it with ``[]``).
+    """
+
+    __slots__ = ("_make", "_count")
+
+    def __init__(self, make: Callable[[], Iterable[T]], count: int) -> None:
+        self._make, self._count = make, count
+
+    @classmethod
+    def of(cls, items: Sequence[T] = ()) -> Listing[T]:
+        return cls(lambda: items, len(items))
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._make())
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (Listing, list, tuple)):
+            return NotImplemented
+        return len(self) == len(other) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __add__(self, other: Listing[T]) -> Listing[T]:
+        return Listing(lambda: itertools.chain(self, other), len(self) + len(other))
+
+    def head(self, limit: int) -> Listing[T]:
+        """The first ``limit`` items."""
+        return Listing(lambda: itertools.islice(self, limit), min(limit, len(self)))
+
+    def map(self, function: Callable[[T], U]) -> Listing[U]:
+        return Listing(lambda: map(function, self), len(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +89,7 @@ class Result:
     `exit_code` where the operation has its own meaning of a code (`diff --exit-code`).
     """
 
-    problems: tuple[Problem, ...] = field(default=())
+    problems: tuple[Problem, ...] | Listing[Problem] = field(default=())
 
     @property
     def status(self) -> str:

@@ -221,21 +221,50 @@ def _path(record: Record) -> str:
     return record.path
 
 
-class Spool:
-    """Collects the records a scan leaves as they are, in path order, on disk (not in memory).
+class _Chunked:
+    """Records in path order, written to a temporary file in marshal chunks and read back once."""
 
-    After the scan's writes, `commit` merges them with the records the scan wrote into
-    the new index for the library's new generation. Folders the walk found the same as
-    the index (`carry`) are not spooled: their records are copied from the old index, as
-    are those of every folder outside the subtree a subtree scan walked (`carry_outside`).
+    def __init__(self, temp: Path) -> None:
+        self.temp = temp
+        self._stream = open_private(temp)
+        self._chunk: list[tuple[Any, ...]] = []
+
+    def add(self, r: Record) -> None:
+        self._chunk.append(_row(r))
+        if len(self._chunk) == _CHUNK:
+            _dump(self._chunk, self._stream)
+            self._chunk = []
+
+    def read(self) -> Iterator[Record]:
+        if self._chunk:
+            _dump(self._chunk, self._stream)
+            self._chunk = []
+        self._stream.close()
+        return _spooled(self.temp.open("rb"))
+
+    def discard(self) -> None:
+        if not self._stream.closed:
+            self._stream.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.temp.unlink()
+
+
+class Spool:
+    """Collects the records of a scan's new index, in path order, on disk (not in memory).
+
+    Two streams, each in path order: the records the scan leaves as they are (`add`) and
+    those it hashed (`add_hashed`: what it writes, or keeps when the hash failed). After
+    the scan's writes, `commit` merges them into the new index for the library's new
+    generation. Folders the walk found the same as the index (`carry`) are not spooled:
+    their records are copied from the old index, as are those of every folder outside the
+    subtree a subtree scan walked (`carry_outside`).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         private_dir(path.parent)
-        self._temp = path.with_name(f".{path.name}.{os.getpid()}.spool")
-        self._stream = open_private(self._temp)
-        self._chunk: list[tuple[Any, ...]] = []
+        self._kept = _Chunked(path.with_name(f".{path.name}.{os.getpid()}.spool"))
+        self._hashed = _Chunked(path.with_name(f".{path.name}.{os.getpid()}.hashed"))
         self._carried: set[str] = set()
         self._outside: str | None = None
 
@@ -247,23 +276,19 @@ class Spool:
         self._outside = subtree + "/"
 
     def add(self, r: Record) -> None:
-        self._chunk.append(_row(r))
-        if len(self._chunk) == _CHUNK:
-            _dump(self._chunk, self._stream)
-            self._chunk = []
+        self._kept.add(r)
 
-    def commit(self, written: Iterable[Record], *, library: str, generation: int, root: str,
-               source_generation: int) -> None:
-        """Write the index: the spooled records merged with `written` (any order) and the carried folders'.
+    def add_hashed(self, r: Record) -> None:
+        self._hashed.add(r)
+
+    def commit(self, *, library: str, generation: int, root: str, source_generation: int) -> None:
+        """Write the index: both spooled streams merged with the carried folders' records.
 
         The carried records come from the index of `source_generation`; if it cannot be
         read any more, the index is removed instead (the next scan reads the catalog).
         """
-        if self._chunk:
-            _dump(self._chunk, self._stream)
-        self._stream.close()
         try:
-            parts = [_spooled(self._temp.open("rb")), iter(sorted(written, key=_path))]
+            parts = [self._kept.read(), self._hashed.read()]
             if self._carried or self._outside is not None:
                 source = read(self.path, library=library, generation=source_generation, root=root)
                 if source is None:
@@ -280,10 +305,8 @@ class Spool:
             self.discard()
 
     def discard(self) -> None:
-        if not self._stream.closed:
-            self._stream.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._temp.unlink()
+        self._kept.discard()
+        self._hashed.discard()
 
 
 class NoSpool:
@@ -298,8 +321,10 @@ class NoSpool:
     def add(self, r: Record) -> None:
         """Nothing to keep."""
 
-    def commit(self, written: Iterable[Record], *, library: str, generation: int, root: str,
-               source_generation: int) -> None:
+    def add_hashed(self, r: Record) -> None:
+        """Nothing to keep."""
+
+    def commit(self, *, library: str, generation: int, root: str, source_generation: int) -> None:
         """Nothing to write."""
 
     def discard(self) -> None:

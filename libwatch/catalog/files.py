@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any, Final
 
 from pymongo import InsertOne, UpdateOne
@@ -165,10 +166,10 @@ def probe_fields(probe: Probe | None) -> dict[str, Any]:
     return {"width": probe.width, "height": probe.height, "format": probe.format, "probe_error": probe.error}
 
 
-def file_operations(library: str, changes: Iterable[Change], *, revive: set[str], probes: Mapping[str, Probe],
+def file_operations(library: str, changes: Iterable[tuple[Change, Probe | None]], *, revive: set[str],
                     rebuild_kinds: Sequence[str], now: datetime, priority: int) -> Iterator[Any]:
-    """The bulk operations that record `changes` (pure: builds, does not send)."""
-    for change in changes:
+    """The bulk operations that record `changes`, each with its probe (pure: builds, does not send)."""
+    for change, probe in changes:
         key = {"library": library, "path": change.path}
         if change.type == DELETED:
             yield UpdateOne(key, {"$set": {"status": "missing", "missing_since": now, "updated_at": now}})
@@ -178,15 +179,14 @@ def file_operations(library: str, changes: Iterable[Change], *, revive: set[str]
         elif change.type == TOUCHED:
             yield UpdateOne(key, {"$set": {**_state(change), "updated_at": now}})
         elif needs_rebuild(change) and (change.type != ADDED or change.path in revive):
-            probe = probes.get(change.path)
             yield UpdateOne(key, {"$set": {**_state(change), **probe_fields(probe),
                                            **_rebuild(rebuild_kinds, change.hash, now, priority, probe),
                                            "updated_at": now},
                                   "$setOnInsert": {"first_seen": now}}, upsert=True)
         elif change.type == ADDED:
-            doc = {"library": library, **_state(change), **probe_fields(probes.get(change.path)),
+            doc = {"library": library, **_state(change), **probe_fields(probe),
                    "rebuild": {}, "first_seen": now, "updated_at": now}
-            for dotted, value in _rebuild(rebuild_kinds, change.hash, now, priority, probes.get(change.path)).items():
+            for dotted, value in _rebuild(rebuild_kinds, change.hash, now, priority, probe).items():
                 doc["rebuild"][dotted.split(".", 1)[1]] = value
             yield InsertOne(doc)
 
@@ -291,16 +291,25 @@ def collection_operations(library: str, tallies: Mapping[str, tuple[int, int]], 
                          "pending_rebuilds": 0, "status": "missing"}}})
 
 
-def record_changes(db: Db, library: str, changes: Sequence[Change], *, probes: Mapping[str, Probe],
+def record_changes(db: Db, library: str, changes: Iterable[tuple[Change, Probe | None]], *,
                    rebuild_kinds: Sequence[str], now: datetime, priority: int,
                    before_batch: Callable[[], None]) -> None:
-    """Record file changes: a file added where a missing record lies revives it, a rename onto one replaces it."""
-    missing = missing_paths(db, library) if changes else set()
-    clear_missing_targets(db, library, [c.path for c in changes if c.type == RENAMED and c.path in missing])
-    revive = {c.path for c in changes if c.type == ADDED and c.path in missing}
-    write_batches(db, "files", file_operations(library, changes, revive=revive, probes=probes,
-                                               rebuild_kinds=rebuild_kinds, now=now, priority=priority),
-                  before_batch=before_batch)
+    """Record file changes (each with its probe), a batch at a time: a file added where a missing record
+    lies revives it, a rename onto one replaces it (the missing record is removed before the batch is sent)."""
+    missing: set[str] | None = None
+
+    def operations() -> Iterator[Any]:
+        nonlocal missing
+        pending = iter(changes)
+        while batch := list(islice(pending, BATCH)):
+            if missing is None:
+                missing = missing_paths(db, library)
+            clear_missing_targets(db, library, [c.path for c, _ in batch if c.type == RENAMED and c.path in missing])
+            revive = {c.path for c, _ in batch if c.type == ADDED and c.path in missing}
+            yield from file_operations(library, batch, revive=revive, rebuild_kinds=rebuild_kinds, now=now,
+                                       priority=priority)
+
+    write_batches(db, "files", operations(), before_batch=before_batch)
 
 
 def record_hashes(db: Db, library: str, confirmed: Iterable[Confirmed], *, now: datetime,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from libwatch.quantity import count, number
+from libwatch.result import Listing
 from libwatch.text import escape, json_safe
 
 if TYPE_CHECKING:
@@ -86,15 +87,36 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def to_json(document: Mapping[str, Any] | list[Any]) -> str:
+def to_json(document: Any) -> str:
     """One line of JSON; bidi, format and C1 characters written as `\\uXXXX` (`text.json_safe`)."""
     return json_safe(json.dumps(document, default=_default, ensure_ascii=False))
 
 
+def _pieces(value: Any) -> Iterator[str]:
+    """The JSON text of `value` (as `to_json`) in pieces: a `Listing` is written item by item, as it is read."""
+    if isinstance(value, Mapping):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield (", " if i else "") + to_json(key if isinstance(key, str) else json.dumps(key)) + ": "
+            yield from _pieces(item)
+        yield "}"
+    elif isinstance(value, (Listing, list, tuple)):
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ", "
+            yield from _pieces(item)
+        yield "]"
+    else:
+        yield to_json(value)
+
+
 def _write_json(document: Mapping[str, Any] | list[Any]) -> None:
-    sys.stdout.write(to_json(document) + "\n")
+    MODE.written = True  # from the first piece on: an error while writing adds no second document
+    for piece in _pieces(document):
+        sys.stdout.write(piece)
+    sys.stdout.write("\n")
     sys.stdout.flush()
-    MODE.written = True
 
 
 def emit(as_json: bool, document: Mapping[str, Any] | list[Any], human: Callable[[Console], None]) -> None:

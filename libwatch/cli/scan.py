@@ -28,6 +28,9 @@ PHASES: Final = {"walk": ("walking", "file"), "hash": ("hashing", BYTES), "recor
 TargetsArgument = Annotated[list[str] | None, typer.Argument(
     help="Library names or folders (a folder inside a library scans that part; a new folder is registered).",
     show_default=False, autocompletion=complete_target)]
+LimitOption = Annotated[int | None, typer.Option(
+    min=0, show_default=False,
+    help="List at most this many changes, skipped files and errors (the counts stay whole; JSON adds 'omitted').")]
 VerifyOption = Annotated[bool, typer.Option(help="Hash every file, like rsync --checksum (finds bit rot).")]
 
 
@@ -68,24 +71,36 @@ def _summary(console: Console, doc: dict[str, Any], verbose: bool) -> None:
                                             for key in ("requested", "published", "pending"))))
     output.table(console, ("diff" if doc["dry_run"] else "scan", f"{doc['library']} ({doc['root']}{part})"), facts)
     # One line per path however long (soft_wrap): logs are grepped by path.
-    lines = [f"  skipped {output.escape(item['path'])}: {output.escape(item['reason'])}" for item in doc["skipped"]]
-    lines += [f"  error   {output.escape(item['path'])}: {output.escape(item['error'])}" for item in doc["errors"]]
+    omitted = doc.get("omitted", {})
     if verbose:
-        lines = [f"  {change['type']:<18} {output.escape(change['path'])}"
-                 + (f" (from {output.escape(change['old_path'])})" if change.get("old_path") else "")
-                 for change in doc["changes"]] + lines
-    for line in lines:
-        console.print(line, markup=False, soft_wrap=True)
+        for change in doc["changes"]:
+            extra = f" (from {output.escape(change['old_path'])})" if change.get("old_path") else ""
+            console.print(f"  {change['type']:<18} {output.escape(change['path'])}{extra}", markup=False,
+                          soft_wrap=True)
+        _more(console, omitted.get("changes"), "change")
+    for item in doc["skipped"]:
+        console.print(f"  skipped {output.escape(item['path'])}: {output.escape(item['reason'])}", markup=False,
+                      soft_wrap=True)
+    _more(console, omitted.get("skipped"), "skipped file")
+    for item in doc["errors"]:
+        console.print(f"  error   {output.escape(item['path'])}: {output.escape(item['error'])}", markup=False,
+                      soft_wrap=True)
+    _more(console, omitted.get("errors"), "error")
 
 
-def _emit(ctx: typer.Context, json_output: bool, results: list[ScanResult]) -> int:
+def _more(console: Console, left_out: int | None, noun: str) -> None:
+    if left_out:
+        console.print(f"  ... and {output.count(left_out, 'more ' + noun)} (--limit)")
+
+
+def _emit(ctx: typer.Context, json_output: bool, results: list[ScanResult], limit: int | None) -> int:
     as_json = context.wants_json(ctx, json_output)
     for result in results:
         if result.registered:
             output.errors.print(f"registered {result.root} as library [bold]{result.library}[/]")
         for warning in result.warnings:
             output.errors.print(warning, markup=False)
-    docs = [result.to_document() for result in results]
+    docs = [result.to_document(limit) for result in results]
     verbose = context.state(ctx).verbosity > 0
     document: Any = docs[0] if len(docs) == 1 else {"scans": docs}
 
@@ -121,6 +136,7 @@ def scan(
     name: Annotated[str | None, typer.Option(help="Name for a folder that is registered by this scan.")] = None,
     path: Annotated[str | None, typer.Option(
         "--path", help="Scan only this folder of the library (relative to its root).", show_default=False)] = None,
+    limit: LimitOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Walk libraries, record what changed, and request rebuilds of new and changed images.
@@ -145,7 +161,7 @@ def scan(
         resolved = service.targets(db, targets or [], all_=all_, name=name, path=path)
         results = service.run(db, cli.settings, resolved, options, name=name, rescan_on_change=rescan_on_change,
                               progress=progress)
-    raise typer.Exit(_emit(ctx, json_output, results))
+    raise typer.Exit(_emit(ctx, json_output, results, limit))
 
 
 def diff(
@@ -154,6 +170,7 @@ def diff(
     verify: VerifyOption = False,
     exit_code: Annotated[bool, typer.Option(
         "--exit-code", help="Exit 1 when there are changes, like git diff.")] = False,
+    limit: LimitOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Show what a scan would record, writing nothing.
@@ -166,5 +183,5 @@ def diff(
             raise UsageError(f"{target} is not a library (register it: libwatch library add NAME {target})")
         report = service.diff(db, context.state(ctx).settings, resolved.library, ScanOptions(verify=verify),
                               progress=progress, subtree=resolved.subtree)
-    _emit(ctx, json_output, [report])
+    _emit(ctx, json_output, [report], limit)
     raise typer.Exit(EXIT_CHANGES if exit_code and report.exit_code else 0)

@@ -291,6 +291,63 @@ class Classified:
     confirmed: tuple[Confirmed, ...] = ()
 
 
+def judge(
+    needs: NeedsHash,
+    result: Fingerprint,
+    *,
+    scan_started_ns: int,
+    granularity_ns: int,
+    scan_ended_ns: int | None = None,
+    verify: bool = False,
+) -> Change | Confirmed | None:
+    """The change of one hashed file (before rename pairing), a record to refresh, or ``None``.
+
+    Same hash → touched (or, with identical stat, only ``Confirmed`` when the
+    record was racy or unhashed); a different hash → modified, or corrupted when
+    a ``verify`` scan found size and mtime unchanged (also when only ctime or inode
+    moved: flipping a byte and restoring the mtime still changes the ctime).
+    A change or confirmation is racy by :func:`is_racy` over the scan's window.
+    """
+    racy = is_racy(result.entry, scan_started_ns, granularity_ns, scan_ended_ns)
+    verdict = _verdict(needs, result, verify)
+    if verdict is not None:
+        return Change(verdict, result.entry.path, result.hash, result.entry, needs.record, racy=racy)
+    record = needs.record
+    assert record is not None
+    return Confirmed(record, result, racy) if record.racy or racy or record.hash is None else None
+
+
+class Renames:
+    """Pairs added files with gone records of the same (size, hash): one rename each, in path order.
+
+    Give it every gone record, then each change in path order (:meth:`pair`); the gone
+    records left unpaired are the deletions (:meth:`deleted`). Holds the gone records only.
+    """
+
+    def __init__(self, gone: Iterable[Gone]) -> None:
+        self._gone = [Change(DELETED, g.record.path, g.record.hash, None, g.record) for g in gone]
+        self._candidates: defaultdict[tuple[int, str], list[Change]] = defaultdict(list)
+        for change in sorted(self._gone, key=_path_of, reverse=True):  # popped from the end: path order
+            if change.hash is not None and change.record is not None:
+                self._candidates[(change.record.size, change.hash)].append(change)
+        self._paired: set[int] = set()
+
+    def pair(self, change: Change) -> Change:
+        """``change``, or the rename it makes of a gone record with the same content."""
+        if change.type != ADDED or change.entry is None or not self._candidates:
+            return change
+        same_content = self._candidates.get((change.entry.size, change.hash or ""))
+        if not same_content:
+            return change
+        old = same_content.pop()
+        self._paired.add(id(old))
+        return Change(RENAMED, change.path, change.hash, change.entry, old.record, old.path, change.racy)
+
+    def deleted(self) -> list[Change]:
+        """The gone records no added file took, as deletions in path order."""
+        return sorted((c for c in self._gone if id(c) not in self._paired), key=_path_of)
+
+
 def classify(
     hashed: Iterable[tuple[NeedsHash, Fingerprint | Skip]],
     gone: Iterable[Gone],
@@ -300,14 +357,10 @@ def classify(
     scan_ended_ns: int | None = None,
     verify: bool = False,
 ) -> Classified:
-    """Decide the change of every hashed file and gone record, then pair renames.
+    """Decide the change of every hashed file (:func:`judge`) and gone record, then pair renames.
 
-    Same hash → touched (or, with identical stat, only ``Confirmed`` when the
-    record was racy or unhashed); a different hash → modified, or corrupted when
-    a ``verify`` scan found size and mtime unchanged (also when only ctime or inode
-    moved: flipping a byte and restoring the mtime still changes the ctime). A deleted record and an
-    added file with the same (size, hash) become one rename, paired in path order.
-    A change or confirmation is racy by :func:`is_racy` over the scan's window.
+    A deleted record and an added file with the same (size, hash) become one rename,
+    paired in path order (:class:`Renames`).
     """
     changes: list[Change] = []
     skipped: list[tuple[Skip, Record | None]] = []
@@ -317,17 +370,16 @@ def classify(
             skipped.append((result, needs.record))
             continue
         assert type(result) is Fingerprint
-        racy = is_racy(result.entry, scan_started_ns, granularity_ns, scan_ended_ns)
-        verdict = _verdict(needs, result, verify)
-        if verdict is None:
-            record = needs.record
-            assert record is not None
-            if record.racy or racy or record.hash is None:
-                confirmed.append(Confirmed(record, result, racy))
-            continue
-        changes.append(Change(verdict, result.entry.path, result.hash, result.entry, needs.record, racy=racy))
-    changes.extend(Change(DELETED, g.record.path, g.record.hash, None, g.record) for g in gone)
-    return Classified(tuple(sorted(_pair_renames(changes), key=_change_order)), tuple(skipped), tuple(confirmed))
+        outcome = judge(needs, result, scan_started_ns=scan_started_ns, granularity_ns=granularity_ns,
+                        scan_ended_ns=scan_ended_ns, verify=verify)
+        if type(outcome) is Change:
+            changes.append(outcome)
+        elif outcome is not None:
+            confirmed.append(outcome)  # type: ignore[arg-type]
+    renames = Renames(gone)
+    paired = [renames.pair(change) for change in sorted(changes, key=_path_of)]
+    return Classified(tuple(sorted([*paired, *renames.deleted()], key=_change_order)), tuple(skipped),
+                      tuple(confirmed))
 
 
 def _verdict(needs: NeedsHash, fp: Fingerprint, verify: bool) -> str | None:
@@ -354,30 +406,6 @@ def _touch_or_none(entry: DiskEntry, record: Record) -> str | None:
         record.inode,
     )
     return None if same else TOUCHED
-
-
-def _pair_renames(changes: list[Change]) -> list[Change]:
-    deleted: defaultdict[tuple[int, str], list[Change]] = defaultdict(list)
-    for change in changes:
-        if change.type == DELETED and change.hash is not None and change.record is not None:
-            deleted[(change.record.size, change.hash)].append(change)
-    if not deleted:
-        return changes
-    for candidates in deleted.values():
-        candidates.sort(key=_path_of)
-    paired: set[int] = set()
-    out: list[Change] = []
-    for change in sorted(changes, key=_path_of):
-        if change.type != ADDED or change.entry is None:
-            continue
-        same_content = deleted.get((change.entry.size, change.hash or ""))
-        if same_content:
-            old = same_content.pop(0)
-            paired.add(id(old))
-            out.append(Change(RENAMED, change.path, change.hash, change.entry, old.record, old.path, change.racy))
-            paired.add(id(change))
-    out.extend(c for c in changes if id(c) not in paired)
-    return out
 
 
 def _path_of(change: Change) -> str:

@@ -22,6 +22,7 @@ from libwatch.core.parallel_walk import walk
 from libwatch.core.paths import collection_of
 from libwatch.core.walk import DiskEntry
 from libwatch.library import Library
+from libwatch.result import Listing
 from libwatch.services.scan import Publish, scan
 from libwatch.services.scan_detect import Progress, ScanOptions, no_progress, walk_options, walk_workers, within
 from libwatch.services.scan_result import ScanResult
@@ -74,7 +75,7 @@ def scan_until_quiet(db: Db, settings: Settings, library: Library, options: Scan
 
     The result is the last round's, with every round's changes and a `rounds` count.
     """
-    earlier: tuple[dict[str, Any], ...] = ()
+    earlier: Listing[dict[str, Any]] = Listing.of()
     for round_number in range(1, MAX_ROUNDS + 1):
         started_ns = time.time_ns()
         result = scan(db, settings, library, options, publish=publish, progress=progress, subtree=subtree)

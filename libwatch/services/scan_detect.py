@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +23,7 @@ from libwatch.catalog import files as catalog_files
 from libwatch.config import Settings
 from libwatch.core import diff as engine
 from libwatch.core.diff import DELETED, Change, Record, needs_rebuild
-from libwatch.core.hashing import Fingerprint, hash_files
+from libwatch.core.hashing import Fingerprint, hash_tagged
 from libwatch.core.parallel_walk import walk
 from libwatch.core.paths import collection_of
 from libwatch.core.walk import DiskEntry, FolderCheck, Same, Skip, WalkOptions, reason_of
@@ -31,6 +31,8 @@ from libwatch.errors import GuardRefused, RootNotListable, RootUnavailable
 from libwatch.library import Library
 from libwatch.messages import DEFAULT_PRIORITY
 from libwatch.services import libraries as library_service
+from libwatch.services.scan_changes import Changes
+from libwatch.spill import Spill
 
 log = logging.getLogger("libwatch.scan")
 
@@ -41,6 +43,8 @@ ERROR_REASONS: Final = frozenset({"io-error"})
 # Below this many files the walk takes a few tens of milliseconds: forking worker processes
 # would save about what it costs. (A first scan has no index to tell: it is bound by hashing.)
 PARALLEL_WALK_FILES: Final = 10_000
+# The racy window's end is read again every this many hashed files (a file touched beside the index).
+CLOCK_EVERY: Final = 1000
 FILE_CHANGES: Final = engine.CHANGE_TYPES
 
 Db = Database[dict[str, Any]]
@@ -74,11 +78,9 @@ class Plan:
 
     library: Library
     started_at: datetime
-    changes: tuple[Change, ...]
-    refresh: tuple[engine.Confirmed, ...]
-    rehashed: tuple[Record, ...]
+    changes: Changes  # on disk, in path order, each with its probe
+    refresh: Spill[engine.Confirmed]
     skipped: tuple[Skip, ...]
-    probes: Mapping[str, catalog_files.Probe]
     tallies: Mapping[str, tuple[int, int]]
     collections_before: Mapping[str, dict[str, Any]]
     collections_added: tuple[str, ...]
@@ -93,9 +95,8 @@ class Plan:
     @property
     def counts(self) -> dict[str, int]:
         """The document's `counts`: files per outcome, problems, collections and bytes hashed."""
-        by_type = Counter(change.type for change in self.changes)
-        errors = sum(1 for s in self.skipped if s.reason in ERROR_REASONS) + sum(
-            1 for p in self.probes.values() if p.error)
+        by_type = self.changes.by_type
+        errors = sum(1 for s in self.skipped if s.reason in ERROR_REASONS) + self.changes.unreadable
         return {"scanned": self.scanned, "unchanged": self.unchanged,
                 **{kind: by_type.get(kind, 0) for kind in FILE_CHANGES},
                 "skipped": sum(1 for s in self.skipped if s.reason not in ERROR_REASONS), "errors": errors,
@@ -104,12 +105,12 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes or self.collections_added or self.collections_removed)
+        return bool(len(self.changes) or self.collections_added or self.collections_removed)
 
     @property
     def writes(self) -> bool:
         """Whether recording the plan writes to the catalog (changes, or hashes confirmed again)."""
-        return self.has_changes or bool(self.refresh)
+        return self.has_changes or bool(len(self.refresh))
 
     @property
     def rebuilds(self) -> int:
@@ -117,9 +118,7 @@ class Plan:
 
         An image whose probe says no render can succeed is recorded failed, not pending.
         """
-        return len(self.library.rebuild_kinds) * sum(
-            1 for change in self.changes
-            if needs_rebuild(change) and not ((probe := self.probes.get(change.path)) and probe.hopeless))
+        return len(self.library.rebuild_kinds) * self.changes.to_render
 
 
 @dataclass(slots=True)
@@ -132,10 +131,10 @@ class _Seen:
     present_before: int = 0
     hashed_bytes: int = 0
     fingerprints: int = 0
+    to_hash_bytes: int = 0
     skipped: list[Skip] = field(default_factory=list)
-    needs_hash: list[engine.NeedsHash] = field(default_factory=list)
+    needs_hash: Spill[engine.NeedsHash] = field(default_factory=Spill)
     gone: list[engine.Gone] = field(default_factory=list)
-    rehashed: list[Record] = field(default_factory=list)
     tallies: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
     def tally(self, folder: str, count: int, size: int) -> None:
@@ -233,24 +232,21 @@ def detect(db: Db, settings: Settings, library: Library, options: ScanOptions, *
                 _sort_verdict(verdict, seen)
     except RootNotListable as error:
         raise RootUnavailable(f"{top} is unavailable: {error.strerror}; nothing was changed") from None
-    hashed = list(_hashed(library, seen, progress))
-    classified = engine.classify(hashed, seen.gone, scan_started_ns=now, granularity_ns=GRANULARITY_NS,
-                                 scan_ended_ns=statindex.clock_ns(index_file(settings, library)),
-                                 verify=options.verify)
     if root_empty and seen.present_before:
         raise RootUnavailable(f"{'folder' if subtree else 'library root'} {top} is empty while the catalog has "
                               f"{seen.present_before} files (an unmounted share?); nothing was marked deleted")
-    changes = tuple(classified.changes)
+    changes, refresh = Changes(), Spill[engine.Confirmed]()
+    _hash_and_judge(library, seen, changes, refresh, progress, _Window(index_file(settings, library), now),
+                    verify=options.verify)
     tallies = {path: (count, size) for path, (count, size) in seen.tallies.items() if count}
     present = {path for path, doc in before.items() if doc.get("missing_since") is None}
     return Plan(
-        library=library, started_at=started_at, changes=changes, refresh=tuple(classified.confirmed),
-        rehashed=tuple(seen.rehashed), skipped=(*seen.skipped, *(skip for skip, _ in classified.skipped)),
-        probes=_probes(library.path, changes), tallies=tallies, collections_before=before,
+        library=library, started_at=started_at, changes=changes, refresh=refresh, skipped=tuple(seen.skipped),
+        tallies=tallies, collections_before=before,
         collections_added=tuple(sorted(set(tallies) - present)),
         collections_removed=tuple(sorted(present - set(tallies))),
         scanned=seen.scanned,
-        unchanged=seen.unchanged + seen.fingerprints - sum(1 for c in changes if c.type != DELETED),
+        unchanged=seen.unchanged + seen.fingerprints - (len(changes) - changes.by_type[DELETED]),
         present_before=seen.present_before, hashed_bytes=seen.hashed_bytes, used_index=index is not None,
         subtree=subtree)
 
@@ -301,50 +297,94 @@ def _sort_verdict(verdict: Any, seen: _Seen) -> None:
         seen.spool.add(record)
     elif kind is engine.NeedsHash:
         seen.needs_hash.append(verdict)
+        seen.to_hash_bytes += verdict.entry.size
     elif kind is engine.Gone:
         seen.gone.append(verdict)
     else:
         seen.skipped.append(verdict)
 
 
-def _hashed(library: Library, seen: _Seen, progress: Progress) -> Iterator[tuple[engine.NeedsHash, Fingerprint | Skip]]:
-    """Hash what needs it, tallying every file still present and keeping the records it re-hashed."""
+@dataclass(slots=True)
+class _Window:
+    """The scan's time window by the filesystem's clock: its start, and its end so far (for racy marks)."""
+
+    marker: Path
+    started_ns: int
+    judged: int = 0
+    now_ns: int = 0
+
+    def end_ns(self) -> int:
+        """Now, read again every `CLOCK_EVERY` files: a file hashed before this reading is inside the window."""
+        if self.judged % CLOCK_EVERY == 0:
+            self.now_ns = statindex.clock_ns(self.marker)
+        self.judged += 1
+        return self.now_ns
+
+
+def _hash_and_judge(library: Library, seen: _Seen, changes: Changes, refresh: Spill[engine.Confirmed],
+                    progress: Progress, window: _Window, *, verify: bool) -> None:
+    """Hash what needs it, in path order, and judge each file as it comes (nothing held but the gone records).
+
+    Every file still present is tallied in its folder; its record for the new index goes to the spool.
+    """
     def count(nbytes: int) -> None:
         seen.hashed_bytes += nbytes
         progress("hash", nbytes)
 
+    renames, prober = engine.Renames(seen.gone), _Prober(library.path)
     # The hasher must follow links exactly when the walk did, or it refuses the files the walk found.
-    outcomes = hash_files(os.fsencode(library.path), (item.entry for item in seen.needs_hash),
-                          follow_symlinks=library.follow_symlinks, progress=count)
-    for needs, outcome in zip(seen.needs_hash, outcomes, strict=True):
-        present = outcome.entry if type(outcome) is Fingerprint else needs.record
-        if present is not None:
-            seen.tally(collection_of(present.path), 1, present.size)
-        if type(outcome) is Fingerprint:
-            seen.fingerprints += 1
-        if needs.record is not None:
-            seen.rehashed.append(needs.record)
-        yield needs, outcome
+    outcomes = hash_tagged(os.fsencode(library.path), ((needs, needs.entry) for needs in seen.needs_hash),
+                           follow_symlinks=library.follow_symlinks, progress=count)
+    for needs, outcome in outcomes:
+        if type(outcome) is Skip:
+            seen.skipped.append(outcome)
+            if needs.record is not None:  # kept as it was
+                seen.tally(collection_of(needs.record.path), 1, needs.record.size)
+                seen.spool.add_hashed(needs.record)
+            continue
+        assert type(outcome) is Fingerprint
+        seen.fingerprints += 1
+        entry = outcome.entry
+        seen.tally(collection_of(entry.path), 1, entry.size)
+        judged = engine.judge(needs, outcome, scan_started_ns=window.started_ns, granularity_ns=GRANULARITY_NS,
+                              scan_ended_ns=window.end_ns(), verify=verify)
+        if type(judged) is Change:
+            change = renames.pair(judged)
+            changes.add(change, prober.probe(change))
+            seen.spool.add_hashed(_record_of(entry, change.hash, change.racy))
+        elif type(judged) is engine.Confirmed:
+            refresh.append(judged)
+            seen.spool.add_hashed(_record_of(entry, outcome.hash, judged.racy))
+        elif needs.record is not None:
+            seen.spool.add_hashed(needs.record)
+    changes.add_deleted(renames.deleted())
+    seen.needs_hash.close()
 
 
-def _probes(root: str, changes: Iterable[Change]) -> dict[str, catalog_files.Probe]:
-    """The image header of every new or changed file, by path (or why it could not be read)."""
-    probed = [(change.path, change.entry) for change in changes if needs_rebuild(change) and change.entry is not None]
-    if not probed:
-        return {}
-    # Imported here: Pillow (about 25 ms to import) only when something was added or changed.
-    from libwatch import imaging
+def _record_of(e: DiskEntry, digest: str | None, racy: bool) -> Record:
+    return Record(e.path, e.size, e.mtime_ns, e.ctime_ns, e.inode, digest, racy)
 
-    probes = {}
-    for path, entry in probed:
+
+class _Prober:
+    """Reads the image header of new or changed files; imports Pillow (about 25 ms) only when one comes."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.fsencode(root)
+
+    def probe(self, change: Change) -> catalog_files.Probe | None:
+        """The header of the change's file, or why it could not be read; None when no render is asked for."""
+        entry = change.entry
+        if not needs_rebuild(change) or entry is None:
+            return None
+        from libwatch import imaging
+
         try:
-            info = imaging.probe(os.path.join(os.fsencode(root), entry.raw))
-            probes[path] = catalog_files.Probe(info.width, info.height, info.format)
+            info = imaging.probe(os.path.join(self.root, entry.raw))
+            return catalog_files.Probe(info.width, info.height, info.format)
         except imaging.ImageError as error:
-            probes[path] = catalog_files.Probe(error=error.reason, hopeless=imaging.hopeless(error))
+            return catalog_files.Probe(error=error.reason, hopeless=imaging.hopeless(error))
         except OSError as error:  # gone, unreadable or turned into a folder since it was hashed
-            probes[path] = catalog_files.Probe(error=f"{reason_of(error)}: {error.strerror or error}")
-    return probes
+            return catalog_files.Probe(error=f"{reason_of(error)}: {error.strerror or error}")
 
 
 def _trusted_share(value: object) -> float:
@@ -358,7 +398,7 @@ def _trusted_share(value: object) -> float:
 
 def check_guards(plan: Plan, options: ScanOptions) -> None:
     """Refuse a mass deletion unless allowed; raises :class:`~libwatch.errors.GuardRefused`."""
-    deleted = sum(1 for change in plan.changes if change.type == DELETED)
+    deleted = plan.changes.by_type[DELETED]
     limit = _trusted_share(plan.library.max_delete) if options.max_delete is None else options.max_delete
     if deleted and not options.allow_mass_delete and deleted > limit * max(plan.present_before, 1):
         raise GuardRefused(f"{plan.library.name}: {deleted} of {plan.present_before} files would be marked "

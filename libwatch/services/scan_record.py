@@ -5,7 +5,6 @@ the lease check, so a scan killed at any point and run again converges to the sa
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,27 +13,29 @@ from pymongo.database import Database
 from libwatch.catalog import files as catalog_files
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.catalog.locks import Lease
-from libwatch.core.diff import DELETED, Record
 from libwatch.services.scan_detect import FILE_CHANGES, Plan, Spool, index_root
 
 Db = Database[dict[str, Any]]
 
 
 def record(db: Db, plan: Plan, spool: Spool, *, run_id: str, lease: Lease, priority: int, verify: bool) -> None:
-    """Record the plan: the files, events and collections, then the library's state and the local index."""
+    """Record the plan: the files, events and collections, then the library's state and the local index.
+
+    The changes are read from the plan's spill once per kind of write, a batch at a time.
+    """
     library, check = plan.library, lease.check
     generation = library.generation + 1 if plan.writes else library.generation
     if plan.writes:
         check()
         catalog_libraries.begin_writing(db, library.name, generation)
     now = datetime.now(UTC)
-    catalog_files.record_changes(db, library.name, plan.changes, probes=plan.probes,
+    catalog_files.record_changes(db, library.name, plan.changes if len(plan.changes) else (),
                                  rebuild_kinds=library.rebuild_kinds, now=now, priority=priority, before_batch=check)
     catalog_files.record_hashes(db, library.name, plan.refresh, now=now, before_batch=check)
-    catalog_files.record_events(db, library.name, plan.changes, added=plan.collections_added,
+    catalog_files.record_events(db, library.name, plan.changes.changes(), added=plan.collections_added,
                                 removed=plan.collections_removed, run_id=run_id, now=now, before_batch=check)
     catalog_files.record_collections(db, library.name, tallies=plan.tallies, before=plan.collections_before,
-                                     changes=plan.changes, rebuild_kinds=library.rebuild_kinds, now=now,
+                                     changes=plan.changes.changes(), rebuild_kinds=library.rebuild_kinds, now=now,
                                      before_batch=check)
     check()
     counts = plan.counts
@@ -43,23 +44,5 @@ def record(db: Db, plan: Plan, spool: Spool, *, run_id: str, lease: Lease, prior
                                   full=verify and not plan.subtree,
                                   changed=plan.has_changes)
     if plan.writes or not plan.used_index:
-        spool.commit(_written_records(plan), library=library.name, generation=generation,
-                     root=index_root(library), source_generation=library.generation)
-
-
-def _written_records(plan: Plan) -> Iterable[Record]:
-    """The records the index must hold besides the spooled ones: everything that was hashed."""
-    by_path = {record.path: record for record in plan.rehashed}
-    for confirmed in plan.refresh:
-        e = confirmed.fingerprint.entry
-        by_path[e.path] = Record(e.path, e.size, e.mtime_ns, e.ctime_ns, e.inode, confirmed.fingerprint.hash,
-                                 confirmed.racy)
-    for change in plan.changes:
-        if change.type == DELETED:
-            by_path.pop(change.path, None)
-        elif change.entry is not None:
-            e = change.entry
-            by_path[e.path] = Record(e.path, e.size, e.mtime_ns, e.ctime_ns, e.inode, change.hash, change.racy)
-        if change.old_path is not None:
-            by_path.pop(change.old_path, None)
-    return by_path.values()
+        spool.commit(library=library.name, generation=generation, root=index_root(library),
+                     source_generation=library.generation)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 from libwatch.core.diff import Change
 from libwatch.core.paths import b64_of, collection_of, is_exact
 from libwatch.core.walk import Skip
-from libwatch.result import Problem, Result
+from libwatch.result import Listing, Problem, Result
 from libwatch.services.scan_detect import ERROR_REASONS, Plan
 
 
@@ -19,7 +19,9 @@ class ScanResult(Result):
     """One scan, diff or skipped run: what it found and did, ready to render.
 
     ``changes``, ``skipped`` and ``errors`` are the document's entries (dicts of JSON
-    values); ``problems`` holds the same unreadable files in the shared shape (kind
+    values; changes and errors are :class:`~libwatch.result.Listing` objects read from the scan's
+    spill file when the document is written, so a report of a million changes is never
+    held whole); ``problems`` holds the same unreadable files in the shared shape (kind
     ``io-error`` or ``probe``), and a failed publish (kind ``publish``): the status is then
     ``partial``. ``exit_code`` is the command's (1 for a diff that found changes, the
     broker's code when publishing failed; per-file problems alone keep 0, so that a timer
@@ -35,9 +37,9 @@ class ScanResult(Result):
     run_id: str | None
     dry_run: bool
     counts: Mapping[str, int]
-    changes: tuple[dict[str, Any], ...] = ()
+    changes: Listing[dict[str, Any]] = dataclasses.field(default_factory=Listing.of)
     skipped: tuple[dict[str, Any], ...] = ()
-    errors: tuple[dict[str, Any], ...] = ()
+    errors: Listing[dict[str, Any]] = dataclasses.field(default_factory=Listing.of)
     rebuild: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: {"requested": 0, "published": 0, "pending": 0})
     started_at: datetime | None = None
@@ -49,7 +51,27 @@ class ScanResult(Result):
     registered: bool = False
     warnings: tuple[str, ...] = ()
 
-    def data(self) -> dict[str, Any]:
+    @property
+    def document(self) -> dict[str, Any]:
+        """The JSON document with its lists in memory (for a report known to be small: tests, the API)."""
+        return {key: list(value) if isinstance(value, Listing) else value for key, value in self.to_document().items()}
+
+    def to_document(self, limit: int | None = None) -> dict[str, Any]:
+        """The `--json` document, its long lists as Listings (written as they are read).
+
+        With ``limit``, each of changes, skipped, errors and problems lists at most that
+        many entries, and the key ``omitted`` counts what each left out.
+        """
+        doc = {**self.data(limit), "status": self.status,
+               "problems": _head(Listing.of(self.problems) if isinstance(self.problems, tuple) else self.problems,
+                                 limit).map(Problem.to_document)}
+        if limit is not None:
+            doc["omitted"] = {key: max(0, len(whole) - limit) for key, whole in (
+                ("changes", self.changes), ("skipped", self.skipped), ("errors", self.errors),
+                ("problems", self.problems))}
+        return doc
+
+    def data(self, limit: int | None = None) -> dict[str, Any]:
         """The document's own fields: the design's keys, plus ``subtree``, ``rounds`` or ``skipped_run`` when set."""
         doc: dict[str, Any] = {"library": self.library, "root": self.root, "run_id": self.run_id,
                                "dry_run": self.dry_run}
@@ -59,29 +81,43 @@ class ScanResult(Result):
             doc["skipped_run"] = self.skipped_run
         else:
             doc.update(started_at=self.started_at, finished_at=self.finished_at)
-        doc.update(counts=dict(self.counts), changes=list(self.changes), skipped=list(self.skipped),
-                   errors=list(self.errors), rebuild=dict(self.rebuild))
+        doc.update(counts=dict(self.counts), changes=_head(self.changes, limit),
+                   skipped=list(self.skipped[:limit]), errors=_head(self.errors, limit), rebuild=dict(self.rebuild))
         if self.rounds is not None:
             doc["rounds"] = self.rounds
         return doc
 
 
+def _head(listing: Listing[Any], limit: int | None) -> Listing[Any]:
+    return listing if limit is None else listing.head(limit)
+
+
 def from_plan(plan: Plan, *, run_id: str | None, dry_run: bool, rebuild: Mapping[str, int],
               exit_code: int = 0, publish_error: str | None = None) -> ScanResult:
-    """The result of a scan or diff that detected ``plan`` (``publish_error``: why publishing failed)."""
-    changes = [_change_document(change) for change in plan.changes]
-    changes += [{"type": "collection_added", "path": p, "collection": p} for p in plan.collections_added]
-    changes += [{"type": "collection_removed", "path": p, "collection": p} for p in plan.collections_removed]
-    unreadable = [(s.path, s.reason, f"{s.reason}: {s.detail}" if s.detail else s.reason)
-                  for s in plan.skipped if s.reason in ERROR_REASONS]
-    unreadable += [(path, "probe", probe.error) for path, probe in sorted(plan.probes.items()) if probe.error]
-    problems = [Problem(path, kind, reason) for path, kind, reason in unreadable]
+    """The result of a scan or diff that detected ``plan`` (``publish_error``: why publishing failed).
+
+    Changes and unreadable files are read from the plan's spill when the report is written.
+    """
+    collections = [{"type": "collection_added", "path": p, "collection": p} for p in plan.collections_added]
+    collections += [{"type": "collection_removed", "path": p, "collection": p} for p in plan.collections_removed]
+    changes = Listing(plan.changes.changes, len(plan.changes)).map(_change_document) + Listing.of(collections)
+    skips = [(s.path, s.reason, f"{s.reason}: {s.detail}" if s.detail else s.reason)
+             for s in plan.skipped if s.reason in ERROR_REASONS]
+
+    def unreadable() -> Iterator[tuple[str, str, str]]:
+        yield from skips
+        if plan.changes.unreadable:
+            yield from ((change.path, "probe", probe.error) for change, probe in plan.changes
+                        if probe is not None and probe.error)
+
+    found = Listing(unreadable, len(skips) + plan.changes.unreadable)
+    problems = found.map(lambda item: Problem(*item))
     if publish_error is not None:
-        problems.append(Problem(plan.library.name, "publish", publish_error))
+        problems += Listing.of([Problem(plan.library.name, "publish", publish_error)])
     return ScanResult(
         library=plan.library.name, root=plan.library.path, run_id=run_id, dry_run=dry_run, counts=plan.counts,
-        changes=tuple(changes), skipped=tuple(_skip_document(s) for s in plan.skipped if s.reason not in ERROR_REASONS),
-        errors=tuple({"path": path, "error": reason} for path, _, reason in unreadable), problems=tuple(problems),
+        changes=changes, skipped=tuple(_skip_document(s) for s in plan.skipped if s.reason not in ERROR_REASONS),
+        errors=found.map(lambda item: {"path": item[0], "error": item[2]}), problems=problems,
         rebuild=rebuild, started_at=plan.started_at, finished_at=datetime.now(UTC),
         exit_code=exit_code, subtree=plan.subtree)
 
