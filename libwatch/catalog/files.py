@@ -203,18 +203,26 @@ def clear_missing_targets(db: Db, library: str, paths: Iterable[str]) -> None:
     for path in paths:
         _files(db).delete_one({"library": library, "path": path, "status": "missing"})
 
-def write_batches(db: Db, collection: str, operations: Iterable[Any], *, before_batch: Callable[[], None]) -> int:
-    """Send operations in unordered batches; `before_batch` runs before each (the lease check)."""
+def _nothing(count: int) -> None:
+    """No progress to report."""
+
+
+def write_batches(db: Db, collection: str, operations: Iterable[Any], *, before_batch: Callable[[], None],
+                  sent: Callable[[int], None] = _nothing) -> int:
+    """Send operations in unordered batches; `before_batch` runs before each (the lease check),
+    `sent` after each with its number of operations (progress)."""
     target = db.get_collection(collection, write_concern=DURABLE)
-    sent, batch = 0, []
+    total, batch = 0, []
     for operation in operations:
         batch.append(operation)
         if len(batch) == BATCH:
-            sent += _send(target, batch, before_batch)
+            total += _send(target, batch, before_batch)
+            sent(len(batch))
             batch = []
     if batch:
-        sent += _send(target, batch, before_batch)
-    return sent
+        total += _send(target, batch, before_batch)
+        sent(len(batch))
+    return total
 
 
 def _send(target: Any, batch: list[Any], before_batch: Callable[[], None]) -> int:
@@ -293,7 +301,7 @@ def collection_operations(library: str, tallies: Mapping[str, tuple[int, int]], 
 
 def record_changes(db: Db, library: str, changes: Iterable[tuple[Change, Probe | None]], *,
                    rebuild_kinds: Sequence[str], now: datetime, priority: int,
-                   before_batch: Callable[[], None]) -> None:
+                   before_batch: Callable[[], None], sent: Callable[[int], None] = _nothing) -> None:
     """Record file changes (each with its probe), a batch at a time: a file added where a missing record
     lies revives it, a rename onto one replaces it (the missing record is removed before the batch is sent)."""
     missing: set[str] | None = None
@@ -309,19 +317,21 @@ def record_changes(db: Db, library: str, changes: Iterable[tuple[Change, Probe |
             yield from file_operations(library, batch, revive=revive, rebuild_kinds=rebuild_kinds, now=now,
                                        priority=priority)
 
-    write_batches(db, "files", operations(), before_batch=before_batch)
+    write_batches(db, "files", operations(), before_batch=before_batch, sent=sent)
 
 
 def record_hashes(db: Db, library: str, confirmed: Iterable[Confirmed], *, now: datetime,
-                  before_batch: Callable[[], None]) -> None:
+                  before_batch: Callable[[], None], sent: Callable[[int], None] = _nothing) -> None:
     """Store the hashes of records hashed again and found unchanged (and whether they are still racy)."""
-    write_batches(db, "files", refresh_operations(library, confirmed, now), before_batch=before_batch)
+    write_batches(db, "files", refresh_operations(library, confirmed, now), before_batch=before_batch, sent=sent)
 
 
 def record_events(db: Db, library: str, changes: Iterable[Change], *, added: Iterable[str], removed: Iterable[str],
-                  run_id: str, now: datetime, before_batch: Callable[[], None]) -> None:
+                  run_id: str, now: datetime, before_batch: Callable[[], None],
+                  sent: Callable[[int], None] = _nothing) -> None:
     """One event per file change and per collection added or removed."""
-    write_batches(db, "events", event_operations(library, changes, run_id, now), before_batch=before_batch)
+    write_batches(db, "events", event_operations(library, changes, run_id, now), before_batch=before_batch,
+                  sent=sent)
     write_batches(db, "events", collection_event_operations(library, added, removed, run_id, now),
                   before_batch=before_batch)
 

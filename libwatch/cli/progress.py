@@ -1,7 +1,10 @@
 """Progress on stderr, drawn only on a terminal: phase, done/total, rate and time left.
 
 A service takes a callback (`Callable[[int], None]`, default a no-op) and calls it with the
-items it finished; the command makes a `Progress` and passes `progress.advance`. Piped or
+items it finished; the command makes a `Progress` and passes `progress.advance`. A service
+with phases (the scan: walking, hashing, writing the catalog, publishing) takes the
+`Progress` itself and calls `start_phase` with each phase's total and unit ("byte" draws
+sizes: `hashing: 9.1 MiB/120.0 MiB  12.3 MiB/s  9.0 s left`). Piped or
 under systemd nothing is drawn, so logs and `--json` stay clean.
 """
 from __future__ import annotations

@@ -10,20 +10,16 @@ import typer
 from libwatch.catalog import runs
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption, TriggerOption, complete_target
-from libwatch.cli.progress import BYTES, Progress
+from libwatch.cli.progress import Progress as Line
 from libwatch.errors import EXIT_CHANGES, UsageError
 from libwatch.services import scan as service
-from libwatch.services.scan_detect import Progress as ScanProgress
-from libwatch.services.scan_detect import ScanOptions
+from libwatch.services.scan_detect import WALKING, Progress, ScanOptions, no_progress
 from libwatch.services.scan_result import ScanResult
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 WAIT_LOCK_S: Final = 600.0
-# The scan's progress phases (services.scan, scan_detect) in words, with what each counts.
-PHASES: Final = {"walk": ("walking", "file"), "hash": ("hashing", BYTES), "record": ("writing the catalog", None),
-                 "publish": ("publishing", None)}
 
 TargetsArgument = Annotated[list[str] | None, typer.Argument(
     help="Library names or folders (a folder inside a library scans that part; a new folder is registered).",
@@ -35,25 +31,20 @@ VerifyOption = Annotated[bool, typer.Option(help="Hash every file, like rsync --
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[ScanProgress]:
-    """The scan's phases on one line of stderr, drawn only when stderr is a terminal."""
+def _progress(enabled: bool) -> Iterator[Progress]:
+    """The scan's phases on one line of stderr, only when stderr is a terminal (never with --json or -q)."""
     if not enabled:
-        yield lambda phase, amount: None
+        yield no_progress
         return
-    first, unit = PHASES["walk"]
-    shown = Progress(first, unit=unit)
-
-    def report(phase: str, amount: int) -> None:
-        name, unit = PHASES.get(phase, (phase, None))
-        if name != shown.phase:
-            shown.start_phase(name, unit=unit)
-        if amount:
-            shown.advance(amount)
-
+    line = Line(WALKING, unit="file")
     try:
-        yield report
+        yield line
     finally:
-        shown.close()
+        line.close()
+
+
+def _draws(ctx: typer.Context, json_output: bool) -> bool:
+    return not (context.wants_json(ctx, json_output) or output.MODE.quiet)
 
 
 def _summary(console: Console, doc: dict[str, Any], verbose: bool) -> None:
@@ -157,7 +148,7 @@ def scan(
     options = ScanOptions(verify=verify, settle_s=settle, trigger=trigger, dry_run=dry_run, publish=publish,
                           allow_mass_delete=allow_mass_delete, max_delete=max_delete,
                           wait_lock_s=WAIT_LOCK_S if wait_lock else 0.0, skip_if_locked=skip_if_locked)
-    with context.catalog(ctx) as db, _progress(not context.wants_json(ctx, json_output)) as progress:
+    with context.catalog(ctx) as db, _progress(_draws(ctx, json_output)) as progress:
         resolved = service.targets(db, targets or [], all_=all_, name=name, path=path)
         results = service.run(db, cli.settings, resolved, options, name=name, rescan_on_change=rescan_on_change,
                               progress=progress)
@@ -177,7 +168,7 @@ def diff(
 
     Example: libwatch diff photos --exit-code || libwatch scan photos
     """
-    with context.catalog(ctx) as db, _progress(not context.wants_json(ctx, json_output)) as progress:
+    with context.catalog(ctx) as db, _progress(_draws(ctx, json_output)) as progress:
         (resolved,) = service.targets(db, [target], all_=False, name=None)
         if resolved.library is None:
             raise UsageError(f"{target} is not a library (register it: libwatch library add NAME {target})")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -128,8 +128,11 @@ def _publish_page(db: Db, publisher: bus.Publisher, outgoing: Iterable[bus.Outgo
 
 def publish_pending(db: Db, settings: Settings, *, library: str | None = None, kinds: Sequence[str] = KINDS,
                     priority: int | None = None, scope: Scope | None = None,
-                    topology: bus.Topology | None = None) -> dict[str, int]:
+                    topology: bus.Topology | None = None,
+                    progress: Callable[[int], None] = lambda published: None) -> dict[str, int]:
     """Publish every pending request of ``library`` (all libraries when None; or of ``scope``).
+
+    ``progress`` gets the number of requests confirmed, a page at a time.
 
     Returns ``{"published": n, "pending": left}``. Raises PublishFailed (exit 69)
     when the broker is unreachable or refuses a message (unroutable, nacked): the
@@ -151,6 +154,7 @@ def publish_pending(db: Db, settings: Settings, *, library: str | None = None, k
                         roots[each.library], each.library, collections, page, kinds, priority))
                     published += sent
                     refused += failures
+                    progress(sent)
     except BusError as error:
         raise PublishFailed(f"{error}; {published} rebuild requests published, the rest stay pending") from error
     if refused:

@@ -25,14 +25,23 @@ from libwatch.config import Settings
 from libwatch.errors import Locked, ServiceUnavailable, UsageError
 from libwatch.library import Library, check_name
 from libwatch.services import libraries as library_service
-from libwatch.services.scan_detect import Progress, ScanOptions, check_guards, detect, index_file, no_progress
+from libwatch.services.scan_detect import (
+    PUBLISHING,
+    Progress,
+    ScanOptions,
+    check_guards,
+    detect,
+    index_file,
+    no_progress,
+)
 from libwatch.services.scan_record import record
 from libwatch.services.scan_result import ScanResult, from_plan
 
 log = logging.getLogger("libwatch.scan")
 
 Db = Database[dict[str, Any]]
-Publish = Callable[[Db, Library], dict[str, int]]
+# (catalog, library, progress: called with the requests published so far) -> {"published", "pending"}
+Publish = Callable[[Db, Library, Callable[[int], None]], dict[str, int]]
 
 
 def diff(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
@@ -87,13 +96,14 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
             plan = detect(db, settings, library, options, progress=progress, spool=spool, subtree=subtree)
             check_guards(plan, options)
             run.counts = plan.counts
-            progress("record", 0)
-            record(db, plan, spool, run_id=run.run_id, lease=lease, priority=options.priority, verify=options.verify)
+            record(db, plan, spool, run_id=run.run_id, lease=lease, priority=options.priority, verify=options.verify,
+                   progress=progress)
             rebuild = {"requested": plan.rebuilds, "published": 0, "pending": plan.rebuilds}
             exit_code, publish_error = 0, None
             if publish is not None and options.publish:
-                progress("publish", 0)
-                rebuild, exit_code, publish_error = _publish(db, library, rebuild, publish)
+                progress.start_phase(PUBLISHING, unit="request")
+                rebuild, exit_code, publish_error = _publish(db, library, rebuild, lambda db, lib: publish(
+                    db, lib, progress.advance))
             if plan.counts["errors"]:  # per-file problems: the run is partial, says how many (exit 0 stays)
                 run.problem(f"{plan.counts['errors']:,} file{'s' if plan.counts['errors'] != 1 else ''} could not be "
                             "read or identified (libwatch failed lists them)")
@@ -107,7 +117,7 @@ def scan(db: Db, settings: Settings, library: Library, options: ScanOptions, *,
 
 
 def _publish(db: Db, library: Library, rebuild: dict[str, int],
-             publish: Publish) -> tuple[dict[str, int], int, str | None]:
+             publish: Callable[[Db, Library], dict[str, int]]) -> tuple[dict[str, int], int, str | None]:
     try:
         outcome = publish(db, library)
     except ServiceUnavailable as error:
@@ -227,7 +237,7 @@ def _publisher(settings: Settings) -> Publish | None:
         return None
     from libwatch.services import outbox  # imported here: pika only when a broker is configured
 
-    return lambda db, library: outbox.publish_pending(db, settings, library=library.name)
+    return lambda db, library, progress: outbox.publish_pending(db, settings, library=library.name, progress=progress)
 
 
 def _refresh_watch(db: Db, library: Library, result: ScanResult) -> tuple[str, ...]:

@@ -10,11 +10,11 @@ import contextlib
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from pymongo.database import Database
 
@@ -48,12 +48,33 @@ CLOCK_EVERY: Final = 1000
 FILE_CHANGES: Final = engine.CHANGE_TYPES
 
 Db = Database[dict[str, Any]]
-Progress = Callable[[str, int], None]
 Spool = statindex.Spool | statindex.NoSpool
+# The phases of a scan as the progress line names them, and what each counts.
+WALKING: Final = "walking"  # files
+HASHING: Final = "hashing"  # bytes, of a total known when the walk ends
+WRITING: Final = "writing the catalog"  # records and events
+PUBLISHING: Final = "publishing"  # rebuild requests
 
 
-def no_progress(phase: str, amount: int) -> None:
+class Progress(Protocol):
+    """Where a scan reports its phases and what it finished (`libwatch.cli.progress.Progress` draws it)."""
+
+    def start_phase(self, phase: str, total: int | None = None, *, unit: str = "file") -> None: ...
+
+    def advance(self, items: int = 1) -> None: ...
+
+
+class NoProgress:
     """The default progress sink: nothing to show."""
+
+    def start_phase(self, phase: str, total: int | None = None, *, unit: str = "file") -> None:
+        """Nothing to show."""
+
+    def advance(self, items: int = 1) -> None:
+        """Nothing to show."""
+
+
+no_progress: Final = NoProgress()
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +247,7 @@ def detect(db: Db, settings: Settings, library: Library, options: ScanOptions, *
                       if within(path, subtree)}
             records = (_spans_under(index.spans(), subtree) if index is not None
                        else catalog_files.present_records(db, library.name, before, under=subtree))
+            progress.start_phase(WALKING, unit="file")
             disk = _counted(walked, seen, progress)
             for verdict in engine.match(disk, records, verify=options.verify, settle_cutoff_ns=settle_cutoff,
                                         compare=frozenset(library.compare)):
@@ -272,7 +294,7 @@ def _counted(items: Iterable[DiskEntry | Skip | Same], seen: _Seen,
         elif kind is Same:
             seen.scanned += item.files  # type: ignore[union-attr]
         if seen.scanned - shown >= 1000:
-            progress("walk", seen.scanned - shown)
+            progress.advance(seen.scanned - shown)
             shown = seen.scanned
         yield item
 
@@ -329,8 +351,10 @@ def _hash_and_judge(library: Library, seen: _Seen, changes: Changes, refresh: Sp
     """
     def count(nbytes: int) -> None:
         seen.hashed_bytes += nbytes
-        progress("hash", nbytes)
+        progress.advance(nbytes)
 
+    if len(seen.needs_hash):
+        progress.start_phase(HASHING, seen.to_hash_bytes, unit="byte")
     renames, prober = engine.Renames(seen.gone), _Prober(library.path)
     # The hasher must follow links exactly when the walk did, or it refuses the files the walk found.
     outcomes = hash_tagged(os.fsencode(library.path), ((needs, needs.entry) for needs in seen.needs_hash),

@@ -99,6 +99,6 @@ def test_a_scan_in_a_real_terminal_shows_its_phases(cli_env: dict[str, str], tmp
         process.kill()
         os.close(leader)
     assert code == 0, drawn
-    assert re.search(r"hashing: [0-9.]+ (B|KiB)  [0-9.]+ (B|KiB|MiB)/s", drawn), drawn  # bytes in units
+    assert re.search(r"hashing: [0-9.]+ (B|KiB)/[0-9.]+ KiB  [0-9.]+ (B|KiB|MiB)/s", drawn), drawn  # bytes in units
     assert "writing the catalog" in drawn and "Traceback" not in drawn
     assert re.search(r"added +20", drawn), drawn  # the result follows, once the line is cleared

@@ -21,6 +21,7 @@ from libwatch.catalog import files as files_module
 from libwatch.catalog import libraries as catalog_libraries
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
+from libwatch.services.scan_detect import NoProgress
 
 from .conftest import NAME, age, file_hash, files_by_path, one_clear_line, unmount
 from support import sample, tree
@@ -112,11 +113,12 @@ def test_a_folder_vanishing_between_listing_and_entering_is_kept_then_deleted(
     library = register()
     service.scan(db, settings, library, ScanOptions())
 
-    def remove_b(phase: str, amount: int) -> None:
-        if phase == "walk" and (root / "b").exists():
-            shutil.rmtree(root / "b")  # the root was listed with b in it; b is entered later
+    class RemoveB(NoProgress):
+        def advance(self, items: int = 1) -> None:
+            if (root / "b").exists():  # the first advance comes from the walk
+                shutil.rmtree(root / "b")  # the root was listed with b in it; b is entered later
 
-    doc = service.scan(db, settings, catalog_libraries.get(db, NAME), ScanOptions(), progress=remove_b).document
+    doc = service.scan(db, settings, catalog_libraries.get(db, NAME), ScanOptions(), progress=RemoveB()).document
     assert doc["changes"] == []
     assert [(s["path"], s["reason"]) for s in doc["skipped"]] == [("b", "vanished")]
     assert {files_by_path(db)[p]["status"] for p in ("b/x.jpg", "b/y.jpg")} == {"present"}

@@ -49,7 +49,8 @@ HUNT: Final = int(os.environ.get("LIBWATCH_HUNT", "0"))
 
 
 def _publisher(settings: Settings, topology: Topology) -> scan_service.Publish:
-    return lambda db, library: outbox.publish_pending(db, settings, library=library.name, topology=topology)
+    return lambda db, library, progress: outbox.publish_pending(db, settings, library=library.name, topology=topology,
+                                                                progress=progress)
 
 
 @dataclass(frozen=True)
