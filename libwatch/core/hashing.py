@@ -8,20 +8,21 @@ afterwards; if it changed while being read it is retried, then skipped as
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
 import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import xxhash
 
 from libwatch.core.paths import join
 from libwatch.core.walk import NOT_REGULAR, UNSTABLE, DiskEntry, Skip, reason_of
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 HASH_PREFIX: Final = "xxh3-128:"
 BLOCK_SIZE: Final = 1 << 20
@@ -234,6 +235,10 @@ class _Hasher:
         # fork starts in milliseconds but copies other threads' held locks (database
         # clients run threads); forkserver is safe then, at about 150 ms more.
         method = "fork" if threading.active_count() == 1 else "forkserver"
+        # Imported here: a scan with nothing to hash in a pool (a rescan) does not pay for multiprocessing.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method))
         return self.pool
 

@@ -9,6 +9,7 @@ else is written, each scanned, and the path units' folder lists refreshed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -152,7 +153,8 @@ def targets(db: Db, names: Sequence[str], *, all_: bool, name: str | None, path:
         return [Target(lib) for lib in catalog_libraries.all_libraries(db) if lib.enabled]
     if not names:
         raise UsageError("name a library or folder to scan, or use --all (see `libwatch library list`)")
-    libraries = catalog_libraries.all_libraries(db)
+    # Read only when a target is no library's name or root: a scan of a named library saves the round trip.
+    libraries = functools.cache(lambda: catalog_libraries.all_libraries(db))
     resolved = [_resolve(db, target, libraries) for target in names]
     if path is not None:
         if len(resolved) != 1 or resolved[0].library is None:
@@ -166,19 +168,19 @@ def targets(db: Db, names: Sequence[str], *, all_: bool, name: str | None, path:
         if len(new) != 1:
             raise UsageError("--name names one folder that is not a library yet; "
                              f"{len(new)} of the targets are new folders")
-        if any(library.name == check_name(name) for library in libraries):
+        if any(library.name == check_name(name) for library in libraries()):
             raise UsageError(f"a library named {name!r} already exists")
     if len({target.folder for target in new}) != len(new):
         raise UsageError("the same new folder is named twice")
     return resolved
 
 
-def _resolve(db: Db, target: str, libraries: Sequence[Library]) -> Target:
+def _resolve(db: Db, target: str, libraries: Callable[[], list[Library]]) -> Target:
     library = library_service.find_for_target(db, target)
     if library is not None:
         return Target(library)
     folder = library_service.resolve_root(target)
-    containing = [lib for lib in libraries if _inside(folder, os.path.realpath(lib.path))]
+    containing = [lib for lib in libraries() if _inside(folder, os.path.realpath(lib.path))]
     if containing:  # the innermost library holds it (nested roots are refused, but may exist)
         library = max(containing, key=lambda lib: len(lib.path))
         return Target(library, subtree=subtree_of(library, folder))
