@@ -25,6 +25,7 @@ Standard library only.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import secrets
@@ -38,6 +39,8 @@ from libwatch.errors import CacheUnsafe
 
 HASH_HEX_RE: Final = re.compile(r"[0-9a-f]{32}")
 TEMP_SUFFIX: Final = ".tmp"
+# A rendering set aside by a cleanup before it asks the catalog again (``set_aside``).
+ASIDE_SUFFIX: Final = ".del"
 # The extensions of the formats libwatch renders (imaging.FORMATS); nothing else counts as a rendering.
 EXTENSIONS: Final = ("jpg", "webp")
 DEFAULT_FILE_MODE: Final = 0o640
@@ -192,8 +195,9 @@ def write_atomic(cache_dir: Path, kind: str, content_hash: str, ext: str, data: 
     """Store ``data`` as the ``kind`` rendering of ``content_hash`` so readers see the old file or the new one.
 
     The data goes to ``.<name>.<random>.tmp`` in the shard folder (opened without
-    following links), is fsync'ed, given ``file_mode`` and renamed over the file; the
-    folder is fsync'ed so the rename survives a power loss. The rendering of the same
+    following links, locked until renamed: see ``writer_gone``), is fsync'ed, given
+    ``file_mode`` and renamed over the file; the folder is fsync'ed so the rename
+    survives a power loss. The rendering of the same
     content in the other format is then removed, so ``existing`` is unambiguous. On
     any failure (ENOSPC included) the temp file is removed and the error re-raised;
     CacheUnsafe when the cache folder could be changed by others. Returns the path.
@@ -203,16 +207,14 @@ def write_atomic(cache_dir: Path, kind: str, content_hash: str, ext: str, data: 
     shard = _shard(cache_dir, kind, hex_part, file_mode)
     assert shard is not None
     try:
-        tmp = f".{name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode,
-                     dir_fd=shard)
+        tmp, fd = _locked_temp(shard, name, file_mode)
         try:
             with open(fd, "wb", closefd=True) as out:
                 out.write(data)
                 out.flush()
                 os.fchmod(out.fileno(), file_mode)
                 os.fsync(out.fileno())
-            os.replace(tmp, name, src_dir_fd=shard, dst_dir_fd=shard)
+                os.replace(tmp, name, src_dir_fd=shard, dst_dir_fd=shard)  # still locked: never taken for abandoned
         except BaseException:
             try:
                 os.unlink(tmp, dir_fd=shard)
@@ -235,7 +237,7 @@ def set_aside(path: Path) -> Path | None:
     the catalog again, then deletes the file set aside or puts it back (``put_back``).
     A writer that looks for the rendering meanwhile finds none and renders it anew.
     """
-    aside = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(6)}{ASIDE_SUFFIX}")
     try:
         os.rename(path, aside)
     except FileNotFoundError:
@@ -253,6 +255,49 @@ def put_back(aside: Path, path: Path) -> None:
     os.unlink(aside)
 
 
+def _locked_temp(shard: int, name: str, file_mode: int) -> tuple[str, int]:
+    """A new temp file for ``name`` in the shard, locked (``flock``) for as long as it is open.
+
+    The lock tells a cleanup that its writer lives (``writer_gone``). A cleanup that probed
+    the file in the instant between its creation and the lock may have removed it: then
+    another one is made.
+    """
+    while True:
+        tmp = f".{name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode,
+                     dir_fd=shard)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                os.close(fd)
+                raise
+            return tmp, fd  # a filesystem without locks: cleanup goes by the file's age there
+        if os.fstat(fd).st_nlink > 0:
+            return tmp, fd
+        os.close(fd)
+
+
+def writer_gone(path: Path) -> bool | None:
+    """Whether the process writing the temp file ``path`` is gone (its lock is free); None if unknown.
+
+    Unknown: the file vanished, or its filesystem has no locks.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return True
+
+
 def iter_cache_files(cache_dir: Path) -> Iterator[tuple[str, str, Path]]:
     """Every stored rendering as ``(kind, content_hash, path)``; temp files, strangers and others' files left out."""
     for kind_dir in _subdirs(cache_dir):
@@ -264,11 +309,11 @@ def iter_cache_files(cache_dir: Path) -> Iterator[tuple[str, str, Path]]:
 
 
 def iter_temp_files(cache_dir: Path) -> Iterator[Path]:
-    """Temp files left by a writer that was killed (SIGKILL, power loss) before it could clean up."""
+    """Temp files (of writers, and renderings set aside by a cleanup), live or left by a process that was killed."""
     for kind_dir in _subdirs(cache_dir):
         for shard in _subdirs(kind_dir):
             for entry in sorted(os.scandir(shard), key=lambda e: e.name):
-                if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and _own_file(entry):
+                if entry.name.startswith(".") and entry.name.endswith((TEMP_SUFFIX, ASIDE_SUFFIX)) and _own_file(entry):
                     yield Path(entry.path)
 
 

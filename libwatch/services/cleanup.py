@@ -278,12 +278,19 @@ def plan(db: Db, settings: Settings, library: str | None = None, *, older_than: 
     return Plan(
         library=library, now=now,
         orphans=() if blocked else _orphans(db, settings.cache_dir, _kept(libraries)),
-        temp_files=tuple(p for p in cachefiles.iter_temp_files(settings.cache_dir) if _mtime(p) < temp_before),
+        temp_files=tuple(p for p in cachefiles.iter_temp_files(settings.cache_dir) if _abandoned(p, temp_before)),
         libraries=libraries,
         events_done=tuple(event for lib in scope for event in _events_done(db, lib.name)),
         old_events=repo.count_old_events(db, library, events_before), events_before=events_before,
         old_runs=repo.count_old_runs(db, library, runs_before), runs_before=runs_before,
         stale_runs=stale, expired_locks=expired, skipped=skipped)
+
+
+def _abandoned(path: Path, before: float) -> bool:
+    """A writer's temp file whose writer is gone (its lock is free), else a temp file older than ``before``."""
+    if path.name.endswith(cachefiles.TEMP_SUFFIX) and (gone := cachefiles.writer_gone(path)) is not None:
+        return gone
+    return _mtime(path) < before
 
 
 def _mtime(path: Path) -> float:

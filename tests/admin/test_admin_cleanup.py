@@ -1,6 +1,7 @@
 """`libwatch cleanup` against the real SecantusDB, through the real CLI where it matters."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -278,15 +279,22 @@ def test_a_missing_library_root_keeps_every_cache_file(libwatch, db: Any, cache_
     assert runs.get(db, result["run_id"])["status"] == "failed"
 
 
-def test_abandoned_temp_files_go(db: Any, settings: Any, cache_dir: Path) -> None:
+def test_temp_files_of_writers_that_are_gone_go_and_a_live_writers_stays(db: Any, settings: Any,
+                                                                          cache_dir: Path) -> None:
     shard = cache_file(cache_dir, "cache", 1).parent
-    old, new = shard / f".{content_hash(1)[9:]}.jpg.abc.tmp", shard / f".{content_hash(1)[9:]}.jpg.def.tmp"
-    old.write_bytes(b"half")
-    new.write_bytes(b"half")
+    name = f".{content_hash(1)[9:]}.jpg"
+    files = {what: shard / f"{name}.{what}{suffix}" for what, suffix in
+             [("old", ".tmp"), ("dead", ".tmp"), ("live", ".tmp"), ("aside", ".del"), ("oldaside", ".del")]}
+    for path in files.values():
+        path.write_bytes(b"half")
     two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
-    os.utime(old, (two_hours_ago, two_hours_ago))
-    result = cleanup.cleanup(db, settings)
-    assert result.counts["temp_files"] == 1 and not old.exists() and new.exists()
+    for what in ("old", "oldaside"):
+        os.utime(files[what], (two_hours_ago, two_hours_ago))
+    with open(files["live"], "rb") as writing:  # a writer holds its temp file's lock while it writes
+        fcntl.flock(writing, fcntl.LOCK_EX)
+        result = cleanup.cleanup(db, settings)
+    assert result.counts["temp_files"] == 3
+    assert {what for what, path in files.items() if path.exists()} == {"live", "aside"}
 
 
 @pytest.mark.parametrize("text, expected", [("90m", timedelta(minutes=90)), ("12h", timedelta(hours=12)),

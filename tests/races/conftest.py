@@ -83,9 +83,9 @@ def env(cli_env: dict[str, str], amqp_url: str, topology: Topology) -> dict[str,
 
 
 def start(env: Mapping[str, str], *args: str, extra: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start ``libwatch ARGS`` in the background."""
+    """Start ``libwatch ARGS`` in the background, in a process group of its own (with its render processes)."""
     return subprocess.Popen([sys.executable, "-m", "libwatch", *args], env={**env, **(extra or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def run(env: Mapping[str, str], *args: str, extra: Mapping[str, str] | None = None,
@@ -107,7 +107,7 @@ def finish(process: subprocess.Popen[str], codes: Sequence[int] = (0,)) -> str:
 
 
 def temp_files(cache_dir: Path) -> list[Path]:
-    return [p for p in cache_dir.rglob("*") if p.name.endswith(cachefiles.TEMP_SUFFIX)]
+    return [p for p in cache_dir.rglob("*") if p.name.endswith((cachefiles.TEMP_SUFFIX, cachefiles.ASIDE_SUFFIX))]
 
 
 def cache_files(cache_dir: Path) -> dict[tuple[str, str], Path]:

@@ -7,11 +7,17 @@ everything is ``done``, in the cache, with no temp file left.
 """
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from libwatch import processes
 from libwatch.config import Settings
 
 from .conftest import NAME, RENAMED, TEMP_WRITTEN, Pause, age, cache_files, finish, run, settled, start, temp_files
@@ -86,4 +92,27 @@ def test_a_file_restored_while_cleanup_removes_its_orphaned_rendering_ends_rende
 
     settled(db, settings.cache_dir)
     run(env, "rebuild", NAME, "--missing", "--run")
+    assert temp_files(settings.cache_dir) == []
+
+
+def test_the_temp_file_of_a_writer_killed_halfway_goes_with_the_next_cleanup(
+        db: Any, root: Path, register: Any, settings: Settings, env: dict[str, str], pause: Pause) -> None:
+    """systemd stops a worker with its render processes (SIGKILL after the timeout) halfway through a rendering."""
+    write_image(root / "a.jpg", (64, 48), (200, 40, 40), fmt="JPEG")
+    age(root)
+    register()
+    run(env, "scan", NAME)
+    worker = start(env, *WRITERS["worker"], extra=pause.env(TEMP_WRITTEN))
+    render_process = pause.reached(TEMP_WRITTEN, worker)
+    [left] = temp_files(settings.cache_dir)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    deadline = time.monotonic() + 60
+    while not processes.gone(socket.gethostname(), render_process) and time.monotonic() < deadline:
+        time.sleep(0.01)  # killed with its group; gone once init reaps it
+
+    cleaned = json.loads(run(env, "--json", "cleanup").stdout)
+    assert cleaned["counts"]["temp_files"] == 1 and not left.exists()
+    run(env, "worker", "--idle-exit", "1", "--processes", "1")  # the message comes back
+    settled(db, settings.cache_dir)
     assert temp_files(settings.cache_dir) == []

@@ -3,10 +3,12 @@
 Scans, workers, ``rebuild --run``, ``cleanup --older-than 0s``, ``library set`` (an exclusion
 switched on and off) and file changes on disk (written, rewritten, deleted, renamed) are
 started in a random order, up to ``PARALLEL`` at a time, and a random running command is
-SIGKILLed now and then (its main process, as the OOM killer would: its render processes
-finish the image they are on). Every command that ends by itself must end with an exit
-code of its own (no 70, no traceback). After ``STRESS_S`` seconds a clean round (scan,
-worker, ``rebuild --run``, ``cleanup --older-than 0s``) must leave:
+SIGKILLed now and then: its main process alone, as the OOM killer would (its render
+processes finish the image they are on), or with its render processes, as systemd stops a
+unit (a temp file may be left halfway: the next cleanup sees its writer gone). Every
+command that ends by itself must end with an exit code of its own (no 70, no traceback).
+After ``STRESS_S`` seconds a clean round (scan, worker, ``rebuild --run``, ``cleanup
+--older-than 0s``) must leave:
 
 - every image on disk with exactly one record, present, with its content's hash;
 - every record's cache image and thumbnail ``done``, in the cache under that hash, a
@@ -18,6 +20,7 @@ run other interleavings or longer.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -78,8 +81,13 @@ class Stress:
             self._mutate()
         elif action == "kill" and self.running:
             job, process = self.rng.choice(self.running)
-            process.send_signal(signal.SIGKILL)
-            action = f"killed {job}"
+            if self.rng.random() < 0.5:
+                process.send_signal(signal.SIGKILL)
+                action = f"killed {job}"
+            else:  # as systemd stops a unit: its render processes too, maybe halfway through a temp file
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                action = f"killed {job} and its children"
         elif action == "exclude":
             self.excluded = not self.excluded
             run(self.env, "library", "set", NAME, "--add-exclude" if self.excluded else "--remove-exclude", "skip")
