@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from libwatch.cli import context
+from libwatch.cli import context, output
 from libwatch.errors import UsageError
 
 DEFAULT_PORT = 8470
@@ -60,6 +60,10 @@ def metrics(
     from libwatch.web import metrics as exporter
 
     settings = context.state(ctx).settings
+    as_json = context.wants_json(ctx, False)
+    if textfile is None and as_json:
+        raise UsageError("metrics prints the Prometheus text format, not JSON (`libwatch status --json` "
+                         "has the same figures; with --textfile, --json says what was written)")
     if textfile is not None and not textfile.is_dir():
         raise UsageError(f"--textfile {textfile}: no such folder")
     with context.catalog(ctx) as db:
@@ -70,6 +74,7 @@ def metrics(
         sys.stdout.flush()
         return
     try:
-        exporter.write_textfile(textfile, status, queues)
+        written = exporter.write_textfile(textfile, status, queues)
     except OSError as error:
         raise UsageError(f"--textfile {textfile}: {error.strerror or error}") from None
+    raise typer.Exit(output.show(written, lambda console: None, as_json=as_json))  # quiet unless --json

@@ -6,6 +6,7 @@ textfile collector), so the two never differ. Values are exactly what `status --
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest, write_to_textf
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from libwatch.result import Result
 from libwatch.services import reports
 
 TEXTFILE: Final = "libwatch.prom"
@@ -89,8 +91,18 @@ def exposition(status: Mapping[str, Any], queues: Mapping[str, Any]) -> bytes:
     return generate_latest(registry(status, queues))
 
 
-def write_textfile(directory: Path, status: Mapping[str, Any], queues: Mapping[str, Any]) -> Path:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Written(Result):
+    """`metrics --textfile`: the file written (its `--json` document: `{"textfile": path, …}`)."""
+
+    path: Path
+
+    def data(self) -> dict[str, Any]:
+        return {"textfile": str(self.path)}
+
+
+def write_textfile(directory: Path, status: Mapping[str, Any], queues: Mapping[str, Any]) -> Written:
     """Write `DIR/libwatch.prom` atomically (prometheus_client writes a temporary file and renames it)."""
     target = directory / TEXTFILE
     write_to_textfile(str(target), registry(status, queues))
-    return target
+    return Written(path=target)

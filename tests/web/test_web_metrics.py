@@ -73,6 +73,13 @@ def test_textfile_holds_the_same_metrics_written_atomically(tmp_path: Path, phot
     missing = libwatch("metrics", "--textfile", str(tmp_path / "nowhere"))
     assert missing.code == 2 and missing.stderr.strip().endswith("no such folder")
 
+    said = libwatch("--json", "metrics", "--textfile", str(folder))  # --json: one document on every path
+    assert said.code == 0 and json.loads(said.stdout) == {"textfile": str(folder / "libwatch.prom"),
+                                                          "status": "success", "problems": []}
+    refused = libwatch("metrics", "--json")
+    assert refused.code == 2 and json.loads(refused.stdout)["error"]["kind"] == "UsageError"
+    assert "status --json" in refused.stderr and "# HELP" not in refused.stdout
+
 
 def test_queue_depths_in_metrics(web: Any, photos: Path, libwatch: Any, amqp_url: str, topology: Any) -> None:
     env = {"LIBWATCH_AMQP_URL": amqp_url, "LIBWATCH_AMQP_PREFIX": topology.exchange.removesuffix("libwatch")}
