@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from libwatch import systemd
-from libwatch.cli.output import duration, size, to_json, when
+from libwatch.cli.output import counted, duration, number, size, to_json, when
 from libwatch.config import Settings
 from libwatch.errors import EXIT_USAGE, LibwatchError, Locked, NotFound, ServiceUnavailable
 from libwatch.result import ErrorResult
@@ -68,7 +68,7 @@ def json_response(document: Mapping[str, Any], status_code: int = 200) -> Respon
 def _templates() -> Jinja2Templates:
     folder = resources.files("libwatch") / "web" / "templates"
     templates = Jinja2Templates(directory=str(folder))
-    templates.env.filters.update(when=when, duration=duration, size=size)
+    templates.env.filters.update(when=when, duration=duration, size=size, number=number, counted=counted)
     templates.env.globals.update(refresh_s=REFRESH_S, api=API)
     return templates
 
