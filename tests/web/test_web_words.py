@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from admin.catalog_docs import file_doc
+
 from support import write_image
 
 
