@@ -16,6 +16,7 @@ from libwatch.catalog.locks import Lease
 from libwatch.errors import LeaseLost
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
+from libwatch.services.scan_detect import HASHING, NoProgress
 
 from .conftest import NAME, tree
 
@@ -102,12 +103,13 @@ def test_a_scan_whose_lease_is_taken_over_stops_before_writing(db: Any, settings
     tree(root, {f"d{i}/x{j}.jpg": (10 + j, 10) for i in range(3) for j in range(3)})
     library = register()
 
-    def steal(phase: str, amount: int) -> None:
-        if phase == "hash":  # planning is under way: another run takes the lease over
-            db.locks.update_one({"_id": KEY}, {"$set": {"owner": "thief", "pid": 1}})
+    class Steal(NoProgress):
+        def start_phase(self, phase: str, total: int | None = None, *, unit: str = "file") -> None:
+            if phase == HASHING:  # planning is under way: another run takes the lease over
+                db.locks.update_one({"_id": KEY}, {"$set": {"owner": "thief", "pid": 1}})
 
     with pytest.raises(LeaseLost):
-        service.scan(db, settings, library, ScanOptions(), progress=steal)
+        service.scan(db, settings, library, ScanOptions(), progress=Steal())
     assert db.files.count_documents({}) == 0 and db.events.count_documents({}) == 0
     [run] = db.runs.find({"library": NAME})
     assert run["status"] == "failed" and "taken over" in run["error"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from libwatch.services import scan as service
 from libwatch.services.scan import ScanOptions
+from libwatch.services.scan_detect import HASHING, NoProgress
 
 from .conftest import (
     NAME,
@@ -89,11 +90,12 @@ def test_a_file_that_vanishes_before_it_is_hashed(db: Any, settings: Any, root: 
     tree(root, {"a.jpg": (10, 10), "b.jpg": (11, 11), "c.jpg": (12, 12)})
     library = register()
 
-    def remove_c(phase: str, amount: int) -> None:
-        if phase == "hash" and (root / "c.jpg").exists():
-            (root / "c.jpg").unlink()  # after the walk saw it, before it is read
+    class RemoveC(NoProgress):
+        def start_phase(self, phase: str, total: int | None = None, *, unit: str = "file") -> None:
+            if phase == HASHING:
+                (root / "c.jpg").unlink()  # after the walk saw it, before it is read
 
-    doc = service.scan(db, settings, library, ScanOptions(), progress=remove_c).document
+    doc = service.scan(db, settings, library, ScanOptions(), progress=RemoveC()).document
     assert changes_of(doc) == {("added", "a.jpg"), ("added", "b.jpg"), ("collection_added", "")}
     assert _skips(doc) == {"c.jpg": "vanished"}
 
