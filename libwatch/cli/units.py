@@ -8,10 +8,8 @@ import typer
 from rich.console import Console
 
 from libwatch import systemd
-from libwatch.catalog import libraries as repo
 from libwatch.cli import context, output
 from libwatch.cli.options import JsonOption, LibraryArgument, complete_library
-from libwatch.errors import EXIT_PARTIAL
 from libwatch.services import units as service
 
 app = typer.Typer(help="The systemd units: timers for scheduled scans, path units for watching, the worker.\n\n"
@@ -20,13 +18,6 @@ app = typer.Typer(help="The systemd units: timers for scheduled scans, path unit
 NamesArgument = Annotated[list[str] | None, typer.Argument(help="Library names (default: all).", show_default=False,
                                                            autocompletion=complete_library)]
 UserOption = Annotated[bool, typer.Option("--user", help="User units under ~/.config/systemd/user.")]
-
-
-def _result_document(result: systemd.InstallResult) -> dict[str, Any]:
-    return {"unit_dir": str(result.unit_dir), "written": [str(p) for p in result.written],
-            "removed": [str(p) for p in result.removed], "enabled": list(result.enabled),
-            "disabled": list(result.disabled), "warnings": list(result.warnings), "problems": list(result.problems),
-            "notice": result.notice}
 
 
 def _print_result(console: Console, doc: dict[str, Any]) -> None:
@@ -40,17 +31,15 @@ def _print_result(console: Console, doc: dict[str, Any]) -> None:
         console.print(f"disabled {unit}", markup=False)
     for line in doc["warnings"]:
         output.errors.print(f"warning: {line}", markup=False)
-    for line in doc["problems"]:
-        output.errors.print(f"problem: {line}", markup=False)
     if doc["notice"]:
         output.errors.print(doc["notice"], markup=False)
 
 
 def _emit(ctx: typer.Context, json_output: bool, result: systemd.InstallResult) -> None:
-    doc = _result_document(result)
-    output.emit(context.wants_json(ctx, json_output), doc, lambda console: _print_result(console, doc))
-    if result.problems:
-        raise typer.Exit(EXIT_PARTIAL)
+    """Print what was done (systemd's refusals as problems on stderr) and exit 3 if any."""
+    changed = service.changed(result)
+    raise typer.Exit(output.show(changed, lambda console: _print_result(console, changed.document),
+                                 as_json=context.wants_json(ctx, json_output)))
 
 
 @app.command()
@@ -100,16 +89,14 @@ def install(
     settings = context.state(ctx).settings
     if dry_run:
         with context.catalog(ctx) as db:
-            _emit_dry_run(ctx, json_output, service.dry_run(db, settings, names or [], user=user))
-        return
+            plan = service.dry_run(db, settings, names or [], user=user)
+        _emit_dry_run(ctx, json_output, plan)
     result = service.install(settings, names or [], user=user, enable=enable, worker=worker, force=force, web=web,
                              metrics_textfile=metrics_textfile)
     _emit(ctx, json_output, result)
 
 
 def _emit_dry_run(ctx: typer.Context, json_output: bool, plan: service.DryRun) -> None:
-    doc = {"files": dict(plan.files), "diff": plan.diff, "warnings": list(plan.warnings)}
-
     def human(console: Console) -> None:
         for path, text in plan.files.items():
             console.print(f"# {path}", markup=False, highlight=False)
@@ -118,7 +105,7 @@ def _emit_dry_run(ctx: typer.Context, json_output: bool, plan: service.DryRun) -
         for line in plan.warnings:
             output.errors.print(f"warning: {line}", markup=False)
 
-    output.emit(context.wants_json(ctx, json_output), doc, human)
+    raise typer.Exit(output.show(plan, human, as_json=context.wants_json(ctx, json_output)))
 
 
 @app.command()
@@ -160,16 +147,11 @@ def status(ctx: typer.Context, user: UserOption = False, json_output: JsonOption
     Example: libwatch units status --json
     """
     with context.catalog(ctx) as db:
-        names = [lib.name for lib in repo.all_libraries(db)]
-    installed = set(systemd.installed_libraries(user))
-    states = systemd.timers_status(names, user=user)
-    rows = [{"library": n, "installed": n in installed, "timer": states[n].state, "watch": states[n].watch,
-             "next_run": states[n].next_run, "last_run": states[n].last_run} for n in names]
+        report = service.status(db, user=user)
 
     def human(console: Console) -> None:
         output.table(console, ("library", "installed", "timer", "next run", "last run", "watch"),
                      [(row["library"], "yes" if row["installed"] else "no", row["timer"], output.when(row["next_run"]),
-                       output.when(row["last_run"]), row["watch"]) for row in rows])
+                       output.when(row["last_run"]), row["watch"]) for row in report.libraries])
 
-    output.emit(context.wants_json(ctx, json_output), {"unit_dir": str(systemd.unit_dir(user)), "libraries": rows},
-                human)
+    raise typer.Exit(output.show(report, human, as_json=context.wants_json(ctx, json_output)))

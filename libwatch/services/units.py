@@ -27,6 +27,7 @@ from libwatch.catalog.schema import ensure_schema
 from libwatch.config import Settings, mask_url
 from libwatch.errors import UsageError
 from libwatch.library import Library
+from libwatch.result import Problem, Result
 
 Db = Database[dict[str, Any]]
 # What the previous version wrote for the store service, which had no password then.
@@ -225,13 +226,56 @@ def render(db: Db, shell: Settings, names: list[str], output: Path, *, user: boo
     return systemd.InstallResult(output, written, warnings=warnings)
 
 
-@dataclass(frozen=True, slots=True)
-class DryRun:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DryRun(Result):
     """`units install --dry-run`: every file it would write, and a diff against what is installed."""
 
     files: Mapping[str, str]  # absolute path -> text
     diff: str
     warnings: tuple[str, ...]
+
+    def data(self) -> dict[str, Any]:
+        return {"files": dict(self.files), "diff": self.diff, "warnings": list(self.warnings)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Changed(Result):
+    """What `units render|install|uninstall|refresh` did (``done``); each line systemd refused is a
+    problem (kind ``systemd``), and the exit code is then 3: some units could not be enabled."""
+
+    done: systemd.InstallResult
+
+    def data(self) -> dict[str, Any]:
+        done = self.done
+        return {"unit_dir": str(done.unit_dir), "written": [str(p) for p in done.written],
+                "removed": [str(p) for p in done.removed], "enabled": list(done.enabled),
+                "disabled": list(done.disabled), "warnings": list(done.warnings), "notice": done.notice}
+
+
+def changed(done: systemd.InstallResult) -> Changed:
+    """The result of an install, uninstall, refresh or render."""
+    return Changed(done=done, problems=tuple(Problem(str(done.unit_dir), "systemd", line) for line in done.problems))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitsStatus(Result):
+    """`units status`: each library, whether its units are installed, its timer and watcher."""
+
+    unit_dir: Path
+    libraries: tuple[dict[str, Any], ...]
+
+    def data(self) -> dict[str, Any]:
+        return {"unit_dir": str(self.unit_dir), "libraries": list(self.libraries)}
+
+
+def status(db: Db, *, user: bool) -> UnitsStatus:
+    """Every library's units as systemd sees them (``units status``)."""
+    names = [lib.name for lib in repo.all_libraries(db)]
+    installed = set(systemd.installed_libraries(user))
+    states = systemd.timers_status(names, user=user)
+    return UnitsStatus(unit_dir=systemd.unit_dir(user), libraries=tuple(
+        {"library": n, "installed": n in installed, "timer": states[n].state, "watch": states[n].watch,
+         "next_run": states[n].next_run, "last_run": states[n].last_run} for n in names))
 
 
 def dry_run(db: Db, shell: Settings, names: list[str], *, user: bool) -> DryRun:
@@ -245,7 +289,8 @@ def dry_run(db: Db, shell: Settings, names: list[str], *, user: bool) -> DryRun:
     if not user:
         files[str(systemd.SYSUSERS_FILE)] = systemd.SYSUSERS_TEXT
     diff = "".join(diff_text(_read(Path(path)), text, path) for path, text in sorted(files.items()))
-    return DryRun(files, diff, (*rendered.warnings, *systemd.sandbox_warnings(draft.ctx, libraries), *draft.warnings))
+    return DryRun(files=files, diff=diff,
+                  warnings=(*rendered.warnings, *systemd.sandbox_warnings(draft.ctx, libraries), *draft.warnings))
 
 
 def install(shell: Settings, names: list[str], *, user: bool, enable: bool, worker: bool,

@@ -89,7 +89,7 @@ def test_scan_all_cleanup_and_units_status_documents(libwatch: Callable[..., Any
                                       "missing_collections", "events_processed", "old_events", "old_runs",
                                       "stale_runs", "locks_released", "requeued"}
     units = _json(libwatch, "units", "status", "--user")
-    assert set(units) == {"unit_dir", "libraries"}
+    assert set(units) == {"unit_dir", "libraries"} | RESULT_KEYS
     assert [set(row) for row in units["libraries"]] == [{"library", "installed", "timer", "watch", "next_run",
                                                          "last_run"}] * 2
 
@@ -127,3 +127,12 @@ def test_a_scan_whose_publish_fails_prints_its_scan_document_with_exit_69(libwat
     document = _json(libwatch, "scan", "photos", code=69, env=DOWN)
     assert "error" not in document and document["counts"]["added"] == 2  # recorded: the scan's own document
     assert document["status"] == "partial" and [p["kind"] for p in document["problems"]] == ["publish"]
+
+
+def test_units_render_and_dry_run_documents(libwatch: Callable[..., Any], photos: Path, tmp_path: Path) -> None:
+    rendered = _json(libwatch, "units", "render", "photos", "--user", "--output", str(tmp_path / "units"))
+    assert set(rendered) == {"unit_dir", "written", "removed", "enabled", "disabled", "warnings", "notice",
+                             *RESULT_KEYS}
+    assert rendered["status"] == "success" and rendered["written"]
+    planned = _json(libwatch, "units", "install", "photos", "--user", "--dry-run")
+    assert set(planned) == {"files", "diff", "warnings", *RESULT_KEYS} and planned["files"]
