@@ -1,10 +1,13 @@
 """`rebuild --run` in a real terminal: a progress line, and Ctrl-C leaves the run interrupted with its counts."""
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
+import signal
 import subprocess
 import sys
+import termios
 import time
 
 from .conftest import Photos
@@ -21,14 +24,23 @@ def _read_until(fd: int, needle: str, timeout: float) -> str:
     return seen
 
 
+def _foreground_job() -> None:
+    """In the child: the terminal's foreground job, with Ctrl-C's default action, as a shell starts it.
+
+    A suite started in the background by a non-interactive shell inherits SIGINT ignored, and a
+    process that starts with SIGINT ignored keeps it so (Python then installs no KeyboardInterrupt).
+    """
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_rebuild_run_draws_progress_and_ctrl_c_leaves_it_interrupted(photos: Photos, cli_env: dict[str, str]) -> None:
     for i in range(400):
         photos.add(f"a/{i:04d}.jpg", size=(1600, 1200), color=(i % 256, 40, 40))
     leader, follower = pty.openpty()
     process = subprocess.Popen([sys.executable, "-m", "libwatch", "rebuild", "photos", "--run", "--processes", "1"],
                                env={**cli_env, "TERM": "xterm"}, stdin=follower, stdout=follower, stderr=follower,
-                               start_new_session=True, close_fds=True,
-                               preexec_fn=lambda: __import__("fcntl").ioctl(0, __import__("termios").TIOCSCTTY, 0))
+                               start_new_session=True, close_fds=True, preexec_fn=_foreground_job)
     os.close(follower)
     try:
         drawn = _read_until(leader, "renderings", timeout=120)
