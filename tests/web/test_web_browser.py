@@ -65,11 +65,14 @@ def _wait(driver: Any, check: Any, timeout: float = 45) -> Any:
     return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(check)
 
 
-def _history(driver: Any) -> list[list[str]]:
-    from selenium.webdriver.common.by import By
+# Read in one script, so that the page reloading itself (every 10 s) between two element
+# lookups cannot leave a reference to a node of the old document.
+_HISTORY_ROWS = """return Array.from(document.querySelectorAll('#history tbody tr[data-run]'),
+    row => Array.from(row.querySelectorAll('td'), cell => cell.innerText.trim()));"""
 
-    return [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
-            for row in driver.find_elements(By.CSS_SELECTOR, "#history tbody tr[data-run]")]
+
+def _history(driver: Any) -> list[list[str]]:
+    return [list(row) for row in driver.execute_script(_HISTORY_ROWS)]
 
 
 def test_dashboard_run_now_pause_resume(browser: Any, web: Any, photos: Path, libwatch: Any, tmp_path: Path) -> None:
