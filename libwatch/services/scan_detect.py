@@ -26,11 +26,12 @@ from libwatch.core.diff import DELETED, Change, Record, needs_rebuild
 from libwatch.core.hashing import Fingerprint, hash_tagged
 from libwatch.core.parallel_walk import walk
 from libwatch.core.paths import collection_of
-from libwatch.core.walk import DiskEntry, FolderCheck, Same, Skip, WalkOptions, reason_of
+from libwatch.core.walk import DiskEntry, FolderCheck, Same, Skip, WalkOptions
 from libwatch.errors import GuardRefused, RootNotListable, RootUnavailable
 from libwatch.library import Library
 from libwatch.messages import DEFAULT_PRIORITY
 from libwatch.services import libraries as library_service
+from libwatch.services.probing import probe_header
 from libwatch.services.scan_changes import Changes
 from libwatch.spill import Spill
 
@@ -423,15 +424,7 @@ class _Prober:
         entry = change.entry
         if not needs_rebuild(change) or entry is None:
             return None
-        from libwatch import imaging
-
-        try:
-            info = imaging.probe(os.path.join(self.root, entry.raw))
-            return catalog_files.Probe(info.width, info.height, info.format)
-        except imaging.ImageError as error:
-            return catalog_files.Probe(error=error.reason, hopeless=imaging.hopeless(error))
-        except OSError as error:  # gone, unreadable or turned into a folder since it was hashed
-            return catalog_files.Probe(error=f"{reason_of(error)}: {error.strerror or error}")
+        return probe_header(self.root, entry.raw)
 
 
 def _trusted_share(value: object) -> float:
