@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -38,7 +39,9 @@ def web(
     from libwatch.web import auth
 
     if hash_secret:
-        print(f'web_secret_hash = "{auth.hash_secret(_read_secret())}"')
+        hashed = auth.hash_secret(_read_secret())
+        print(json.dumps({"web_secret_hash": hashed}) if context.wants_json(ctx, False)
+              else f'web_secret_hash = "{hashed}"')
         return
     from libwatch.web import server
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +176,8 @@ def test_hash_secret_prints_the_config_line_that_lets_the_server_listen(web: Any
     refused = libwatch("web", "--host", "0.0.0.0", "--port", "0", env={"LIBWATCH_CONFIG": str(config)})
     assert refused.code == 2 and "web_secret_hash is not a hash" in refused.stderr and "hunter2" not in refused.stderr
     assert libwatch("web", "--hash-secret", input="\n").code == 2
+    as_json = json.loads(libwatch("--json", "web", "--hash-secret", input="s3cret token\n").stdout)
+    assert list(as_json) == ["web_secret_hash"] and as_json["web_secret_hash"].startswith("scrypt$16384$8$1$")
 
 
 def test_pages_cannot_be_framed_or_load_foreign_code(web: Any, photos: Path) -> None:
