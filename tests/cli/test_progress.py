@@ -5,6 +5,7 @@ import io
 import os
 import pty
 import re
+import select
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,14 @@ class Clock:
         return self.now
 
 
+def _read_all(fd: int) -> str:
+    """Everything written to the terminal so far: a pty hands each write over on its own."""
+    drawn = b""
+    while select.select([fd], [], [], 0.5)[0]:
+        drawn += os.read(fd, 4096)
+    return drawn.decode()
+
+
 def test_progress_on_a_real_terminal_shows_done_total_rate_and_time_left() -> None:
     leader, follower = pty.openpty()
     try:
@@ -31,7 +40,7 @@ def test_progress_on_a_real_terminal_shows_done_total_rate_and_time_left() -> No
             clock.now += 10
             progress.advance(1_200)
             progress.close()
-        drawn = os.read(leader, 4096).decode()
+        drawn = _read_all(leader)
     finally:
         os.close(leader)
         os.close(follower)
