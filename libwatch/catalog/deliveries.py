@@ -16,16 +16,17 @@ from datetime import datetime
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from libwatch.catalog.failures import catalog_errors
-from libwatch.catalog.schema import DURABLE
+from libwatch.catalog.schema import durable
 
 Db = Database[dict[str, Any]]
 
 
-def _coll(db: Db):  # type: ignore[no-untyped-def]
-    return db.get_collection("deliveries", write_concern=DURABLE)
+def _coll(db: Db) -> Collection[dict[str, Any]]:
+    return durable(db, "deliveries")
 
 
 def key_of(kind: str, body: bytes) -> str:

@@ -16,10 +16,11 @@ from itertools import islice
 from typing import Any, Final
 
 from pymongo import InsertOne, UpdateOne
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
-from libwatch.catalog.schema import DURABLE
+from libwatch.catalog.schema import DURABLE, durable
 from libwatch.core.diff import (
     ADDED,
     CORRUPTED,
@@ -66,8 +67,8 @@ class Probe:
     hopeless: bool = False
 
 
-def _files(db: Db):  # type: ignore[no-untyped-def]
-    return db.get_collection("files", write_concern=DURABLE)
+def _files(db: Db) -> Collection[dict[str, Any]]:
+    return durable(db, "files")
 
 
 def present_records(db: Db, library: str, collections: Mapping[str, dict[str, Any]], *, under: str = "",

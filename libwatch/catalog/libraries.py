@@ -5,16 +5,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from libwatch.catalog.schema import DURABLE
+from libwatch.catalog.schema import DURABLE, durable
 from libwatch.errors import NotFound, UsageError
 from libwatch.library import Library
 
 
-def _coll(db: Database[dict[str, Any]]):  # type: ignore[no-untyped-def]
-    return db.get_collection("libraries", write_concern=DURABLE)
+def _coll(db: Database[dict[str, Any]]) -> Collection[dict[str, Any]]:
+    return durable(db, "libraries")
 
 
 def insert(db: Database[dict[str, Any]], library: Library) -> Library:

@@ -15,19 +15,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from libwatch import processes
 from libwatch.catalog import runs
-from libwatch.catalog.schema import DURABLE
+from libwatch.catalog.schema import durable
 from libwatch.errors import LeaseLost, Locked
 
 log = logging.getLogger("libwatch.locks")
 
 
-def _coll(db: Database[dict[str, Any]]):  # type: ignore[no-untyped-def]
-    return db.get_collection("locks", write_concern=DURABLE)
+def _coll(db: Database[dict[str, Any]]) -> Collection[dict[str, Any]]:
+    return durable(db, "locks")
 
 
 def describe_holder(doc: dict[str, Any]) -> str:

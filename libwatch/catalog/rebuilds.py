@@ -32,11 +32,12 @@ from typing import Any, Final
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import UpdateOne
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from libwatch.catalog.failures import catalog_errors
 from libwatch.catalog.files import Probe, collection_documents, path_ranges, probe_fields
-from libwatch.catalog.schema import DURABLE
+from libwatch.catalog.schema import durable
 from libwatch.messages import KINDS
 
 PENDING: Final = "pending"
@@ -112,8 +113,8 @@ class RenderResult:
     error: str = ""
 
 
-def _files(db: Db):  # type: ignore[no-untyped-def]
-    return db.get_collection("files", write_concern=DURABLE)
+def _files(db: Db) -> Collection[dict[str, Any]]:
+    return durable(db, "files")
 
 
 def _state(doc: Mapping[str, Any]) -> FileState:

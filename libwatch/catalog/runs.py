@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from pymongo.collection import Collection
 from pymongo.database import Database
 
-from libwatch.catalog.schema import DURABLE
+from libwatch.catalog.schema import durable
 
 JOBS: Final = ("scan", "rebuild", "cleanup", "worker")
 TRIGGERS: Final = ("manual", "timer", "path", "cron")
@@ -22,8 +23,8 @@ FINISHED: Final = (SUCCEEDED, PARTIAL, FAILED, INTERRUPTED, SKIPPED)  # every wa
 BY_THE_USER: Final = "interrupted by the user"
 
 
-def _coll(db: Database[dict[str, Any]]):  # type: ignore[no-untyped-def]
-    return db.get_collection("runs", write_concern=DURABLE)
+def _coll(db: Database[dict[str, Any]]) -> Collection[dict[str, Any]]:
+    return durable(db, "runs")
 
 
 def start(db: Database[dict[str, Any]], job: str, library: str | None, trigger: str,
