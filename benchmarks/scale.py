@@ -20,6 +20,8 @@ scan <= 1.5x insert_many; rescan <= 1.5x find; empty scan <= 0.1 s beyond --vers
 rescan RSS < 150 MB.
 
     .venv/bin/python benchmarks/scale.py --files 200000
+    .venv/bin/python benchmarks/scale.py --files 1000000 --dir /var/tmp --keep   # then, after a change:
+    .venv/bin/python benchmarks/scale.py --reuse /var/tmp/libwatch-scale-XXXX     # the rescans again
 """
 from __future__ import annotations
 
@@ -283,23 +285,33 @@ def main() -> int:
                         help="1 KiB files (default), or a photo library's size mix scaled down 64x")
     parser.add_argument("--repeat", type=int, default=3, help="runs of find and the rescans; the best is kept")
     parser.add_argument("--dir", default=None, help="where to build the library (default: a temp dir, removed after)")
+    parser.add_argument("--keep", action="store_true", help="keep the library, its home and the store's data")
+    parser.add_argument("--reuse", default=None, metavar="TOP",
+                        help="measure the rescans again on a library an earlier --keep run left in TOP "
+                             "(no build, no insert_many, no first scan)")
     args = parser.parse_args()
-    top = Path(tempfile.mkdtemp(prefix="libwatch-scale-", dir=args.dir))
+    top = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="libwatch-scale-", dir=args.dir))
     server = None
     try:
         root, home = top / "library", top / "home"
-        start = time.perf_counter()
-        written = build(root, args.files, args.sizes)
-        print(f"built {args.files:,} files ({written / 2**20:,.0f} MiB) in {time.perf_counter() - start:.0f} s "
-              f"under {top}", file=sys.stderr)
+        if not args.reuse:
+            start = time.perf_counter()
+            written = build(root, args.files, args.sizes)
+            print(f"built {args.files:,} files ({written / 2**20:,.0f} MiB) in {time.perf_counter() - start:.0f} s "
+                  f"under {top}", file=sys.stderr)
         server, uri = start_server(top / "server-db")
         libwatch = Libwatch(home, uri)
-        libwatch.run("library", "add", NAME, str(root))
-        (top / "empty").mkdir()
-        libwatch.run("library", "add", EMPTY, str(top / "empty"))
-        baselines = {"find": best_find(root, args.repeat), "insert_many": insert_many(uri, root),
+        if not args.reuse:
+            libwatch.run("library", "add", NAME, str(root))
+            (top / "empty").mkdir()
+            libwatch.run("library", "add", EMPTY, str(top / "empty"))
+        baselines = {"find": best_find(root, args.repeat),
                      VERSION: min(libwatch.run("--version")[0] for _ in range(args.repeat))}
-        rows = [libwatch.scan("first scan"), libwatch.best_scan("no-change rescan", args.repeat)]
+        rows = []
+        if not args.reuse:
+            baselines["insert_many"] = insert_many(uri, root)
+            rows.append(libwatch.scan("first scan"))
+        rows.append(libwatch.best_scan("no-change rescan", args.repeat))
         change_share(root, 0.01)
         rows += [libwatch.scan("1 % changed"), libwatch.best_scan("empty scan", args.repeat, EMPTY)]
         report(rows, baselines)
@@ -307,7 +319,8 @@ def main() -> int:
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
-        shutil.rmtree(top, ignore_errors=True)
+        if not (args.keep or args.reuse):
+            shutil.rmtree(top, ignore_errors=True)
     return 0
 
 
