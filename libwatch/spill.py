@@ -8,6 +8,7 @@ is gone (the file is closed with its object); readers use `os.pread`, so several
 """
 from __future__ import annotations
 
+import bisect
 import os
 import pickle
 import tempfile
@@ -27,8 +28,10 @@ class Spill(Generic[T]):
         self._batch: list[T] = []
         self._size = batch
         self._frames: list[tuple[int, int]] = []  # (offset, length) of each batch written
+        self._firsts: list[int] = []  # the place of each written batch's first item
         self._end = 0
         self._count = 0
+        self._read: tuple[int, list[T]] = (-1, [])  # the batch `__getitem__` read last, by its number
 
     def append(self, item: T) -> None:
         self._batch.append(item)
@@ -42,6 +45,7 @@ class Spill(Generic[T]):
         data = pickle.dumps(self._batch, pickle.HIGHEST_PROTOCOL)
         os.pwrite(self._file.fileno(), data, self._end)
         self._frames.append((self._end, len(data)))
+        self._firsts.append(self._count - len(self._batch))
         self._end += len(data)
         self._batch = []
 
@@ -54,6 +58,23 @@ class Spill(Generic[T]):
         fd = self._file.fileno()
         for offset, length in list(self._frames):
             yield from pickle.loads(os.pread(fd, length, offset))
+
+    def __getitem__(self, place: int) -> T:
+        """The item at ``place`` (0-based, append order); raises IndexError past the end.
+
+        Its batch is read from disk unless it is the one read last: reading in order costs one
+        read a batch.
+        """
+        if not 0 <= place < self._count:
+            raise IndexError(place)
+        written = self._count - len(self._batch)
+        if place >= written:
+            return self._batch[place - written]
+        number = bisect.bisect_right(self._firsts, place) - 1
+        if self._read[0] != number:
+            offset, length = self._frames[number]
+            self._read = (number, pickle.loads(os.pread(self._file.fileno(), length, offset)))
+        return self._read[1][place - self._firsts[number]]
 
     def close(self) -> None:
         self._file.close()

@@ -7,10 +7,9 @@ the gone records into changes, pairing renames in a second pass. No I/O here.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from libwatch.core.hashing import Fingerprint
 from libwatch.core.paths import SEP
@@ -317,35 +316,78 @@ def judge(
     return Confirmed(record, result, racy) if record.racy or racy or record.hash is None else None
 
 
+class Records(Protocol):
+    """Records by their place, in path order: a list, or a spill file's records read back."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, place: int, /) -> Record: ...
+
+    def __iter__(self) -> Iterator[Record]: ...
+
+
 class Renames:
     """Pairs added files with gone records of the same (size, hash): one rename each, in path order.
 
-    Give it every gone record, then each change in path order (:meth:`pair`); the gone
-    records left unpaired are the deletions (:meth:`deleted`). Holds the gone records only.
+    Give it the gone records in path order as a sequence it may index (a spill file's records:
+    it keeps none of them itself), then each change in path order (:meth:`pair`); the records
+    left unpaired are the deletions (:meth:`deleted`). What it holds is about 100 bytes per gone
+    record with a hash: the place of each under the builtin hash of its (size, hash), checked
+    against the record itself when an added file asks, and one byte per record for "paired".
     """
 
-    def __init__(self, gone: Iterable[Gone]) -> None:
-        self._gone = [Change(DELETED, g.record.path, g.record.hash, None, g.record) for g in gone]
-        self._candidates: defaultdict[tuple[int, str], list[Change]] = defaultdict(list)
-        for change in sorted(self._gone, key=_path_of, reverse=True):  # popped from the end: path order
-            if change.hash is not None and change.record is not None:
-                self._candidates[(change.record.size, change.hash)].append(change)
-        self._paired: set[int] = set()
+    def __init__(self, gone: Records) -> None:
+        self._gone = gone
+        places: dict[int, int | list[int]] = {}  # hash((size, hash)) -> its place, or places (last first in path order)
+        for place, record in enumerate(gone):
+            if record.hash is None:
+                continue
+            key = hash((record.size, record.hash))
+            known = places.get(key)
+            if known is None:
+                places[key] = place
+            elif isinstance(known, int):
+                places[key] = [known, place]
+            else:
+                known.append(place)
+        for known in places.values():
+            if isinstance(known, list):
+                known.reverse()  # taken from the end: path order
+        self._places = places
+        self._paired = bytearray(len(gone))
 
     def pair(self, change: Change) -> Change:
         """``change``, or the rename it makes of a gone record with the same content."""
-        if change.type != ADDED or change.entry is None or not self._candidates:
+        if change.type != ADDED or change.entry is None or change.hash is None or not self._places:
             return change
-        same_content = self._candidates.get((change.entry.size, change.hash or ""))
-        if not same_content:
+        old = self._take(change.entry.size, change.hash)
+        if old is None:
             return change
-        old = same_content.pop()
-        self._paired.add(id(old))
-        return Change(RENAMED, change.path, change.hash, change.entry, old.record, old.path, change.racy)
+        return Change(RENAMED, change.path, change.hash, change.entry, old, old.path, change.racy)
 
-    def deleted(self) -> list[Change]:
-        """The gone records no added file took, as deletions in path order."""
-        return sorted((c for c in self._gone if id(c) not in self._paired), key=_path_of)
+    def _take(self, size: int, content: str) -> Record | None:
+        """The first unpaired gone record (path order) of this size and hash, now paired; None if there is none."""
+        key = hash((size, content))
+        known = self._places.get(key)
+        if known is None:
+            return None
+        places = [known] if isinstance(known, int) else known
+        for i in range(len(places) - 1, -1, -1):
+            record = self._gone[places[i]]
+            if record.size == size and record.hash == content:  # not another content under the same builtin hash
+                self._paired[places.pop(i)] = 1
+                if not places:
+                    del self._places[key]
+                elif len(places) == 1:
+                    self._places[key] = places[0]
+                return record
+        return None
+
+    def deleted(self) -> Iterator[Change]:
+        """The gone records no added file took, as deletions in path order (read from the sequence again)."""
+        paired = self._paired
+        return (Change(DELETED, record.path, record.hash, None, record)
+                for place, record in enumerate(self._gone) if not paired[place])
 
 
 def classify(
@@ -376,7 +418,7 @@ def classify(
             changes.append(outcome)
         elif outcome is not None:
             confirmed.append(outcome)  # type: ignore[arg-type]
-    renames = Renames(gone)
+    renames = Renames(sorted((g.record for g in gone), key=_record_path))
     paired = [renames.pair(change) for change in sorted(changes, key=_path_of)]
     return Classified(tuple(sorted([*paired, *renames.deleted()], key=_change_order)), tuple(skipped),
                       tuple(confirmed))
@@ -406,6 +448,10 @@ def _touch_or_none(entry: DiskEntry, record: Record) -> str | None:
         record.inode,
     )
     return None if same else TOUCHED
+
+
+def _record_path(record: Record) -> str:
+    return record.path
 
 
 def _path_of(change: Change) -> str:

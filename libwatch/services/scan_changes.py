@@ -1,15 +1,13 @@
 """The changes one detection found, in path order, on disk: memory holds a batch, not the change set.
 
 Each new or changed image comes with its probe (the header read, or why it could not be).
-The deletions are the gone records no rename took: they are held in memory, as rename
-pairing needs them all before the first added file (a scan deleting most of a library is
-refused by the mass-deletion guard unless allowed).
+The deletions are the gone records no rename took, spilled like the rest.
 """
 from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from libwatch.catalog.files import Probe
 from libwatch.core.diff import DELETED, Change, needs_rebuild
@@ -23,7 +21,7 @@ class Changes:
 
     def __init__(self) -> None:
         self._spill: Spill[Entry] = Spill()
-        self._deleted: list[Change] = []
+        self._deleted: Spill[Change] = Spill()
         self.by_type: Counter[str] = Counter()
         self.to_render = 0  # new or changed images whose renders are asked for (not hopeless)
         self.unreadable = 0  # new or changed files whose header could not be read
@@ -37,10 +35,11 @@ class Changes:
         if probe is not None and probe.error:
             self.unreadable += 1
 
-    def add_deleted(self, deleted: list[Change]) -> None:
+    def add_deleted(self, deleted: Iterable[Change]) -> None:
         """The deletions (in path order), once every other change is added."""
-        self._deleted = deleted
-        self.by_type[DELETED] += len(deleted)
+        for change in deleted:
+            self._deleted.append(change)
+        self.by_type[DELETED] = len(self._deleted)
 
     def __len__(self) -> int:
         return len(self._spill) + len(self._deleted)

@@ -156,7 +156,7 @@ class _Seen:
     to_hash_bytes: int = 0
     skipped: list[Skip] = field(default_factory=list)
     needs_hash: Spill[engine.NeedsHash] = field(default_factory=Spill)
-    gone: list[engine.Gone] = field(default_factory=list)
+    gone: Spill[Record] = field(default_factory=Spill)  # the records the walk did not find, in path order
     tallies: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
     def tally(self, folder: str, count: int, size: int) -> None:
@@ -345,7 +345,7 @@ def _sort_verdict(verdict: Any, seen: _Seen) -> None:
         seen.needs_hash.append(verdict)
         seen.to_hash_bytes += verdict.entry.size
     elif kind is engine.Gone:
-        seen.gone.append(verdict)
+        seen.gone.append(verdict.record)
     else:
         seen.skipped.append(verdict)
 
@@ -369,7 +369,7 @@ class _Window:
 
 def _hash_and_judge(library: Library, seen: _Seen, changes: Changes, refresh: Spill[engine.Confirmed],
                     progress: Progress, window: _Window, *, verify: bool) -> None:
-    """Hash what needs it, in path order, and judge each file as it comes (nothing held but the gone records).
+    """Hash what needs it, in path order, and judge each file as it comes (held: the renames' index of the gone).
 
     Every file still present is tallied in its folder; its record for the new index goes to the spool.
     """
@@ -407,6 +407,7 @@ def _hash_and_judge(library: Library, seen: _Seen, changes: Changes, refresh: Sp
             seen.spool.add_hashed(needs.record)
     changes.add_deleted(renames.deleted())
     seen.needs_hash.close()
+    seen.gone.close()
 
 
 def _record_of(e: DiskEntry, digest: str | None, racy: bool) -> Record:

@@ -1,6 +1,8 @@
 """The pure diff engine: each matching and classification rule, one at a time."""
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from libwatch.core.diff import (
@@ -10,11 +12,13 @@ from libwatch.core.diff import (
     MODIFIED,
     RENAMED,
     TOUCHED,
+    Change,
     Classified,
     Gone,
     Kept,
     NeedsHash,
     Record,
+    Renames,
     Unchanged,
     classify,
     is_racy,
@@ -22,6 +26,7 @@ from libwatch.core.diff import (
 )
 from libwatch.core.hashing import Fingerprint
 from libwatch.core.walk import PERMISSION_DENIED, UNSTABLE, VANISHED, DiskEntry, Skip
+from libwatch.spill import Spill
 
 H1, H2 = "xxh3-128:" + "1" * 32, "xxh3-128:" + "2" * 32
 S = 10**9
@@ -227,3 +232,54 @@ def test_verify_calls_a_byte_flip_with_mtime_restored_corrupted_a_plain_scan_mod
                         verify=True)
     assert [c.type for c in plain.changes] == [MODIFIED]
     assert [c.type for c in verified.changes] == [CORRUPTED]
+
+
+class _SameBuiltinHash(str):
+    """A content hash whose builtin hash every other one shares: two contents under one key."""
+
+    def __hash__(self) -> int:
+        return 7
+
+
+def test_renames_pair_only_equal_contents_when_their_builtin_hashes_collide() -> None:
+    h1, h2 = _SameBuiltinHash(H1), _SameBuiltinHash(H2)
+    renames = Renames([record("old/1.jpg", hash=h1), record("old/2.jpg", hash=h2), record("old/3.jpg", hash=h1)])
+    added = [Change(ADDED, p, h, entry(p), None) for p, h in (("n/a.jpg", h2), ("n/b.jpg", h1), ("n/c.jpg", h2))]
+    assert [(c.type, c.old_path) for c in map(renames.pair, added)] == [
+        (RENAMED, "old/2.jpg"), (RENAMED, "old/1.jpg"), (ADDED, None)]
+    assert [c.path for c in renames.deleted()] == ["old/3.jpg"]
+
+
+def test_renames_read_the_gone_records_from_a_spill_in_path_order() -> None:
+    gone: Spill[Record] = Spill(batch=10)
+    for i in range(95):  # ten batches, the last one short
+        gone.append(record(f"old/{i:03d}.jpg", hash=f"xxh3-128:{i % 40:032x}"))
+    renames = Renames(gone)
+    added = [Change(ADDED, f"new/{i:03d}.jpg", f"xxh3-128:{i:032x}", entry(f"new/{i:03d}.jpg"), None)
+             for i in range(50)]
+    paired = [renames.pair(change) for change in added]
+    # contents 0..39 are each held by two or three gone records: the first in path order goes first
+    assert [c.old_path for c in paired[:40]] == [f"old/{i:03d}.jpg" for i in range(40)]
+    assert all(c.type == ADDED for c in paired[40:])
+    assert [c.path for c in renames.deleted()] == [f"old/{i:03d}.jpg" for i in range(40, 95)]
+    assert gone[94].path == "old/094.jpg" and gone[3].path == "old/003.jpg"
+    with pytest.raises(IndexError):
+        gone[95]
+
+
+def test_renames_hold_about_100_bytes_a_gone_record_not_the_records() -> None:
+    """Issue 17: a scan of a moved folder met a million gone records and held every one (about 600 bytes
+    each: the record, its change, its place among the candidates)."""
+    count = 20_000
+    gone: Spill[Record] = Spill()
+    for i in range(count):
+        gone.append(record(f"old/{i:06d}/{'x' * 40}.jpg", hash=f"xxh3-128:{i:032x}"))
+    tracemalloc.start()
+    try:
+        renames = Renames(gone)
+        held, _ = tracemalloc.get_traced_memory()
+        deletions = sum(1 for _ in renames.deleted())
+    finally:
+        tracemalloc.stop()
+    assert deletions == count
+    assert held / count < 150, f"{held / count:.0f} bytes a gone record"
