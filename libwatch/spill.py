@@ -12,12 +12,14 @@ import bisect
 import os
 import pickle
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
 
 BATCH: Final = 1000  # items per pickled batch: a batch is about 0.3 MB of changes
+CACHED: Final = 16  # batches `__getitem__` keeps read (the least recently used goes first)
 
 
 class Spill(Generic[T]):
@@ -31,7 +33,7 @@ class Spill(Generic[T]):
         self._firsts: list[int] = []  # the place of each written batch's first item
         self._end = 0
         self._count = 0
-        self._read: tuple[int, list[T]] = (-1, [])  # the batch `__getitem__` read last, by its number
+        self._read: OrderedDict[int, list[T]] = OrderedDict()  # batches `__getitem__` read, by number
 
     def append(self, item: T) -> None:
         self._batch.append(item)
@@ -62,8 +64,8 @@ class Spill(Generic[T]):
     def __getitem__(self, place: int) -> T:
         """The item at ``place`` (0-based, append order); raises IndexError past the end.
 
-        Its batch is read from disk unless it is the one read last: reading in order costs one
-        read a batch.
+        Its batch is read from disk unless it is among the CACHED read last: reading in order
+        costs one read a batch.
         """
         if not 0 <= place < self._count:
             raise IndexError(place)
@@ -71,10 +73,15 @@ class Spill(Generic[T]):
         if place >= written:
             return self._batch[place - written]
         number = bisect.bisect_right(self._firsts, place) - 1
-        if self._read[0] != number:
+        batch = self._read.get(number)
+        if batch is None:
             offset, length = self._frames[number]
-            self._read = (number, pickle.loads(os.pread(self._file.fileno(), length, offset)))
-        return self._read[1][place - self._firsts[number]]
+            batch = self._read[number] = pickle.loads(os.pread(self._file.fileno(), length, offset))
+            if len(self._read) > CACHED:
+                self._read.popitem(last=False)
+        else:
+            self._read.move_to_end(number)
+        return batch[place - self._firsts[number]]
 
     def close(self) -> None:
         self._file.close()

@@ -156,7 +156,10 @@ class _Seen:
     to_hash_bytes: int = 0
     skipped: list[Skip] = field(default_factory=list)
     needs_hash: Spill[engine.NeedsHash] = field(default_factory=Spill)
-    gone: Spill[Record] = field(default_factory=Spill)  # the records the walk did not find, in path order
+    # The records the walk did not find, in path order. Rename pairing reads them by place, in the
+    # added files' order: small batches keep a read cheap when that order is not theirs (36 µs a
+    # rename for 100,000 shuffled, 1 ms with batches of 1,000).
+    gone: Spill[Record] = field(default_factory=lambda: Spill(batch=32))
     tallies: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
     def tally(self, folder: str, count: int, size: int) -> None:
