@@ -296,6 +296,13 @@ def report(rows: list[Row], baselines: dict[str, float]) -> None:
           f"{'met' if fixed <= EMPTY_GOAL_S else 'MISSED'}")
 
 
+def _clear(top: Path) -> None:
+    """Remove all but the library from TOP: what a run that ended before its first scan did left."""
+    for left in ("server-db", "home", "empty", "baseline"):
+        shutil.rmtree(top / left, ignore_errors=True)
+    (top / "store-credentials.json").unlink(missing_ok=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=1_000_000, help="number of files (default 1000000)")
@@ -305,8 +312,8 @@ def main() -> int:
     parser.add_argument("--dir", default=None, help="where to build the library (default: a temp dir, removed after)")
     parser.add_argument("--keep", action="store_true", help="keep the library, its home and the store's data")
     parser.add_argument("--reuse", default=None, metavar="TOP",
-                        help="measure the rescans again on a library an earlier --keep run left in TOP "
-                             "(no build, no insert_many, no first scan)")
+                        help="use the library an earlier --keep run built in TOP (no build): only the rescans when "
+                             "its store holds the first scan, else every step on a new store")
     args = parser.parse_args()
     top = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="libwatch-scale-", dir=args.dir))
     server = None
@@ -317,18 +324,22 @@ def main() -> int:
             written = build(root, args.files, args.sizes)
             print(f"built {args.files:,} files ({written / 2**20:,.0f} MiB) in {time.perf_counter() - start:.0f} s "
                   f"under {top}", file=sys.stderr)
+        scanned = (top / "scanned").exists()  # the first scan ended: its store and local index are in TOP
+        if not scanned:
+            _clear(top)
         server, uri = start_server(top / "server-db")
         libwatch = Libwatch(home, uri)
-        if not args.reuse:
+        if not scanned:
             libwatch.run("library", "add", NAME, str(root))
             (top / "empty").mkdir()
             libwatch.run("library", "add", EMPTY, str(top / "empty"))
         baselines = {"find": best_find(root, args.repeat),
                      VERSION: min(libwatch.run("--version")[0] for _ in range(args.repeat))}
         rows = []
-        if not args.reuse:
+        if not scanned:
             baselines["insert_many"] = baseline_inserts(top / "baseline", root)
             rows.append(libwatch.scan("first scan"))
+            (top / "scanned").touch()
         else:  # the server has a new port, which the local stat index's catalog identity names: rebuild it
             libwatch.scan("warm-up")
         rows.append(libwatch.best_scan("no-change rescan", args.repeat))
