@@ -1,6 +1,8 @@
 """Escaping untrusted text for terminals, logs and JSON (issue 12.4)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 import unicodedata
@@ -9,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from libwatch.cli import output
+from libwatch.result import Listing
 from libwatch.text import UNSAFE, escape, for_log, json_safe
 
 UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}
@@ -77,3 +80,22 @@ def test_undecodable_bytes_stay_exact_in_json() -> None:
     name = b"raw\xff.jpg".decode("utf-8", "surrogateescape")
     assert output.to_json({"path": name}) == '{"path": "raw\\udcff.jpg"}'
     assert json.loads(output.to_json({"path": name}))["path"] == name
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                    max_leaves=12))
+def test_a_streamed_document_is_the_json_of_the_same_document_whole(value: object) -> None:
+    """Lists written as Listings (item by item, as a report is read from its spill) give the same bytes."""
+    def streamed(v: object) -> object:
+        if isinstance(v, list):
+            items = [streamed(item) for item in v]
+            return Listing(lambda: iter(items), len(items))
+        if isinstance(v, dict):
+            return {key: streamed(item) for key, item in v.items()}
+        return v
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        output._write_json({"document": streamed(value)})
+    assert buffer.getvalue() == output.to_json({"document": value}) + "\n"
