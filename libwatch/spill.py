@@ -29,8 +29,7 @@ class Spill(Generic[T]):
         self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `close`, or with the process)
         self._batch: list[T] = []
         self._size = batch
-        self._frames: list[tuple[int, int]] = []  # (offset, length) of each batch written
-        self._firsts: list[int] = []  # the place of each written batch's first item
+        self._frames: list[tuple[int, int, int]] = []  # (place of its first item, offset, length) of each batch
         self._end = 0
         self._count = 0
         self._read: OrderedDict[int, list[T]] = OrderedDict()  # batches `__getitem__` read, by number
@@ -46,8 +45,7 @@ class Spill(Generic[T]):
             return
         data = pickle.dumps(self._batch, pickle.HIGHEST_PROTOCOL)
         os.pwrite(self._file.fileno(), data, self._end)
-        self._frames.append((self._end, len(data)))
-        self._firsts.append(self._count - len(self._batch))
+        self._frames.append((self._count - len(self._batch), self._end, len(data)))
         self._end += len(data)
         self._batch = []
 
@@ -58,7 +56,7 @@ class Spill(Generic[T]):
         """The items in order (those appended after the read started may be left out)."""
         self._flush()
         fd = self._file.fileno()
-        for offset, length in list(self._frames):
+        for _, offset, length in list(self._frames):
             yield from pickle.loads(os.pread(fd, length, offset))
 
     def __getitem__(self, place: int) -> T:
@@ -72,16 +70,20 @@ class Spill(Generic[T]):
         written = self._count - len(self._batch)
         if place >= written:
             return self._batch[place - written]
-        number = bisect.bisect_right(self._firsts, place) - 1
+        number = bisect.bisect_right(self._frames, place, key=_first_place) - 1
+        first, offset, length = self._frames[number]
         batch = self._read.get(number)
         if batch is None:
-            offset, length = self._frames[number]
             batch = self._read[number] = pickle.loads(os.pread(self._file.fileno(), length, offset))
             if len(self._read) > CACHED:
                 self._read.popitem(last=False)
         else:
             self._read.move_to_end(number)
-        return batch[place - self._firsts[number]]
+        return batch[place - first]
 
     def close(self) -> None:
         self._file.close()
+
+
+def _first_place(frame: tuple[int, int, int]) -> int:
+    return frame[0]

@@ -418,7 +418,7 @@ def classify(
             changes.append(outcome)
         elif outcome is not None:
             confirmed.append(outcome)  # type: ignore[arg-type]
-    renames = Renames(sorted((g.record for g in gone), key=_record_path))
+    renames = Renames(sorted((g.record for g in gone), key=_path_of))
     paired = [renames.pair(change) for change in sorted(changes, key=_path_of)]
     return Classified(tuple(sorted([*paired, *renames.deleted()], key=_change_order)), tuple(skipped),
                       tuple(confirmed))
@@ -450,12 +450,8 @@ def _touch_or_none(entry: DiskEntry, record: Record) -> str | None:
     return None if same else TOUCHED
 
 
-def _record_path(record: Record) -> str:
-    return record.path
-
-
-def _path_of(change: Change) -> str:
-    return change.path
+def _path_of(item: Change | Record) -> str:
+    return item.path
 
 
 def _change_order(change: Change) -> tuple[str, int]:
